@@ -1,0 +1,286 @@
+"""The ``ecqa`` command line: index building, asking, settings. No business logic here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from pipelines.errors import USER_ERRORS  # noqa: E402
+from pipelines.settings import Settings, load_settings  # noqa: E402
+
+app = typer.Typer(help="edgecloud-qa: answer questions over your documents, edge first.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+index_app = typer.Typer(help="Build and inspect Qdrant indexes.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
+QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
+Collection = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name [env ECQA_COLLECTION].")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def emit_json(data: Any) -> None:
+    """Plain JSON on stdout: rich would soft-wrap long strings on a narrow console."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def user_errors(fn: F) -> F:
+    """Turn the project's user errors into one red line and exit code 2; Ctrl-C into 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted — nothing was changed (an unfinished index build is discarded)", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(**flags: Any) -> Settings:
+    return load_settings(**flags)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file [env ECQA_CONFIG].")] = None,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if config is not None:
+        os.environ["ECQA_CONFIG"] = str(config)
+
+
+# --- index ----------------------------------------------------------------------------------
+@index_app.command("build")
+@user_errors
+def index_build(
+    paths: Annotated[list[Path], typer.Argument(help="SQuAD v2 .json, .jsonl (text, title, id), .txt/.md files or folders.")],
+    collection: Collection = None,
+    recreate: Annotated[bool, typer.Option("--recreate", help="Replace the collection instead of adding to it.")] = False,
+    embedder_model: Annotated[str | None, typer.Option("--embedder-model", help="sentence-transformers model dir [env ECQA_EMBEDDER_MODEL].")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Passages per encode() call.")] = None,
+    qdrant_path: QdrantPath = None,
+    qdrant_url: QdrantUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from edge.embedder import SentenceEmbedder
+    from indexing.build import build_index
+    from indexing.loaders import load_passages
+    from pipelines.store import open_store
+
+    s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
+                      qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    embedder = SentenceEmbedder(s.embedder_model)  # checks the model dir before reading any input
+    passages, sources = load_passages(paths, chunk_chars=s.chunk_chars, overlap_chars=s.chunk_overlap_chars)
+    embedder.load()
+    with open_store(s) as store, Progress(
+        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, transient=as_json, disable=as_json,
+    ) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+        start: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            import time
+
+            if not start:
+                start.append(time.perf_counter())
+            elapsed = time.perf_counter() - start[0]
+            rate = f"{done / elapsed:.0f} passages/s" if elapsed > 0 and done else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        report = build_index(store, embedder, passages, sources, s.collection, recreate=recreate,
+                             batch_size=s.embed_batch_size, embed_titles=s.embed_titles, hybrid=s.hybrid,
+                             progress=progress)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    if report.added == 0:
+        out.print(f"collection [bold]{report.collection}[/] already holds all {report.already_indexed} passages — nothing added")
+        return
+    out.print(
+        f"indexed [bold]{report.documents}[/] passages into [bold]{report.collection}[/] "
+        f"({report.added} new, {report.already_indexed} already indexed, {report.duplicates} duplicates skipped) "
+        f"in {report.seconds:.1f} s — {report.passages_per_s:.0f} passages/s"
+    )
+
+
+@index_app.command("list")
+@user_errors
+def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_json: AsJson = False) -> None:
+    """List collections with their size and model."""
+    from pipelines.store import open_store
+
+    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    with open_store(s) as store:
+        infos = store.list()
+    if as_json:
+        emit_json([i.as_dict() for i in infos])
+        return
+    if not infos:
+        out.print("no collections yet — run `ecqa index build FILE`")
+        return
+    table = Table("collection", "documents", "dim", "model", "built at")
+    for i in infos:
+        table.add_row(i.collection, str(i.documents), str(i.dimension), i.model, i.built_at)
+    out.print(table)
+
+
+@index_app.command("stats")
+@user_errors
+def index_stats(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None,
+                as_json: AsJson = False) -> None:
+    """Show one collection's size, model, build time and sources."""
+    from pipelines.store import open_store
+
+    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    with open_store(s) as store:
+        info = store.info(s.collection)
+    data = info.as_dict()
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("field", "value", show_header=False)
+    for key in ("collection", "backing_collection", "documents", "dimension", "model", "built_at", "hybrid", "embed_titles"):
+        table.add_row(key, str(data[key]))
+    for src in data["sources"]:
+        table.add_row("source", f"{src.get('path')} ({src.get('format')}, {src.get('passages')} passages)")
+    out.print(table)
+
+
+@index_app.command("drop")
+@user_errors
+def index_drop(name: Annotated[str, typer.Argument(help="Collection to delete.")],
+               qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None) -> None:
+    """Delete a collection and all its versions."""
+    from pipelines.store import open_store
+
+    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    with open_store(s) as store:
+        store.drop(name)
+    out.print(f"dropped collection [bold]{name}[/]")
+
+
+# --- asking ---------------------------------------------------------------------------------
+def _print_result(result: Any) -> None:
+    answer = result.answer or "[italic](no answer in the collection)[/]"
+    out.print(f"[bold]{answer}[/]")
+    t = result.timings_ms
+    out.print(
+        f"[dim]{result.tier} · confidence {result.confidence:.2f} · {t['total']:.0f} ms "
+        f"(embed {t.get('embed', 0):.0f}, retrieve {t.get('retrieve', 0):.0f}, generate {t.get('generate', 0):.0f})[/]",
+        highlight=False,
+    )
+    for i, p in enumerate(result.passages, 1):
+        mark = " ◀ answer" if p.get("answer_span") else ""
+        out.print(f"[dim]  [{i}] {p['title']} (score {p['score']:.3f}){mark}[/]", highlight=False)
+
+
+@app.command("ask")
+@user_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Collection = None,
+    policy: Annotated[str, typer.Option("--policy", help="Who answers: edge.")] = "edge",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages retrieved [env ECQA_TOP_K].")] = None,
+    qdrant_path: QdrantPath = None,
+    qdrant_url: QdrantUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Answer a question from a collection."""
+    from pipelines.answer import answer_question, check_policy
+    from pipelines.edge_pipeline import EdgeQA, check_question
+    from pipelines.store import open_store
+
+    check_policy(policy)
+    check_question(question)
+    s = settings_from(collection=collection, top_k=top_k, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    with open_store(s) as store:
+        result = answer_question(EdgeQA(s, store), question, policy=policy)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_result(result)
+
+
+@app.command("shell")
+@user_errors
+def shell(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None) -> None:
+    """Ask questions interactively with the models kept loaded (empty line or Ctrl-D quits)."""
+    from pipelines.edge_pipeline import EdgeQA
+    from pipelines.store import open_store
+
+    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    with open_store(s) as store:
+        edge = EdgeQA(s, store).warm_up()
+        info = edge.retriever.info
+        out.print(f"edgecloud-qa · collection [bold]{info.collection}[/] ({info.documents} passages) · "
+                  f"edge model {edge.generator.model_name}")
+        out.print("[dim]type a question and press Enter; an empty line or Ctrl-D quits[/]")
+        while True:
+            try:
+                question = input("question> ") if sys.stdin.isatty() else sys.stdin.readline()
+            except EOFError:
+                break
+            if not question.strip():
+                break
+            try:
+                _print_result(edge.answer(question))
+            except USER_ERRORS as exc:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+
+
+# --- config ---------------------------------------------------------------------------------
+@config_app.command("show")
+@user_errors
+def config_show(as_json: AsJson = False) -> None:
+    """Print the effective settings (file + env + defaults), secrets redacted."""
+    s = load_settings()
+    data = s.redacted()
+    if as_json:
+        emit_json(data)
+        return
+    table = Table("setting", "value", "env var", "description")
+    for name, field in Settings.model_fields.items():
+        table.add_row(name, str(data[name]), f"ECQA_{name.upper()}", field.description or "")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

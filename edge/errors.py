@@ -1,0 +1,42 @@
+"""Errors of the edge tier. Messages say what went wrong and how to fix it.
+
+Exception tree::
+
+    EdgeError
+     ├── StoreError                Qdrant problems
+     │    ├── StoreLockedError     the local index folder is held by another process
+     │    ├── StoreUnreachableError   a Qdrant server URL that does not answer
+     │    └── CollectionNotFoundError
+     ├── EmbedderError             not a sentence-transformers model / dimension mismatch
+     └── ModelError                a GGUF path that is missing or does not load
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base of errors raised in edge/."""
+
+
+class StoreError(EdgeError):
+    """The Qdrant document store cannot do what was asked."""
+
+
+class StoreLockedError(StoreError):
+    """The embedded Qdrant folder is already open in another process."""
+
+
+class StoreUnreachableError(StoreError):
+    """A Qdrant server did not answer."""
+
+
+class CollectionNotFoundError(StoreError):
+    """No collection or alias of that name."""
+
+
+class EmbedderError(EdgeError):
+    """The embedding model cannot be loaded or does not fit the index."""
+
+
+class ModelError(EdgeError):
+    """The edge language model cannot be loaded."""

@@ -1,0 +1,367 @@
+"""Qdrant document store: versioned collections behind an alias, hybrid dense + BM25 search.
+
+A collection the user names (``squad``) is an *alias*. Each build writes a fresh backing
+collection ``squad__v<timestamp>`` and switches the alias to it in one atomic alias update only
+when the build is complete, so an interrupted build leaves the previous version serving. The
+build manifest (model, dimension, sources, …) lives in the backing collection's metadata.
+
+The same code serves embedded Qdrant (``path=``, one process per folder) and a server or
+cluster (``url=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge.fusion import fuse
+from edge.errors import CollectionNotFoundError, StoreError, StoreLockedError, StoreUnreachableError
+
+logger = logging.getLogger(__name__)
+
+DENSE = "dense"
+SPARSE = "bm25"
+_VERSION_SEP = "__v"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved passage with its fused score and the per-retriever scores behind it."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    dense_score: float | None = None
+    sparse_score: float | None = None
+
+
+@dataclass
+class CollectionInfo:
+    """What `index stats` reports about a collection."""
+
+    collection: str
+    backing: str
+    documents: int
+    dimension: int
+    model: str = ""
+    built_at: str = ""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    hybrid: bool = True
+    embed_titles: bool = True
+    sparse_avg_len: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "backing_collection": self.backing,
+            "documents": self.documents,
+            "dimension": self.dimension,
+            "model": self.model,
+            "built_at": self.built_at,
+            "sources": self.sources,
+            "hybrid": self.hybrid,
+            "embed_titles": self.embed_titles,
+        }
+
+
+def document_id(title: str, text: str) -> str:
+    """Deterministic point id: a UUID made from the SHA-256 of title and text."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{title}\n{text}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16]))
+
+
+class DocumentStore:
+    """A Qdrant client opened on a local folder or a server URL.
+
+    :param path: folder of the embedded index (ignored when ``url`` is given); neither = in memory.
+    :param url: Qdrant server or cluster URL.
+    :param api_key: API key for ``url``.
+    """
+
+    def __init__(self, path: Path | None = None, url: str | None = None, api_key: str | None = None) -> None:
+        self.path = path
+        self.url = url
+        self.api_key = api_key
+        self._client: Any = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def open(self) -> DocumentStore:
+        if self._client is not None:
+            return self
+        from qdrant_client import QdrantClient
+
+        if self.url:
+            self._client = QdrantClient(url=self.url, api_key=self.api_key, timeout=10, check_compatibility=False)
+            with self._guard():
+                self._client.get_collections()
+            return self
+        if self.path is None:  # tests and benchmarks
+            self._client = QdrantClient(":memory:")
+            return self
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create index folder {self.path}: {exc.strerror} — pass a writable --qdrant-path") from None
+        try:
+            self._client = QdrantClient(path=str(self.path))
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise StoreLockedError(
+                    f"the index folder {self.path} is open in another ecqa process — stop it, "
+                    "or use a Qdrant server with --qdrant-url"
+                ) from None
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def __enter__(self) -> DocumentStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        return self.url or str(self.path or ":memory:")
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn transport failures of a Qdrant server into one clear error."""
+        from qdrant_client.http.exceptions import ResponseHandlingException
+
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            raise StoreUnreachableError(
+                f"Qdrant at {self.url} did not answer ({exc.source.__class__.__name__}) — start it or fix --qdrant-url"
+            ) from None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self.open()
+        return self._client
+
+    # --- naming ------------------------------------------------------------------------------
+    def _aliases(self) -> dict[str, str]:
+        with self._guard():
+            return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def _collections(self) -> list[str]:
+        with self._guard():
+            return [c.name for c in self.client.get_collections().collections]
+
+    def resolve(self, name: str) -> str:
+        """Backing collection of ``name`` (an alias, or a plain collection made elsewhere)."""
+        aliases = self._aliases()
+        if name in aliases:
+            return aliases[name]
+        if name in self._collections():
+            return name
+        known = sorted(aliases) or ["none yet"]
+        raise CollectionNotFoundError(
+            f"collection {name!r} not found in {self.where} (have: {', '.join(known)}) — "
+            f"run `ecqa index build FILE --collection {name}`"
+        )
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+        except CollectionNotFoundError:
+            return False
+        return True
+
+    # --- reading ----------------------------------------------------------------------------
+    def info(self, name: str) -> CollectionInfo:
+        backing = self.resolve(name)
+        with self._guard():
+            desc = self.client.get_collection(backing)
+            count = self.client.count(backing, exact=True).count
+        meta = desc.config.metadata or {}
+        vectors = desc.config.params.vectors
+        dim = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else int(meta.get("dimension", 0))
+        return CollectionInfo(
+            collection=name,
+            backing=backing,
+            documents=count,
+            dimension=dim,
+            model=str(meta.get("model", "")),
+            built_at=str(meta.get("built_at", "")),
+            sources=list(meta.get("sources", [])),
+            hybrid=bool(meta.get("hybrid", False)),
+            embed_titles=bool(meta.get("embed_titles", False)),
+            sparse_avg_len=float(meta.get("sparse_avg_len", 0.0)),
+        )
+
+    def list(self) -> list[CollectionInfo]:
+        return [self.info(alias) for alias in sorted(self._aliases())]
+
+    def existing_ids(self, backing: str, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 256):
+            with self._guard():
+                pts = self.client.retrieve(backing, ids=list(ids[i : i + 256]), with_payload=False, with_vectors=False)
+            found.update(str(p.id) for p in pts)
+        return found
+
+    def search(
+        self,
+        name: str,
+        dense: Sequence[float],
+        sparse: tuple[list[int], list[float]] | None,
+        top_k: int,
+        fusion: str = "convex",
+        dense_weight: float = 0.6,
+        sparse_weight: float = 1.0,
+    ) -> list[Hit]:
+        """Top-k passages: dense cosine alone, or dense and BM25 fused (see :mod:`edge.fusion`).
+
+        Fusion runs here rather than in Qdrant's ``FusionQuery`` so each hit keeps its cosine
+        and BM25 scores, which the confidence features use.
+        """
+        from qdrant_client import models as m
+
+        backing = self.resolve(name)
+        depth = max(top_k * 4, 20)
+        with self._guard():
+            dense_pts = self.client.query_points(
+                backing, query=list(dense), using=DENSE, limit=depth if sparse else top_k, with_payload=True
+            ).points
+            sparse_pts = []
+            if sparse and sparse[0]:
+                sparse_pts = self.client.query_points(
+                    backing,
+                    query=m.SparseVector(indices=sparse[0], values=sparse[1]),
+                    using=SPARSE,
+                    limit=depth,
+                    with_payload=True,
+                ).points
+        if not sparse:
+            return [Hit(str(p.id), float(p.score), p.payload or {}, dense_score=float(p.score)) for p in dense_pts]
+        payloads = {str(p.id): p.payload or {} for p in [*sparse_pts, *dense_pts]}
+        dense_scores = {str(p.id): float(p.score) for p in dense_pts}
+        sparse_scores = {str(p.id): float(p.score) for p in sparse_pts}
+        best = fuse(list(dense_scores.items()), list(sparse_scores.items()), top_k, fusion, dense_weight, sparse_weight)
+        return [
+            Hit(pid, score, payloads[pid], dense_scores.get(pid), sparse_scores.get(pid)) for pid, score in best
+        ]
+
+    # --- writing ----------------------------------------------------------------------------
+    def create_version(self, name: str, dimension: int, hybrid: bool) -> str:
+        """Create an empty backing collection for a new build of ``name``."""
+        from qdrant_client import models as m
+
+        backing = f"{name}{_VERSION_SEP}{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S%f')}"
+        sparse_cfg = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if hybrid else None
+        with self._guard():
+            self.client.create_collection(
+                backing,
+                vectors_config={DENSE: m.VectorParams(size=dimension, distance=m.Distance.COSINE)},
+                sparse_vectors_config=sparse_cfg,
+            )
+        return backing
+
+    def upsert(
+        self,
+        backing: str,
+        ids: Sequence[str],
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[tuple[list[int], list[float]]] | None,
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        from qdrant_client import models as m
+
+        points = []
+        for i, pid in enumerate(ids):
+            vector: dict[str, Any] = {DENSE: list(map(float, dense[i]))}
+            if sparse is not None:
+                vector[SPARSE] = m.SparseVector(indices=sparse[i][0], values=sparse[i][1])
+            points.append(m.PointStruct(id=pid, vector=vector, payload=payloads[i]))
+        with self._guard():
+            self.client.upsert(backing, points=points, wait=True)
+
+    def copy_points(self, src: str, dst: str, batch: int = 256) -> int:
+        """Copy every point (vectors and payload) of ``src`` into ``dst``; returns the count."""
+        from qdrant_client import models as m
+
+        copied = 0
+        offset = None
+        while True:
+            with self._guard():
+                pts, offset = self.client.scroll(src, limit=batch, offset=offset, with_payload=True, with_vectors=True)
+            if pts:
+                with self._guard():
+                    self.client.upsert(
+                        dst,
+                        points=[m.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in pts],
+                        wait=True,
+                    )
+                copied += len(pts)
+            if offset is None:
+                return copied
+
+    def publish(self, name: str, backing: str, metadata: dict[str, Any]) -> None:
+        """Write the manifest, then point ``name`` at ``backing`` in one atomic alias update."""
+        from qdrant_client import models as m
+
+        with self._guard():
+            self.client.update_collection(backing, metadata=metadata)
+        old = self._aliases().get(name)
+        if name in self._collections():
+            raise StoreError(
+                f"{name!r} is a plain collection made outside ecqa — drop it with `ecqa index drop {name}` first"
+            )
+        ops: list[Any] = []
+        if old:
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=name)))
+        ops.append(m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=backing, alias_name=name)))
+        with self._guard():
+            self.client.update_collection_aliases(change_aliases_operations=ops)
+        self._drop_unaliased(name, keep=backing)
+
+    def discard(self, backing: str) -> None:
+        """Remove an unfinished backing collection (a failed build)."""
+        with contextlib.suppress(Exception):
+            self.client.delete_collection(backing)
+
+    def _drop_unaliased(self, name: str, keep: str) -> None:
+        """Delete older versions of ``name`` and leftovers of interrupted builds."""
+        prefix = f"{name}{_VERSION_SEP}"
+        in_use = set(self._aliases().values())
+        for coll in self._collections():
+            if coll.startswith(prefix) and coll != keep and coll not in in_use:
+                logger.info("dropping old index version %s", coll)
+                with self._guard():
+                    self.client.delete_collection(coll)
+
+    def drop(self, name: str) -> str:
+        """Delete the alias ``name`` and its backing collection; returns the backing name."""
+        from qdrant_client import models as m
+
+        backing = self.resolve(name)
+        with self._guard():
+            if name in self._aliases():
+                self.client.update_collection_aliases(
+                    change_aliases_operations=[m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=name))]
+                )
+            self.client.delete_collection(backing)
+        self._drop_unaliased(name, keep="")
+        return backing
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+

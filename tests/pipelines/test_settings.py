@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import ConfigError
+from pipelines.settings import Settings, load_settings
+
+
+def test_defaults_use_per_user_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ECQA_QDRANT_PATH")
+    s = load_settings()
+    assert s.collection == "squad" and s.top_k == 3 and s.hybrid and s.fusion == "convex"
+    assert s.effective_qdrant_path() == tmp_path / "xdg" / "ecqa" / "qdrant"
+
+
+def test_env_overrides_defaults_and_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_TOP_K", "5")
+    monkeypatch.setenv("ECQA_QDRANT_URL", "http://qdrant:6333")
+    assert load_settings().top_k == 5
+    assert load_settings(top_k=2).top_k == 2
+    assert load_settings(top_k=None).top_k == 5  # an unset flag does not override
+    assert load_settings().qdrant_url == "http://qdrant:6333"
+
+
+def test_toml_file_is_read_below_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "ecqa.toml"
+    cfg.write_text('collection = "docs"\ntop_k = 7\n')
+    monkeypatch.setenv("ECQA_CONFIG", str(cfg))
+    monkeypatch.setenv("ECQA_TOP_K", "4")
+    s = load_settings()
+    assert (s.collection, s.top_k) == ("docs", 4)
+
+
+def test_invalid_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_TOP_K", "0")
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    msg = str(exc.value)
+    assert "top_k" in msg and "ECQA_TOP_K" in msg and "\n" not in msg
+
+
+def test_bad_collection_name_and_missing_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="collection"):
+        load_settings(collection="bad name!")
+    monkeypatch.setenv("ECQA_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings()
+
+
+def test_malformed_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "ecqa.toml"
+    cfg.write_text("top_k = = 3\n")
+    monkeypatch.setenv("ECQA_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match="TOML"):
+        load_settings()
+
+
+def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_QDRANT_API_KEY", "s3cr3t-key")
+    s = load_settings()
+    assert s.qdrant_api_key is not None and s.qdrant_api_key.get_secret_value() == "s3cr3t-key"
+    assert "s3cr3t" not in repr(s) and "s3cr3t" not in str(s.redacted())
+    assert s.redacted()["qdrant_api_key"] == "**********"
+
+
+def test_every_field_is_described() -> None:
+    assert all(f.description for f in Settings.model_fields.values())
