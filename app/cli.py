@@ -15,12 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import typer
+from rich.console import Console
+from rich.table import Table
 
-from pipelines.errors import USER_ERRORS  # noqa: E402
-from pipelines.settings import Settings, load_settings  # noqa: E402
+from app.cli_cloud import cloud_app
+from app.cli_link import link_app
+from pipelines.errors import USER_ERRORS
+from pipelines.settings import Settings, load_settings
 
 app = typer.Typer(help="edgecloud-qa: answer questions over your documents, edge first.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -28,6 +30,8 @@ index_app = typer.Typer(help="Build and inspect Qdrant indexes.", no_args_is_hel
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
+app.add_typer(link_app, name="link")
+app.add_typer(cloud_app, name="cloud")
 
 out = Console()
 err = Console(stderr=True)
@@ -92,7 +96,14 @@ def index_build(
     as_json: AsJson = False,
 ) -> None:
     """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from edge.embedder import SentenceEmbedder
     from indexing.build import build_index
@@ -145,7 +156,7 @@ def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_
 
     s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
     with open_store(s) as store:
-        infos = store.list()
+        infos = store.list_collections()
     if as_json:
         emit_json([i.as_dict() for i in infos])
         return
@@ -198,14 +209,22 @@ def _print_result(result: Any) -> None:
     answer = result.answer or "[italic](no answer in the collection)[/]"
     out.print(f"[bold]{answer}[/]")
     t = result.timings_ms
-    out.print(
-        f"[dim]{result.tier} · confidence {result.confidence:.2f} · {t['total']:.0f} ms "
-        f"(embed {t.get('embed', 0):.0f}, retrieve {t.get('retrieve', 0):.0f}, generate {t.get('generate', 0):.0f})[/]",
-        highlight=False,
-    )
+    stages = ", ".join(f"{k} {t[k]:.0f}" for k in ("embed", "retrieve", "generate", "cloud_network", "cloud_server") if k in t)
+    out.print(f"[dim]{result.tier} · confidence {result.confidence:.2f} · {t['total']:.0f} ms ({stages})[/]", highlight=False)
+    if result.decision:
+        flag = " · degraded" if result.decision.get("degraded") else ""
+        out.print(f"[dim]why: {result.decision['reason']}{flag}[/]", highlight=False)
     for i, p in enumerate(result.passages, 1):
         mark = " ◀ answer" if p.get("answer_span") else ""
         out.print(f"[dim]  [{i}] {p['title']} (score {p['score']:.3f}){mark}[/]", highlight=False)
+
+
+Policy = Annotated[str | None, typer.Option("--policy", help="edge, cloud, cascade, latency or learned [env ECQA_POLICY; "
+                                                             "default cascade with a cloud URL, else edge].")]
+Network = Annotated[str | None, typer.Option("--network", help="Emulate the link: lan, 5g, wifi, congested [env ECQA_NETWORK].")]
+BudgetMs = Annotated[float | None, typer.Option("--budget-ms", help="Latency budget Tmax in ms [env ECQA_BUDGET_MS].")]
+CloudUrl = Annotated[str | None, typer.Option("--cloud-url", help="Cloud gateway https:// URL [env ECQA_CLOUD_URL].")]
+CloudDir = Annotated[Path | None, typer.Option("--cloud-dir", help="Directory `ecqa cloud init` wrote [env ECQA_CLOUD_DIR].")]
 
 
 @app.command("ask")
@@ -213,22 +232,28 @@ def _print_result(result: Any) -> None:
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     collection: Collection = None,
-    policy: Annotated[str, typer.Option("--policy", help="Who answers: edge.")] = "edge",
+    policy: Policy = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Passages retrieved [env ECQA_TOP_K].")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Override the policy's calibrated threshold.")] = None,
+    budget_ms: BudgetMs = None,
+    network: Network = None,
     qdrant_path: QdrantPath = None,
     qdrant_url: QdrantUrl = None,
+    cloud_url: CloudUrl = None,
+    cloud_dir: CloudDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Answer a question from a collection."""
-    from pipelines.answer import answer_question, check_policy
-    from pipelines.edge_pipeline import EdgeQA, check_question
+    """Answer a question from a collection: on the edge, in the cloud, or as the policy decides."""
+    from pipelines.answer import answer_question, build_cascade, effective_policy, emulated_link
+    from pipelines.edge_pipeline import check_question
     from pipelines.store import open_store
 
-    check_policy(policy)
     check_question(question)
-    s = settings_from(collection=collection, top_k=top_k, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
-    with open_store(s) as store:
-        result = answer_question(EdgeQA(s, store), question, policy=policy)
+    s = settings_from(collection=collection, top_k=top_k, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
+                      cloud_url=cloud_url, cloud_dir=cloud_dir, policy=policy, budget_ms=budget_ms, network=network)
+    name = effective_policy(s)
+    with emulated_link(s) as linked, open_store(linked) as store:
+        result = answer_question(build_cascade(linked, store), question, policy=name, threshold=threshold)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -237,17 +262,23 @@ def ask(
 
 @app.command("shell")
 @user_errors
-def shell(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None) -> None:
+def shell(collection: Collection = None, policy: Policy = None, network: Network = None, budget_ms: BudgetMs = None,
+          qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, cloud_url: CloudUrl = None,
+          cloud_dir: CloudDir = None) -> None:
     """Ask questions interactively with the models kept loaded (empty line or Ctrl-D quits)."""
-    from pipelines.edge_pipeline import EdgeQA
+    from pipelines.answer import answer_question, build_cascade, effective_policy, emulated_link
     from pipelines.store import open_store
 
-    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
-    with open_store(s) as store:
-        edge = EdgeQA(s, store).warm_up()
+    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, cloud_url=cloud_url,
+                      cloud_dir=cloud_dir, policy=policy, network=network, budget_ms=budget_ms)
+    name = effective_policy(s)
+    with emulated_link(s) as linked, open_store(linked) as store:
+        cascade = build_cascade(linked, store)
+        edge = cascade.edge.warm_up()
         info = edge.retriever.info
+        cloud = f" · cloud {linked.cloud_url}" + (f" over {linked.network}" if linked.network else "") if linked.cloud_url else ""
         out.print(f"edgecloud-qa · collection [bold]{info.collection}[/] ({info.documents} passages) · "
-                  f"edge model {edge.generator.model_name}")
+                  f"edge model {edge.generator.model_name} · policy {name}{cloud}", highlight=False)
         out.print("[dim]type a question and press Enter; an empty line or Ctrl-D quits[/]")
         while True:
             try:
@@ -257,7 +288,7 @@ def shell(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_
             if not question.strip():
                 break
             try:
-                _print_result(edge.answer(question))
+                _print_result(answer_question(cascade, question, policy=name))
             except USER_ERRORS as exc:
                 err.print(f"[bold red]error:[/] {exc}", highlight=False)
 

@@ -8,7 +8,8 @@ Exception tree::
      │    ├── StoreUnreachableError   a Qdrant server URL that does not answer
      │    └── CollectionNotFoundError
      ├── EmbedderError             not a sentence-transformers model / dimension mismatch
-     └── ModelError                a GGUF path that is missing or does not load
+     ├── ModelError                a GGUF path that is missing or does not load
+     └── LinkError                 unknown link profile, emulator that cannot listen, netns not possible
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class EmbedderError(EdgeError):
 
 class ModelError(EdgeError):
     """The edge language model cannot be loaded."""
+
+
+class LinkError(EdgeError):
+    """The emulated edge–cloud link cannot be set up as asked."""

@@ -40,10 +40,20 @@ class EdgeRetriever:
         self.fusion = fusion
         self.dense_weight = dense_weight
         self._info: CollectionInfo | None = None
+        self._checked_at = 0.0
 
     def warm_up(self) -> None:
         if self._info is None:
             self._info = self.store.open().info(self.collection)
+            self._checked_at = time.monotonic()
+
+    def refresh_if_stale(self, every_s: float = 2.0) -> None:
+        """Re-read the collection's manifest at most every ``every_s`` seconds, so a rebuild
+        (an alias switch, possibly by another process on a server) is noticed."""
+        now = time.monotonic()
+        if self._info is None or now - self._checked_at >= every_s:
+            self._info = self.store.info(self.collection)
+            self._checked_at = now
 
     @property
     def info(self) -> CollectionInfo:

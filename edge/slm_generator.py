@@ -64,7 +64,7 @@ class SlmGenerator:
 
         threads = self.n_threads or os.cpu_count() or 1
         try:
-            self._llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=threads, verbose=False)
+            self._llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {path}: {exc} — check that it is a complete GGUF model") from None
         llm = self._llm

@@ -16,12 +16,12 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.fusion import fuse
 from edge.errors import CollectionNotFoundError, StoreError, StoreLockedError, StoreUnreachableError
+from edge.fusion import fuse
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class DocumentStore:
             sparse_avg_len=float(meta.get("sparse_avg_len", 0.0)),
         )
 
-    def list(self) -> list[CollectionInfo]:
+    def list_collections(self) -> list[CollectionInfo]:
         return [self.info(alias) for alias in sorted(self._aliases())]
 
     def existing_ids(self, backing: str, ids: Sequence[str]) -> set[str]:
@@ -264,7 +264,7 @@ class DocumentStore:
         """Create an empty backing collection for a new build of ``name``."""
         from qdrant_client import models as m
 
-        backing = f"{name}{_VERSION_SEP}{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S%f')}"
+        backing = f"{name}{_VERSION_SEP}{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
         sparse_cfg = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if hybrid else None
         with self._guard():
             self.client.create_collection(
@@ -363,5 +363,5 @@ class DocumentStore:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 

@@ -41,8 +41,7 @@ def find_span(answer: str, passage: str) -> tuple[int, int] | None:
 _WORD = re.compile(r"\S+")
 # Words that never make an answer on their own at the edge of a span.
 _EDGE_STOP = frozenset(
-    "a an the is are was were be been being of in on at to by for from with as and or its it their his her "
-    "this that these those which who whom whose what when where why how answer passage".split()
+    ["a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "of", "in", "on", "at", "to", "by", "for", "from", "with", "as", "and", "or", "its", "it", "their", "his", "her", "this", "that", "these", "those", "which", "who", "whom", "whose", "what", "when", "where", "why", "how", "answer", "passage"]
 )
 
 

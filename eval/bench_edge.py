@@ -25,6 +25,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 START, END = "<!-- bench-edge:start -->", "<!-- bench-edge:end -->"
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Unlike ru_maxrss it is per address space, so a
+    child started by exec does not inherit its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -57,7 +66,7 @@ def bench_retrieval(data: Path, extra: Path) -> dict[str, Any]:
     qvecs = emb.encode([q.question for q in questions])
     gold = [document_id(q.title, q.context) for q in questions]
     qsparse = [sparse.query_vector(q.question) for q in questions]
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "dense, text only (plain MiniLM)": dict(coll="bare", hybrid=False, fusion="convex", dw=1.0),
         "dense, 'title: text'": dict(coll="title", hybrid=False, fusion="convex", dw=1.0),
         "BM25 sparse only": dict(coll="bare", hybrid=True, fusion="convex", dw=0.0),
@@ -105,10 +114,13 @@ def bench_build(data: Path, extra: Path) -> dict[str, Any]:
         report = build_index(store, emb, passages, sources, "bench", recreate=True, batch_size=64)
         built.append(report.documents / (time.perf_counter() - t0))
         store.close()
-    for bs in (16, 32, 64, 128):
-        t0 = time.perf_counter()
-        emb._st.encode(texts[:320], batch_size=bs, normalize_embeddings=True, show_progress_bar=False)
-        batches[bs] = 320 / (time.perf_counter() - t0)
+    for bs in (8, 16, 32, 64, 128):
+        rates = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            emb._st.encode(texts, batch_size=bs, normalize_embeddings=True, show_progress_bar=False)
+            rates.append(len(texts) / (time.perf_counter() - t0))
+        batches[bs] = max(rates)
     return {"passages": len(texts), "raw_encode_per_s": max(raw), "build_per_s": max(built),
             "ratio": max(built) / max(raw), "encode_per_s_by_batch": batches}
 
@@ -125,7 +137,7 @@ def edge_child(args: argparse.Namespace) -> None:
     questions = load_questions(Path(args.data), limit=args.n)
     store = open_store(s)
     qa = EdgeQA(s, store).warm_up()
-    rss_warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_warm = peak_rss_mib()
     # Pipeline.run overhead: the same embed+retrieve stages, direct calls vs a Haystack Pipeline.
     from haystack import Pipeline
 
@@ -162,7 +174,7 @@ def edge_child(args: argparse.Namespace) -> None:
         "prompt_tokens_mean": statistics.mean(prompt_tokens),
         "cached_prompt_tokens_mean": statistics.mean(cached),
         "rss_after_warm_up_mib": rss_warm,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "pipeline_overhead": {"direct_p50_ms": pct(direct, 50), "pipeline_p50_ms": pct(piped, 50),
                               "overhead_p50_ms": pct(piped, 50) - pct(direct, 50)},
         "accuracy": {"edge": evaluate(questions, preds), "always_no_answer": evaluate(questions, {})},
@@ -204,7 +216,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
               "| path | passages/s | ratio |", "|---|---:|---:|",
               f"| raw `SentenceTransformer.encode` (batch 64) | {b['raw_encode_per_s']:.1f} | 1.00 |",
               f"| `build_index` (encode + BM25 + Qdrant upsert + alias switch) | {b['build_per_s']:.1f} | "
-              f"{b['ratio']:.2f} |", "", "encode() passages/s by batch size (first 320 passages): "
+              f"{b['ratio']:.2f} |", "", "raw encode() passages/s by batch size (all passages, best of two): "
               + ", ".join(f"{k}: {v:.1f}" for k, v in b["encode_per_s_by_batch"].items()), ""]
     lines += [f"### Edge latency per stage ({e['n']} first dev-a questions, full index, top-3, SmolLM2-135M Q4_1)", "",
               "| stage | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]

@@ -12,6 +12,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -63,8 +64,9 @@ class Question:
         return self.answers != ("",)
 
 
-def gold_answers(qa: Mapping[str, object]) -> tuple[str, ...]:
-    texts = [a["text"] for a in qa.get("answers", []) if normalize_answer(a["text"])]  # type: ignore[index,union-attr]
+def gold_answers(qa: Mapping[str, Any]) -> tuple[str, ...]:
+    """Gold answer texts of a SQuAD v2 question; ('',) when it is unanswerable."""
+    texts = [str(a["text"]) for a in qa.get("answers") or [] if normalize_answer(str(a.get("text", "")))]
     return tuple(texts) if texts else ("",)
 
 

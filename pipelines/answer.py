@@ -1,25 +1,110 @@
-"""The one function every entry point uses to answer a question, and the policy names it knows."""
+"""The one place a Cascade is built from settings, and the one answer function the CLI, the UI
+and the evaluation call."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from edge.answer_cache import AnswerCache
+from edge.store import DocumentStore
+from pipelines.calibration import Calibration
+from pipelines.cascade import Cascade
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
+from pipelines.latency import CircuitBreaker, LatencyModel
+from pipelines.policies import REGISTRY, policy_class
+from pipelines.settings import Settings
 from pipelines.types import AskResult
 
-# The cascade issue adds cloud, cascade, latency and learned policies to this registry.
-POLICIES: tuple[str, ...] = ("edge",)
+POLICIES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def effective_policy(settings: Settings, policy: str | None = None) -> str:
+    """The policy asked for, else the configured one, else cascade with a cloud and edge without.
+
+    :raises PipelineError: unknown policy, or one that escalates with no cloud URL configured.
+    """
+    name = policy or settings.policy or ("cascade" if settings.cloud_url else "edge")
+    _require_cloud(name, settings.cloud_url is not None)
+    return name
+
+
+def _require_cloud(policy: str, have_cloud: bool) -> None:
+    if policy_class(policy).uses_cloud and not have_cloud:
+        raise PipelineError(
+            f"policy {policy!r} escalates to the cloud but no gateway is configured — pass --cloud-url URL "
+            "(printed by `ecqa cloud serve`) or set ECQA_CLOUD_URL, or use --policy edge"
+        )
 
 
 def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise PipelineError(f"unknown policy {policy!r} — choose one of: {', '.join(POLICIES)}")
+    """:raises PipelineError: unknown policy name (the message lists the valid ones)."""
+    policy_class(policy)
     return policy
 
 
-def answer_question(edge: EdgeQA, question: str, policy: str = "edge", top_k: int | None = None) -> AskResult:
+@contextlib.contextmanager
+def emulated_link(settings: Settings) -> Iterator[Settings]:
+    """Settings whose cloud URL goes through a link emulator for ``settings.network``, while open.
+
+    :raises EdgeError: unknown profile.
+    """
+    if not settings.network or not settings.cloud_url:
+        yield settings
+        return
+    from urllib.parse import urlsplit
+
+    from edge.link import LinkEmulator, get_profile
+
+    profile = get_profile(settings.network)
+    parts = urlsplit(settings.cloud_url)
+    if not parts.hostname or not parts.port:
+        raise PipelineError(f"cannot emulate a link to {settings.cloud_url!r} — give the cloud URL with a port, "
+                            "e.g. https://127.0.0.1:8443")
+    with LinkEmulator(profile, (parts.hostname, parts.port)) as link:
+        # The gateway's certificate names 127.0.0.1 and localhost, so the proxy keeps TLS valid.
+        yield settings.model_copy(update={"cloud_url": f"https://127.0.0.1:{link.address[1]}"})
+
+
+def build_cascade(settings: Settings, store: DocumentStore) -> Cascade:
+    """A cascade configured from the settings: edge, cloud client, cache, latency model, breaker.
+
+    :raises CollectionNotFoundError: no such collection.
+    :raises ConfigError: missing or malformed calibration file.
+    :raises CloudError: a cloud URL that is not https://, missing cloud material.
+    """
+    edge = EdgeQA(settings, store)
+    edge.retriever.warm_up()  # a missing collection is the likelier mistake: report it first
+    calibration = Calibration.load(settings.calibration_path)
+    cloud: Any = None
+    if settings.cloud_url:
+        from pipelines.cloud_client import AnswererClient
+        from pipelines.cloud_path import cloud_answerer_from
+
+        cloud = AnswererClient(cloud_answerer_from(settings))
+        # Configuration mistakes (bad URL, missing certificates) are errors now; only failures at
+        # call time (unreachable, slow, refused) degrade to the edge answer.
+        cloud.answerer.warm_up()
+    latency = LatencyModel()
+    if settings.network:
+        from edge.link import get_profile
+
+        profile = get_profile(settings.network)
+        latency = LatencyModel(rtt_ms=profile.rtt_ms, bandwidth_mbit=profile.bandwidth_mbit)
+    cache = AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
+    breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+    return Cascade(edge, calibration, cloud=cloud, cache=cache, latency=latency, breaker=breaker,
+                   budget_ms=settings.budget_ms)
+
+
+def answer_question(cascade: Cascade, question: str, policy: str = "edge", top_k: int | None = None,
+                    threshold: float | None = None, budget_ms: float | None = None) -> AskResult:
     """Answer ``question`` with ``policy``.
 
-    :raises PipelineError: unknown policy, empty or oversized question.
+    :raises PipelineError: unknown policy, a policy that escalates with no cloud configured,
+        empty or oversized question.
     """
-    check_policy(policy)
-    return edge.answer(question, top_k=top_k)
+    _require_cloud(policy, cascade.cloud is not None)
+    return cascade.answer(question, policy=policy, threshold=threshold, budget_ms=budget_ms, top_k=top_k)

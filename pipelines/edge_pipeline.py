@@ -9,11 +9,13 @@ deep-copies its inputs and costs ~40 ms per question here with a 384-float embed
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from haystack import Pipeline
+from haystack import Document, Pipeline
 
 from edge.answer_parser import AnswerParser
+from edge.features import answer_features
 from edge.prompt_builder import EdgePromptBuilder
 from edge.question_embedder import QuestionEmbedder
 from edge.retriever import EdgeRetriever
@@ -24,6 +26,31 @@ from pipelines.settings import Settings
 from pipelines.types import AskResult
 
 MAX_QUESTION_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The question's embedding and its retrieved passages."""
+
+    embedding: list[float]
+    documents: list[Document]
+    timings: dict[str, float]
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(d.id) for d in self.documents]
+
+
+@dataclass(frozen=True)
+class EdgeAnswer:
+    """The SLM's parsed answer with the features the routing models read."""
+
+    answer: str
+    confidence: float
+    passages: list[dict[str, Any]]
+    features: dict[str, float]
+    timings: dict[str, float]
+    usage: dict[str, int]
 
 
 def check_question(question: str) -> str:
@@ -70,6 +97,31 @@ class EdgeQA:
         self.generator.warm_up()
         return self
 
+    def retrieve(self, question: str, top_k: int | None = None) -> Retrieved:
+        """Embed and retrieve (the part every route needs).
+
+        :raises EdgeError: missing collection or embedder mismatch.
+        """
+        self.warm_up()
+        emb = self.embedder.run(question=question)
+        ret = self.retriever.run(question=question, embedding=emb["embedding"], top_k=top_k)
+        return Retrieved(emb["embedding"], ret["documents"], {**emb["timings"], **ret["timings"]})
+
+    def generate(self, question: str, retrieved: Retrieved) -> EdgeAnswer:
+        """The SLM's answer from retrieved passages, with its confidence features.
+
+        :raises ModelError: the prompt does not fit the context window.
+        """
+        docs = retrieved.documents
+        prompt = self.prompt_builder.run(question=question, documents=docs)
+        gen = self.generator.run(messages=prompt["messages"])
+        parsed = self.parser.run(
+            reply=gen["reply"], documents=docs, token_logprobs=gen["token_logprobs"], question=question
+        )
+        features = answer_features(question, parsed["answer"], docs, gen["token_logprobs"], gen["no_answer_logprob"])
+        timings = {**prompt["timings"], **gen["timings"], **parsed["timings"]}
+        return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"])
+
     def answer(self, question: str, top_k: int | None = None) -> AskResult:
         """Answer one question on the edge.
 
@@ -77,32 +129,24 @@ class EdgeQA:
         :raises EdgeError: missing collection, embedder mismatch, prompt over the context window.
         """
         q = check_question(question)
-        self.warm_up()
         t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        emb = self.embedder.run(question=q)
-        ret = self.retriever.run(question=q, embedding=emb["embedding"], top_k=top_k)
-        docs = ret["documents"]
-        prompt = self.prompt_builder.run(question=q, documents=docs)
-        gen = self.generator.run(messages=prompt["messages"])
-        parsed = self.parser.run(
-            reply=gen["reply"], documents=docs, token_logprobs=gen["token_logprobs"], question=q
-        )
-        for part in (emb, ret, prompt, gen, parsed):
-            timings.update(part["timings"])
-        timings["total"] = (time.perf_counter() - t0) * 1000.0
-        usage = dict(gen["usage"])
+        retrieved = self.retrieve(q, top_k)
+        edge = self.generate(q, retrieved)
+        timings = {**retrieved.timings, **edge.timings, "total": (time.perf_counter() - t0) * 1000.0}
         return AskResult(
             question=q,
-            answer=parsed["answer"],
+            answer=edge.answer,
             tier="edge",
-            confidence=parsed["confidence"],
-            passages=parsed["passages"],
+            confidence=edge.confidence,
+            passages=edge.passages,
             timings_ms=timings,
-            usage=usage,
+            usage=dict(edge.usage),
             collection=self.settings.collection,
-            models={"embedder": self.embedder.embedder.name, "slm": self.generator.model_name},
+            models=self.models(),
         )
+
+    def models(self) -> dict[str, str]:
+        return {"embedder": self.embedder.embedder.name, "slm": self.generator.model_name}
 
     def pipeline(self) -> Pipeline:
         """The same stages as a Haystack Pipeline (inputs: ``embedder.question``,

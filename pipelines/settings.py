@@ -94,6 +94,62 @@ class Settings(BaseSettings):
     cloud_dir: Path | None = Field(default=None, description="Directory written by `ecqa cloud init` (CA, certs, AES key).")
     cloud_connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP+TLS connect timeout to the gateway (s).")
     cloud_read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout for a gateway reply (s).")
+    cloud_edge: str = Field(
+        default="", description="Edge name whose client certificate is used ('' = the only one in cloud_dir/edges)."
+    )
+    cloud_retries: int = Field(
+        default=2, ge=0, le=10, description="Extra attempts after a connection error (a sent request is never retried)."
+    )
+    cloud_passage_chars: int = Field(
+        default=1500, ge=100, le=100000, description="Characters of each retrieved passage sent to the cloud."
+    )
+    cloud_max_tokens: int = Field(default=24, ge=1, le=512, description="Max tokens of a cloud answer (SQuAD answers are short).")
+    cloud_host: str = Field(
+        default="127.0.0.1", description="Address `cloud serve` binds (0.0.0.0 to serve other machines)."
+    )
+    cloud_port: int = Field(default=8443, ge=0, le=65535, description="Port `cloud serve` listens on (0 = any free port).")
+    cloud_backend_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible backend of the gateway (e.g. vLLM at http://127.0.0.1:8000); unset = embedded gemma.",
+    )
+    cloud_backend_model: str = Field(
+        default="", description="Model id requested from cloud_backend_url ('' = the first one its /v1/models lists)."
+    )
+    cloud_backend_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token for cloud_backend_url (vLLM `--api-key`)."
+    )
+    cloud_backend_timeout_s: float = Field(default=60.0, gt=0, description="Time the gateway allows one backend completion (s).")
+    cloud_model_path: str = Field(
+        default="", description="GGUF of the embedded backend; empty = gemma-3-270m Q4_K_M (assembled into ~/.cache/ecqa/models)."
+    )
+    cloud_n_ctx: int = Field(default=4096, ge=512, le=131072, description="Context window of the embedded backend (tokens).")
+    cloud_threads: int = Field(default=0, ge=0, le=256, description="CPU threads of the embedded backend; 0 = all cores but one.")
+    cloud_max_envelope_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="Largest request envelope the gateway accepts (bytes)."
+    )
+    cloud_clock_skew_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Accepted distance of envelope timestamps from the gateway clock (s)."
+    )
+
+    # --- cascade ---------------------------------------------------------------------------
+    policy: str | None = Field(
+        default=None,
+        description="Routing policy: edge, cloud, cascade, latency or learned; unset = cascade when cloud_url is set, else edge.",
+    )
+    budget_ms: float = Field(default=4000.0, gt=0, description="Latency budget Tmax per question (ms).")
+    network: str | None = Field(
+        default=None, description="Emulate the edge-cloud link: lan, 5g, wifi or congested (a local TCP proxy)."
+    )
+    calibration_path: Path | None = Field(
+        default=None, description="Routing models and thresholds (`make calibrate`); unset = the packaged default."
+    )
+    cache_enabled: bool = Field(default=True, description="Serve repeated and near-duplicate questions from the answer cache.")
+    cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000, description="Answer cache size (LRU).")
+    cache_threshold: float = Field(
+        default=0.95, ge=0.5, le=1.0, description="Cosine similarity for a near-duplicate cache hit (eval/cache_threshold.py)."
+    )
+    breaker_failures: int = Field(default=3, ge=1, le=100, description="Consecutive cloud failures that open the breaker.")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="Seconds before an open breaker lets a probe through.")
 
     @field_validator("collection")
     @classmethod

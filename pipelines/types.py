@@ -23,8 +23,15 @@ class AskResult:
     usage: dict[str, int] = field(default_factory=dict)
     collection: str = ""
     models: dict[str, str] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None  # the cascade's route and why (None: plain edge call)
+    bytes_up: int = 0  # sealed request bytes sent to the cloud
+    bytes_down: int = 0  # sealed reply bytes received
+    sent: dict[str, Any] = field(default_factory=dict)  # what left the device, before sealing
+    features: dict[str, float] = field(default_factory=dict)  # the routing models' inputs
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        if self.decision is None:
+            del out["decision"]
         out["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
         return out

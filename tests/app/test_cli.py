@@ -128,7 +128,12 @@ def test_bad_build_input_is_one_line_exit_2_and_keeps_index(case: str, served: P
 
 def test_bad_ask_and_stats_inputs(served: Path) -> None:
     assert "empty" in one_error_line(ecqa("ask", "  ", "--qdrant-path", str(served)))
-    assert "choose one of: edge" in one_error_line(ecqa("ask", "Who?", "--policy", "oracle", "--qdrant-path", str(served)))
+    assert "choose one of: edge, cloud, cascade, latency, learned" in one_error_line(
+        ecqa("ask", "Who?", "--policy", "oracle", "--qdrant-path", str(served)))
+    no_cloud = one_error_line(ecqa("ask", "Who?", "--policy", "cascade", "-c", "docs", "--qdrant-path", str(served)))
+    assert "no gateway is configured" in no_cloud and "--cloud-url" in no_cloud
+    assert "unknown link profile" in one_error_line(ecqa("ask", "Who?", "--policy", "cloud", "--network", "dialup",
+                                                         "--cloud-url", "https://127.0.0.1:9", "--qdrant-path", str(served)))
     missing = one_error_line(ecqa("ask", "Who?", "-c", "nope", "--qdrant-path", str(served)))
     assert "collection 'nope' not found" in missing and "ecqa index build" in missing
     assert "not found" in one_error_line(ecqa("index", "stats", "-c", "nope", "--qdrant-path", str(served)))

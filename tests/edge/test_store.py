@@ -57,7 +57,7 @@ def test_existing_ids_and_copy(memory_store: DocumentStore) -> None:
 def test_drop_and_missing_collection(memory_store: DocumentStore) -> None:
     memory_store.publish("docs", _put(memory_store, "docs", ["one"]), {})
     memory_store.drop("docs")
-    assert memory_store.list() == []
+    assert memory_store.list_collections() == []
     with pytest.raises(CollectionNotFoundError, match="ecqa index build"):
         memory_store.info("docs")
     with pytest.raises(CollectionNotFoundError):
@@ -72,9 +72,8 @@ def test_dense_search_ranks_by_cosine(memory_store: DocumentStore) -> None:
 
 
 def test_local_folder_is_locked_for_a_second_client(tmp_path: Path) -> None:
-    with DocumentStore(path=tmp_path / "q"):
-        with pytest.raises(StoreLockedError, match="--qdrant-url"):
-            DocumentStore(path=tmp_path / "q").open()
+    with DocumentStore(path=tmp_path / "q"), pytest.raises(StoreLockedError, match="--qdrant-url"):
+        DocumentStore(path=tmp_path / "q").open()
 
 
 def test_unreachable_server_is_one_clear_error() -> None:

@@ -7,7 +7,6 @@ import pytest
 from edge.store import DocumentStore
 from indexing.build import build_index
 from indexing.loaders import load_passages
-from pipelines.answer import answer_question
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
 from pipelines.settings import load_settings
@@ -52,10 +51,8 @@ def test_haystack_pipeline_gives_same_answer(edge: EdgeQA) -> None:
 
 
 def test_top_k_override_and_bad_questions(edge: EdgeQA) -> None:
-    assert len(answer_question(edge, "Where does the Brindlewick Orchestra perform?", top_k=1).passages) == 1
+    assert len(edge.answer("Where does the Brindlewick Orchestra perform?", top_k=1).passages) == 1
     with pytest.raises(PipelineError, match="empty"):
         edge.answer("   ")
     with pytest.raises(PipelineError, match="shorten"):
         edge.answer("why " * 400)
-    with pytest.raises(PipelineError, match="choose one of"):
-        answer_question(edge, "Who?", policy="magic")

@@ -1,0 +1,125 @@
+"""``ecqa cloud``: create the cloud tier's certificates and key, run the mutual-TLS gateway."""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+cloud_app = typer.Typer(
+    help="The cloud tier: certificates and keys (init), the mutual-TLS gateway in front of an LLM (serve).",
+    no_args_is_help=True,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+CloudDir = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Cloud material directory [env ECQA_CLOUD_DIR; default <user data dir>/ecqa/cloud]."),
+]
+
+
+def _user_errors(fn: F) -> F:
+    """``app.cli.user_errors``, looked up at call time: app.cli imports this module at its top."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from app.cli import user_errors
+
+        return user_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@cloud_app.command("init")
+@_user_errors
+def cloud_init(
+    directory: CloudDir = None,
+    edge: Annotated[list[str] | None, typer.Option(
+        "--edge", help="Edge name to issue a client certificate for (repeatable; default edge-1).")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", help="Extra DNS name or IP of the gateway certificate (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing material (old edges are then refused).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+) -> None:
+    """Create a CA, the gateway certificate, one client certificate per edge and the AES-256 key."""
+    from rich.table import Table
+
+    from app.cli import emit_json, out, settings_from
+    from cloud.certs import init_material
+    from pipelines.cloud_path import cloud_dir_of
+
+    target = cloud_dir_of(settings_from(cloud_dir=directory))
+    report = init_material(target, edges=edge or [], hosts=host or [], force=force)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    table = Table("file", "mode", title=f"cloud material in {report.directory}")
+    for rel, mode in report.files:
+        table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
+    out.print(table)
+    out.print(
+        f"edges: [bold]{', '.join(report.edges)}[/] · gateway names: localhost, 127.0.0.1"
+        f"{''.join(', ' + h for h in report.hosts)} · key id {report.kid}",
+        highlight=False,
+    )
+    out.print(f"next: [bold]ecqa cloud serve --dir {report.directory}[/]", highlight=False)
+
+
+@cloud_app.command("serve")
+@_user_errors
+def cloud_serve(
+    directory: CloudDir = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind [env ECQA_CLOUD_HOST; default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port, 0 = any free one [env ECQA_CLOUD_PORT; default 8443].")] = None,
+    backend_url: Annotated[str | None, typer.Option(
+        "--backend-url", help="OpenAI-compatible backend, e.g. vLLM at http://127.0.0.1:8000 [env ECQA_CLOUD_BACKEND_URL]; "
+        "default: the embedded gemma-3-270m.")] = None,
+    backend_model: Annotated[str | None, typer.Option(
+        "--backend-model", help="Model id to request from --backend-url [env ECQA_CLOUD_BACKEND_MODEL; default: the first it lists].")] = None,
+) -> None:
+    """Run the HTTPS gateway (TLS 1.3, mutual TLS, AES-GCM envelopes) until Ctrl-C."""
+    from app.cli import err, out, settings_from
+    from cloud.backend import Backend, EmbeddedBackend, OpenAIBackend, check_backend_url
+    from cloud.certs import load_server_material
+    from cloud.gateway import Gateway
+    from pipelines.cloud_path import cloud_dir_of
+
+    s = settings_from(cloud_dir=directory, cloud_host=host, cloud_port=port, cloud_backend_url=backend_url,
+                      cloud_backend_model=backend_model)
+    material = load_server_material(cloud_dir_of(s))
+    backend: Backend
+    if s.cloud_backend_url:
+        check_backend_url(s.cloud_backend_url)
+        key = s.cloud_backend_api_key.get_secret_value() if s.cloud_backend_api_key else None
+        backend = OpenAIBackend(s.cloud_backend_url, model=s.cloud_backend_model, timeout_s=s.cloud_backend_timeout_s, api_key=key)
+    else:
+        backend = EmbeddedBackend(model_path=s.cloud_model_path, n_ctx=s.cloud_n_ctx, n_threads=s.cloud_threads,
+                                  timeout_s=s.cloud_backend_timeout_s)
+    gateway = Gateway(material, backend, host=s.cloud_host, port=s.cloud_port,
+                      max_envelope_bytes=s.cloud_max_envelope_bytes, clock_skew_s=s.cloud_clock_skew_s)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then installs no handler.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        gateway.bind()  # a busy port fails before the model loads
+        if isinstance(backend, EmbeddedBackend):
+            err.print("[dim]starting the embedded backend (gemma-3-270m Q4_K_M)…[/]", highlight=False)
+        backend.warm_up()
+        where = f"embedded {backend.name} (pid {backend.pid}, {backend.url})" if isinstance(backend, EmbeddedBackend) \
+            else f"{s.cloud_backend_url} ({backend.name})"
+        out.print(f"cloud gateway listening on [bold]{gateway.url}[/] · backend {where}", highlight=False, soft_wrap=True)
+        out.print("[dim]Ctrl-C stops it[/]", highlight=False)
+        gateway.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.print("cloud gateway stopped", highlight=False)

@@ -1,0 +1,153 @@
+"""Per-question records: each question answered once on the edge and once in the cloud, with
+measured timings, appended to a JSONL file as it goes (a rerun skips finished questions).
+
+Calibration (`make calibrate`) fits the routing models on these records, and the cascade
+benchmark replays every policy's routing over them: a policy's answer and latency are those of
+the route it takes, composed from the measured edge and cloud runs of the same question.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from edge.store import document_id
+from eval.squad_metrics import Question, score_question
+from pipelines.cascade import CloudClient
+from pipelines.edge_pipeline import EdgeQA
+
+Progress = Callable[[int, int], None]
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Records by question id; a torn last line (a crash mid-write) is ignored."""
+    out: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[rec["id"]] = rec
+    return out
+
+
+def run_records(questions: list[Question], edge: EdgeQA, cloud: CloudClient | None, path: Path,
+                cloud_timeout_s: float = 60.0, progress: Progress | None = None) -> dict[str, dict[str, Any]]:
+    """Answer every question not yet in ``path`` on the edge and in the cloud; return all records."""
+    done = read_records(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    todo = [q for q in questions if q.id not in done]
+    with path.open("a") as fh:
+        for i, q in enumerate(todo):
+            rec = answer_once(q, edge, cloud, cloud_timeout_s)
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            done[q.id] = rec
+            if progress:
+                progress(len(questions) - len(todo) + i + 1, len(questions))
+    return done
+
+
+def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_timeout_s: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    retrieved = edge.retrieve(q.question)
+    t_retrieved = time.perf_counter()
+    ans = edge.generate(q.question, retrieved)
+    t_edge = time.perf_counter()
+    gold_id = document_id(q.title, q.context)
+    ids = retrieved.ids
+    rec: dict[str, Any] = {
+        "id": q.id,
+        "question": q.question,
+        "answers": list(q.answers),
+        "has_answer": q.has_answer,
+        "gold_rank": ids.index(gold_id) + 1 if gold_id in ids else None,
+        "passages": [d.content or "" for d in retrieved.documents],
+        "retrieval_ms": (t_retrieved - t0) * 1000.0,
+        "edge": {
+            "answer": ans.answer,
+            "features": ans.features,
+            "timings": {**retrieved.timings, **ans.timings},
+            "usage": ans.usage,
+            "total_ms": (t_edge - t0) * 1000.0,
+            "f1": score_question(q, ans.answer)["f1"],
+        },
+    }
+    if cloud is not None:
+        passages = [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in retrieved.documents]
+        t1 = time.perf_counter()
+        try:
+            reply = cloud.ask(q.question, passages, timeout_s=cloud_timeout_s)
+        except Exception as exc:  # recorded, not raised: one bad call must not stop a long run
+            rec["cloud"] = {"error": str(exc)[:200]}
+        else:
+            rec["cloud"] = {
+                "answer": reply.answer,
+                "confidence": reply.confidence,
+                "timings": reply.timings,
+                "bytes_up": reply.bytes_up,
+                "bytes_down": reply.bytes_down,
+                "usage": reply.usage,
+                "total_ms": (time.perf_counter() - t1) * 1000.0,
+                "f1": score_question(q, reply.answer)["f1"],
+            }
+    return rec
+
+
+def labelled(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records with a cloud answer, as used for fitting and replay."""
+    return [r for r in records if "cloud" in r and "error" not in r["cloud"]]
+
+
+def main() -> None:
+    """`python -m eval.records`: records for the calibration split and for held-out dev-a questions."""
+    import argparse
+    import tempfile
+
+    from edge.embedder import SentenceEmbedder
+    from edge.store import DocumentStore
+    from eval.data import load_questions
+    from eval.stack import embedded_stack
+    from indexing.build import build_index
+    from indexing.loaders import load_passages
+    from pipelines.calibration import in_calibration_split
+    from pipelines.cloud_path import cloud_answerer_from
+    from pipelines.cloud_client import AnswererClient
+    from pipelines.settings import load_settings
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))
+    ap.add_argument("--extra", type=Path, default=Path("data/squad-v2-extra-paragraphs.json"))
+    ap.add_argument("--calibration-n", type=int, default=200)
+    ap.add_argument("--eval-n", type=int, default=300)
+    ap.add_argument("--network", default="wifi")
+    ap.add_argument("--out", type=Path, default=Path("bench"))
+    args = ap.parse_args()
+    questions = load_questions(args.data)
+    calib = [q for q in questions if in_calibration_split(q.id)][: args.calibration_n]
+    held_out = [q for q in questions if not in_calibration_split(q.id)][: args.eval_n]
+    args.out.mkdir(parents=True, exist_ok=True)
+    qdrant = args.out / "qdrant"
+    with DocumentStore(path=qdrant) as store:
+        passages, sources = load_passages([args.data, args.extra])
+        build_index(store, SentenceEmbedder().load(), passages, sources, "eval")
+    with tempfile.TemporaryDirectory() as tmp, embedded_stack(Path(tmp), network=args.network) as stack:
+        s = load_settings(qdrant_path=qdrant, collection="eval", cloud_url=stack.cloud_url, cloud_dir=stack.cloud_dir)
+        with DocumentStore(path=qdrant) as store:
+            edge = EdgeQA(s, store).warm_up()
+            cloud = AnswererClient(cloud_answerer_from(s))
+
+            def show(done: int, total: int) -> None:
+                print(f"{done}/{total}", flush=True)
+
+            run_records(calib, edge, cloud, args.out / "records-calibration.jsonl", progress=show)
+            run_records(held_out, edge, cloud, args.out / "records-eval.jsonl", progress=show)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The cascade: one function answers a question with a policy — edge, cloud, abstain or cache.
+
+    exact cache ─ hit ──────────────────────────────────────────────► answer (route=cache)
+    embed → retrieve → semantic cache ─ hit ─────────────────────────► answer (route=cache)
+    SLM answer + features → calibrated scores → policy.decide ─┬─ edge / abstain ─► answer
+                                                               └─ cloud (within Tmax, breaker closed)
+                                                                   ├─ ok ─► cloud answer
+                                                                   └─ error/slow ─► edge answer, degraded
+
+The UI, the CLI and the evaluation all call :meth:`Cascade.answer`, so what the benchmark
+measures is what a user gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipelines.calibration import Calibration
+from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
+from pipelines.latency import CircuitBreaker, LatencyModel
+from pipelines.policies import Decision, Policy, Signals, policy_class
+from pipelines.types import AskResult
+
+logger = logging.getLogger(__name__)
+
+# Time kept back from Tmax for assembling the answer after a cloud call is abandoned.
+DEGRADED_MARGIN_MS = 50.0
+
+
+@dataclass(frozen=True)
+class CloudReply:
+    """What the cloud tier returned for one question (the shape the cascade needs)."""
+
+    answer: str
+    confidence: float
+    # "seal", "network" (request time minus the gateway's), "cloud" (gateway total), "open",
+    # "cloud_generate" (+ "cloud_prefill", "cloud_decode" when the backend reports them), in ms
+    timings: dict[str, float]
+    bytes_up: int
+    bytes_down: int
+    usage: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, Any] = field(default_factory=dict)  # what left the device (plaintext, before sealing)
+    model: str = ""
+
+
+class CloudClient(Protocol):
+    """Anything that answers a question from passages in the cloud."""
+
+    def ask(self, question: str, passages: list[dict[str, Any]], timeout_s: float) -> CloudReply: ...
+
+    def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int: ...
+
+
+class AnswerCacheLike(Protocol):
+    def lookup_exact(self, question: str, index_version: str) -> Any: ...
+
+    def lookup(self, question: str, embedding: Any, passage_ids: Any, index_version: str) -> Any: ...
+
+    def put(self, question: str, answer: dict[str, Any], embedding: Any, passage_ids: Any,
+            index_version: str) -> None: ...
+
+    def invalidate(self, index_version: str | None = None) -> int: ...
+
+
+class Cascade:
+    """Edge-first question answering with escalation, abstention, a cache and degraded mode.
+
+    :param edge: the edge QA stages (models loaded once).
+    :param calibration: routing models and thresholds.
+    :param cloud: the cloud client, or None when no cloud is configured.
+    :param cache: the semantic answer cache, or None.
+    :param latency: the online latency model.
+    :param breaker: the cloud circuit breaker.
+    :param budget_ms: the latency budget Tmax.
+    """
+
+    def __init__(self, edge: EdgeQA, calibration: Calibration, cloud: CloudClient | None = None,
+                 cache: AnswerCacheLike | None = None, latency: LatencyModel | None = None,
+                 breaker: CircuitBreaker | None = None, budget_ms: float = 4000.0) -> None:
+        self.edge = edge
+        self.calibration = calibration
+        self.cloud = cloud
+        self.cache = cache
+        self.latency = latency or LatencyModel()
+        self.breaker = breaker or CircuitBreaker()
+        self.budget_ms = budget_ms
+        self._cached_version = ""
+
+    def make_policy(self, name: str, threshold: float | None = None) -> Policy:
+        cls = policy_class(name)
+        th = self.calibration.thresholds
+        return cls(threshold=th.get(name, 0.5) if threshold is None else threshold,
+                   abstain_threshold=th.get("abstain", 1.01))
+
+    def index_version(self) -> str:
+        """The backing collection now serving: a rebuild switches the alias to a new one."""
+        self.edge.retriever.refresh_if_stale()
+        return self.edge.retriever.info.backing
+
+    # --- the one answer function ------------------------------------------------------------
+    def answer(self, question: str, policy: str = "cascade", threshold: float | None = None,
+               budget_ms: float | None = None, top_k: int | None = None, use_cache: bool = True) -> AskResult:
+        """Answer ``question`` with ``policy``.
+
+        :raises PipelineError: unknown policy, empty or oversized question.
+        :raises EdgeError: missing collection, embedder mismatch.
+        """
+        q = check_question(question)
+        pol = self.make_policy(policy, threshold)
+        budget = self.budget_ms if budget_ms is None else budget_ms
+        t0 = time.perf_counter()
+        version = self.index_version()
+        if self.cache is not None and version != self._cached_version:
+            self.cache.invalidate(version)  # a reindex: answers of the old index never come back
+            self._cached_version = version
+        if use_cache and self.cache is not None:
+            hit = self.cache.lookup_exact(q, version)
+            if hit is not None:
+                return self._from_cache(q, hit, t0, pol, budget)
+        retrieved = self.edge.retrieve(q, top_k)
+        if use_cache and self.cache is not None:
+            hit = self.cache.lookup(q, retrieved.embedding, retrieved.ids, version)
+            if hit is not None:
+                return self._from_cache(q, hit, t0, pol, budget, retrieved.timings)
+
+        passages_up = [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in retrieved.documents]
+        cloud_ok = self.cloud is not None and pol.uses_cloud and self.breaker.allow()
+        edge_ans: EdgeAnswer | None = None
+        if pol.name == "cloud" and cloud_ok:
+            signals = Signals(0.0, 0.0, 1.0, 0.0, budget, True)
+            decision = pol.decide(signals)
+        else:
+            edge_ans = self.edge.generate(q, retrieved)
+            signals = self._signals(edge_ans, retrieved, q, passages_up, budget, t0, cloud_ok)
+            decision = pol.decide(signals)
+        if pol.uses_cloud and cloud_ok is False and self.cloud is not None and self.breaker.state != "closed":
+            decision = Decision(decision.route, decision.reason + " (circuit breaker open)", decision.confidence,
+                                decision.threshold, decision.over_budget)
+        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, passages_up, budget, t0)
+        if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
+            self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, version)
+        return result
+
+    # --- pieces -----------------------------------------------------------------------------
+    def _signals(self, edge_ans: EdgeAnswer, retrieved: Retrieved, q: str, passages_up: list[dict[str, Any]],
+                 budget: float, t0: float, cloud_ok: bool) -> Signals:
+        f = edge_ans.features
+        cal = self.calibration
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        bytes_up = self.cloud.estimate_bytes_up(q, passages_up) if self.cloud is not None else 0
+        predicted = self.latency.predict(elapsed, bytes_up).total_ms
+        return Signals(cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f), predicted, budget,
+                       cloud_ok)
+
+    def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,
+                edge_ans: EdgeAnswer | None, passages_up: list[dict[str, Any]], budget: float, t0: float) -> AskResult:
+        timings: dict[str, float] = dict(retrieved.timings)
+        usage: dict[str, int] = {}
+        if edge_ans is not None:
+            timings.update(edge_ans.timings)
+            usage.update(edge_ans.usage)
+            self.latency.observe_edge((time.perf_counter() - t0) * 1000.0)
+        degraded = False
+        reason = decision.reason
+        answer, confidence, tier = "", signals.p_correct, "edge"
+        passages = edge_ans.passages if edge_ans is not None else _plain_passages(retrieved)
+        bytes_up = bytes_down = 0
+        sent: dict[str, Any] = {}
+        cloud_usage: dict[str, int] = {}
+        models = self.edge.models()
+        if decision.route == "cloud" and self.cloud is not None:
+            remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
+            try:
+                if remaining_ms <= 0:
+                    raise TimeoutError(f"no time left in the {budget:.0f} ms budget")
+                reply = self.cloud.ask(q, passages_up, timeout_s=remaining_ms / 1000.0)
+            except Exception as exc:  # any cloud failure degrades to the edge answer, never to an error
+                self.breaker.record(False)
+                degraded = True
+                reason = f"{decision.reason}; cloud failed ({_short(exc)}) → edge answer, degraded"
+                logger.warning("cloud call failed: %s", _short(exc))
+                if edge_ans is None:  # cloud-only policy: the edge answers after all
+                    edge_ans = self.edge.generate(q, retrieved)
+                    timings.update(edge_ans.timings)
+                    usage.update(edge_ans.usage)
+                    passages = edge_ans.passages
+                answer, confidence = edge_ans.answer, self.calibration.correct.predict(edge_ans.features)
+            else:
+                self.breaker.record(True)
+                tier, confidence = "cloud", reply.confidence
+                answer = verify_answer(reply.answer, reply.confidence, q, [p["text"] for p in passages_up],
+                                       self.calibration.thresholds.get("cloud_min_confidence", 0.0))
+                bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
+                timings.update(reply.timings)
+                models["cloud"] = reply.model
+                self.latency.observe_cloud(reply.timings.get("network", 0.0), reply.bytes_up, reply.bytes_down,
+                                           reply.timings.get("cloud", 0.0), reply.usage.get("completion_tokens", 0),
+                                           reply.timings.get("cloud_decode"))
+                passages = _mark_spans(passages, answer)
+        elif decision.route == "abstain":
+            tier, answer = "abstain", ""
+        else:
+            assert edge_ans is not None
+            answer = edge_ans.answer
+        timings["total"] = (time.perf_counter() - t0) * 1000.0
+        decision_out = {
+            "route": "edge" if degraded else decision.route,
+            "reason": reason,
+            "confidence": round(decision.confidence, 4),
+            "threshold": round(decision.threshold, 4),
+            "predicted_total_ms": round(signals.predicted_total_ms, 1),
+            "measured_total_ms": round(timings["total"], 1),
+            "degraded": degraded,
+            "over_budget": decision.over_budget,
+            "policy": pol.name,
+            "p_unanswerable": round(signals.p_unanswerable, 4),
+        }
+        return AskResult(
+            question=q, answer=answer, tier=tier, confidence=round(float(confidence), 4), passages=passages,
+            timings_ms=timings, usage={**usage, **{f"cloud_{k}": v for k, v in cloud_usage.items()}},
+            collection=self.edge.settings.collection, models=models, decision=decision_out,
+            bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
+            features=edge_ans.features if edge_ans is not None else {},
+        )
+
+    def _from_cache(self, q: str, hit: Any, t0: float, pol: Policy, budget: float,
+                    timings: dict[str, float] | None = None) -> AskResult:
+        cached: dict[str, Any] = dict(hit.answer)
+        total = (time.perf_counter() - t0) * 1000.0
+        decision = {
+            "route": "cache", "reason": f"cached answer of {hit.question!r}", "confidence": cached.get("confidence", 0.0),
+            "threshold": pol.threshold, "predicted_total_ms": round(total, 3), "measured_total_ms": round(total, 3),
+            "degraded": False, "over_budget": False, "policy": pol.name,
+            "p_unanswerable": (cached.get("decision") or {}).get("p_unanswerable", 0.0),
+        }
+        return AskResult(
+            question=q, answer=cached.get("answer", ""), tier="cache", confidence=cached.get("confidence", 0.0),
+            passages=cached.get("passages", []), timings_ms={**(timings or {}), "total": total},
+            usage={}, collection=cached.get("collection", ""), models=cached.get("models", {}), decision=decision,
+        )
+
+
+def verify_answer(answer: str, confidence: float, question: str, texts: list[str], min_confidence: float) -> str:
+    """The cloud's answer if it is grounded: a span of a passage sent up (or contains one), with a
+    confidence at or above ``min_confidence`` (chosen on the calibration split); else ''.
+
+    SQuAD-style answers are spans of the passages; an ungrounded reply of a small base model is
+    most often a hallucination (BENCHMARKS.md, cascade table).
+    """
+    from edge.text import extract_answer_span, find_span
+
+    if not answer or confidence < min_confidence:
+        return ""
+    for t in texts:
+        span = find_span(answer, t)
+        if span:
+            return t[span[0] : span[1]]
+    return extract_answer_span(answer, question, texts) or ""
+
+
+def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:
+    return [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or "", "score": round(float(d.score or 0), 6),
+             "source": d.meta.get("source", ""), "answer_span": None} for d in retrieved.documents]
+
+
+def _mark_spans(passages: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
+    from edge.text import find_span
+
+    out = []
+    for p in passages:
+        span = find_span(answer, p["text"]) if answer else None
+        out.append({**p, "answer_span": list(span) if span else None})
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160] or type(exc).__name__

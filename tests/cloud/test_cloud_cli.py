@@ -1,0 +1,160 @@
+"""`ecqa cloud init` and `ecqa cloud serve` run the way a user runs them: CliRunner in-process
+for init and bad input, the installed console script in a subprocess for a serving gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cloud_helpers import FakeOpenAI
+from haystack import Document
+from typer.testing import CliRunner
+
+from app.cli import app
+from cloud.cloud_answerer import CloudAnswerer
+
+runner = CliRunner()
+ECQA = str(Path(sys.executable).parent / "ecqa")
+
+
+def ecqa(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert " — " in lines[0]  # says how to fix it
+    return lines[0]
+
+
+def test_init_writes_material_and_prints_next_step(tmp_path: Path) -> None:
+    d = tmp_path / "cloud"
+    result = ecqa("cloud", "init", "--dir", str(d), "--edge", "shop-1", "--edge", "shop-2", "--host", "gw.example.com")
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "aes.key │ 600 (private)" in text and "edges/shop-2.key │ 600 (private)" in text
+    assert "edges: shop-1, shop-2" in text and "gw.example.com" in text
+    assert f"next: ecqa cloud serve --dir {d}" in text
+    assert stat.S_IMODE((d / "edges" / "shop-1.key").stat().st_mode) == 0o600
+
+
+def test_init_json_refuse_overwrite_and_force(tmp_path: Path) -> None:
+    d = tmp_path / "cloud"
+    first = json.loads(ecqa("cloud", "init", "--dir", str(d), "--json").stdout)
+    assert first["edges"] == ["edge-1"] and {"path": "aes.key", "mode": "0o600"} in first["files"]
+    before = (d / "aes.key").read_bytes()
+    line = one_error_line(ecqa("cloud", "init", "--dir", str(d)))
+    assert "already holds cloud material" in line and "pass --force" in line
+    assert (d / "aes.key").read_bytes() == before
+    forced = json.loads(ecqa("cloud", "init", "--dir", str(d), "--force", "--json").stdout)
+    assert forced["kid"] != first["kid"] and (d / "aes.key").read_bytes() != before
+
+
+def test_init_uses_ecqa_cloud_dir_then_the_xdg_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_CLOUD_DIR", str(tmp_path / "from-env"))
+    assert ecqa("cloud", "init", "--json").exit_code == 0 and (tmp_path / "from-env" / "aes.key").is_file()
+    monkeypatch.delenv("ECQA_CLOUD_DIR")
+    assert ecqa("cloud", "init", "--json").exit_code == 0
+    assert (Path(os.environ["XDG_DATA_HOME"]) / "ecqa" / "cloud" / "aes.key").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--edge", "no spaces"], "invalid edge name 'no spaces'"),
+        (["--edge", "a", "--edge", "a"], "edge name 'a' is given twice"),
+        (["--host", "bad host"], "invalid --host 'bad host'"),
+    ],
+)
+def test_init_bad_input(tmp_path: Path, args: list[str], fragment: str) -> None:
+    assert fragment in one_error_line(ecqa("cloud", "init", "--dir", str(tmp_path / "c"), *args))
+    assert not (tmp_path / "c").exists()
+
+
+def test_serve_bad_input(tmp_path: Path, material_dir: Path, fake_backend: FakeOpenAI) -> None:
+    line = one_error_line(ecqa("cloud", "serve", "--dir", str(tmp_path / "none")))
+    assert f"cloud directory {tmp_path / 'none'} does not exist — run `ecqa cloud init --dir {tmp_path / 'none'}`" in line
+    line = one_error_line(ecqa("cloud", "serve", "--dir", str(material_dir), "--backend-url", "ftp://x"))
+    assert "is not an http(s) URL" in line
+    with socket.socket() as s:  # a free port with nothing on it
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    line = one_error_line(ecqa("cloud", "serve", "--dir", str(material_dir), "--port", "0",
+                               "--backend-url", f"http://127.0.0.1:{dead}"))
+    assert "does not answer" in line and "vllm serve MODEL --port 8000" in line
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        line = one_error_line(ecqa("cloud", "serve", "--dir", str(material_dir), "--port", str(port),
+                                   "--backend-url", fake_backend.url))
+        assert f"port {port} on 127.0.0.1 is in use — pick another with --port" in line
+    bad_port = ecqa("cloud", "serve", "--dir", str(material_dir), "--port", "70000")
+    assert bad_port.exit_code == 2 and "less than or equal to 65535" in " ".join(bad_port.stderr.split())
+
+
+def _start_serve(args: list[str], timeout_s: float = 60.0) -> tuple[subprocess.Popen[str], str]:
+    """Start `ecqa cloud serve` and return it with the line where it says where it listens."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+    proc = subprocess.Popen([ECQA, "cloud", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            return proc, line
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        rest, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, rest
+
+
+@pytest.mark.network
+def test_serve_answers_and_stops_on_ctrl_c(material_dir: Path, edge1_dir: Path, fake_backend: FakeOpenAI) -> None:
+    proc, line = _start_serve(["--dir", str(material_dir), "--backend-url", fake_backend.url])
+    try:
+        assert "cloud gateway listening on https://127.0.0.1:" in line and f"backend {fake_backend.url} (fake-llm)" in line
+        url = line.split("listening on ")[1].split()[0]
+        cloud = CloudAnswerer(url=url, cloud_dir=str(edge1_dir))
+        out = cloud.run(question="What is the capital?", documents=[Document(content="The capital is Miret.")])
+        cloud.close()
+        assert out["answer"] == "Miret" and len(fake_backend.calls) == 1
+    finally:
+        code, rest = _stop(proc, signal.SIGINT)
+    assert code == 0 and "cloud gateway stopped" in rest
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_serve_with_embedded_backend_stops_its_child(material_dir: Path) -> None:
+    proc, line = _start_serve(["--dir", str(material_dir)], timeout_s=120)
+    try:
+        assert "backend embedded gemma-3-270m-q4_k_m (pid " in line
+        child = int(line.split("(pid ")[1].split(",")[0])
+        assert os.path.exists(f"/proc/{child}")
+    finally:
+        code, rest = _stop(proc, signal.SIGTERM)
+    assert code == 0 and "cloud gateway stopped" in rest
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}")

@@ -1,0 +1,180 @@
+"""The cascade with real components: the edge on a tiny index with the real GGUF, the real cloud
+client over real TLS, the real answer cache. Routing is forced with constant calibration models."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud.certs import init_material
+from cloud.cloud_answerer import CloudAnswerer
+from edge.answer_cache import AnswerCache
+from edge.store import DocumentStore
+from indexing.build import build_index
+from indexing.loaders import load_passages
+from pipelines.calibration import Calibration, LogisticModel
+from pipelines.cascade import Cascade
+from pipelines.cloud_client import AnswererClient
+from pipelines.edge_pipeline import EdgeQA
+from pipelines.latency import CircuitBreaker
+from pipelines.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def const(p: float) -> LogisticModel:
+    """A model that always answers ``p``."""
+    return LogisticModel(weights={}, bias=math.log(p / (1 - p)), mean={}, scale={})
+
+
+def calibration(p_correct: float, p_unans: float, p_gain: float = 0.5) -> Calibration:
+    return Calibration(const(p_correct), const(p_unans), const(p_gain),
+                       thresholds={"cascade": 0.5, "latency": 0.5, "learned": 0.5, "abstain": 0.8})
+
+
+@pytest.fixture(scope="module")
+def store(tiny_squad: Path, unseen_squad: Path, embedder):  # type: ignore[no-untyped-def]
+    s = DocumentStore().open()
+    passages, sources = load_passages([tiny_squad, unseen_squad])
+    build_index(s, embedder, passages, sources, "docs")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def edge(store: DocumentStore) -> EdgeQA:
+    return EdgeQA(load_settings(collection="docs", slm_n_ctx=1024), store).warm_up()
+
+
+@pytest.fixture(scope="module")
+def cloud_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cloud")
+    init_material(d)
+    return d
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers: a cloud that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def client(cloud_dir: Path, port: int) -> AnswererClient:
+    return AnswererClient(CloudAnswerer(f"https://127.0.0.1:{port}", str(cloud_dir), connect_timeout_s=1.0,
+                                        read_timeout_s=30.0, retries=0))
+
+
+def test_confident_edge_answer_stays_on_the_edge(edge: EdgeQA, cloud_dir: Path) -> None:
+    cascade = Cascade(edge, calibration(0.9, 0.1), cloud=client(cloud_dir, free_port()))
+    r = cascade.answer("What is the capital of Zorvath Island?", policy="cascade")
+    assert (r.tier, r.answer) == ("edge", "Miret")
+    d = r.decision
+    assert d is not None and d["route"] == "edge" and not d["degraded"]
+    assert d["confidence"] == pytest.approx(0.9) and d["threshold"] == 0.5
+    assert "≥ 0.50 → edge answer kept" in d["reason"]
+    assert d["measured_total_ms"] == pytest.approx(r.timings_ms["total"], abs=0.1)
+    assert d["predicted_total_ms"] > r.timings_ms["generate"]
+    assert r.bytes_up == 0 and set(r.features) >= {"top_dense", "is_span", "no_answer_logprob"}
+
+
+def test_unanswerable_evidence_abstains_without_cloud_call(edge: EdgeQA, cloud_dir: Path) -> None:
+    hole = BlackHole()
+    try:
+        cascade = Cascade(edge, calibration(0.2, 0.95), cloud=client(cloud_dir, hole.port))
+        r = cascade.answer("Who was the first mayor of Miret?", policy="cascade")
+    finally:
+        hole.close()
+    assert (r.tier, r.answer) == ("abstain", "")
+    assert r.decision is not None and r.decision["route"] == "abstain"
+    assert hole.conns == []  # no connection was even opened
+
+
+def test_dead_cloud_degrades_to_edge_and_breaker_opens(edge: EdgeQA, cloud_dir: Path) -> None:
+    breaker = CircuitBreaker(failures=2, reset_s=60.0)
+    cascade = Cascade(edge, calibration(0.2, 0.1), cloud=client(cloud_dir, free_port()), breaker=breaker, budget_ms=8000)
+    for _ in range(2):
+        r = cascade.answer("Who founded the Brindlewick Orchestra?", policy="cascade", use_cache=False)
+        assert r.tier == "edge" and r.decision is not None and r.decision["degraded"]
+        assert "cloud failed" in r.decision["reason"] and r.answer == "Amara Velt"
+    assert breaker.state == "open"
+    r = cascade.answer("Who founded the Brindlewick Orchestra?", policy="cascade", use_cache=False)
+    assert r.decision is not None and not r.decision["degraded"]
+    assert "circuit breaker open" in r.decision["reason"] and r.tier == "edge"
+
+
+def test_hanging_cloud_answers_within_budget(edge: EdgeQA, cloud_dir: Path) -> None:
+    question = "Which river is fed by meltwater from the Kelvane glacier?"
+    t0 = time.perf_counter()
+    edge.answer(question)
+    # The budget leaves 1.5 s for the cloud after the edge's own time (which depends on the machine).
+    budget = (time.perf_counter() - t0) * 1000 + 1500.0
+    hole = BlackHole()
+    try:
+        cascade = Cascade(edge, calibration(0.2, 0.1), cloud=client(cloud_dir, hole.port), budget_ms=budget)
+        t0 = time.perf_counter()
+        r = cascade.answer(question, policy="cascade")
+        elapsed = (time.perf_counter() - t0) * 1000
+    finally:
+        hole.close()
+    assert len(hole.conns) == 1  # the cloud was called, and hung
+    assert r.decision is not None and r.decision["degraded"] and r.tier == "edge"
+    assert "cloud failed" in r.decision["reason"]
+    assert elapsed <= budget + 250.0  # Tmax plus a small margin
+    assert r.answer and "Kelvane" in r.passages[0]["text"]  # the edge's own answer, from the right passage
+
+
+def test_cloud_only_policy_with_dead_cloud_still_answers(edge: EdgeQA, cloud_dir: Path) -> None:
+    cascade = Cascade(edge, calibration(0.9, 0.1), cloud=client(cloud_dir, free_port()))
+    r = cascade.answer("What is the capital of Zorvath Island?", policy="cloud", use_cache=False)
+    assert r.tier == "edge" and r.decision is not None and r.decision["degraded"] and r.answer == "Miret"
+
+
+def test_cache_hits_guard_and_reindex_invalidation(edge: EdgeQA, store: DocumentStore, embedder, unseen_squad: Path) -> None:  # type: ignore[no-untyped-def]
+    cache = AnswerCache(max_entries=16)
+    cascade = Cascade(edge, calibration(0.9, 0.1), cache=cache)
+    first = cascade.answer("Who founded the Brindlewick Orchestra?", policy="edge")
+    assert first.tier == "edge"
+    again = cascade.answer("who founded the Brindlewick Orchestra", policy="edge")
+    assert again.tier == "cache" and again.answer == first.answer
+    assert again.decision is not None and again.decision["route"] == "cache"
+    assert again.timings_ms["total"] < 5.0
+    negated = cascade.answer("Who did not found the Brindlewick Orchestra?", policy="edge")
+    assert negated.tier != "cache"
+    assert cache.stats()["exact_hits"] == 1
+    # A rebuild switches the alias to a new version: the cached answer must not come back.
+    passages, sources = load_passages([unseen_squad])
+    build_index(store, embedder, passages, sources, "docs", recreate=True)
+    time.sleep(2.1)  # the retriever re-reads the manifest every 2 s
+    after = cascade.answer("Who founded the Brindlewick Orchestra?", policy="edge")
+    assert after.tier == "edge"
