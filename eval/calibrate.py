@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.features import FEATURES
 from eval.records import labelled
-from eval.replay import cloud_answer, route_records, summarize
+from eval.replay import cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import DEFAULT_CALIBRATION, Calibration, LogisticModel
 from pipelines.policies import CascadePolicy, CloudPolicy, LearnedPolicy
 
@@ -73,7 +73,7 @@ def choose_thresholds(records: list[dict[str, Any]], oof: dict[str, np.ndarray],
     grid = [round(x, 2) for x in np.arange(0.0, 1.0001, 0.05)]
     # The cloud's own floor first: the confidence under which its answer is dropped to "".
     cloud_f1 = {}
-    for tm in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+    for tm in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
         routed = route_records(records, CloudPolicy(), scores, budget_ms, cloud_min_confidence=tm)
         cloud_f1[tm] = summarize(routed, records)["f1"]
     tm = max(cloud_f1, key=lambda k: cloud_f1[k])
@@ -99,10 +99,10 @@ def choose_thresholds(records: list[dict[str, Any]], oof: dict[str, np.ndarray],
 def fit(records: list[dict[str, Any]], max_cloud_rate: float, budget_ms: float, provenance: dict[str, Any]) -> dict[str, Any]:
     x = np.array([[r["edge"]["features"][f] for f in FEATURES] for r in records], dtype=float)
     labels = {
-        "correct": np.array([r["edge"]["f1"] >= 0.5 for r in records], dtype=int),
+        "correct": np.array([edge_answer(r)[1] >= 0.5 for r in records], dtype=int),
         "unanswerable": np.array([not r["has_answer"] for r in records], dtype=int),
         # Against the cloud answer as returned (verified, no confidence floor yet).
-        "gain": np.array([cloud_answer(r, 0.0)[1] > r["edge"]["f1"] for r in records], dtype=int),
+        "gain": np.array([cloud_answer(r, 0.0)[1] > edge_answer(r)[1] for r in records], dtype=int),
     }
     models, oof, metrics = {}, {}, {}
     for name, y in labels.items():

@@ -123,7 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))
     ap.add_argument("--extra", type=Path, default=Path("data/squad-v2-extra-paragraphs.json"))
-    ap.add_argument("--calibration-n", type=int, default=200)
+    ap.add_argument("--calibration-n", type=int, default=130)
     ap.add_argument("--eval-n", type=int, default=300)
     ap.add_argument("--network", default="wifi")
     ap.add_argument("--out", type=Path, default=Path("bench"))

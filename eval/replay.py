@@ -39,6 +39,21 @@ def cloud_answer(r: dict[str, Any], min_confidence: float) -> tuple[str, float]:
     return answer, score_question(q, answer)["f1"]
 
 
+def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
+    """The edge answer of a record as the current AnswerParser returns it, and its F1 (0-1).
+
+    Re-applying the span extraction to the recorded answer gives what the current parser gives
+    (it is idempotent on an extracted span), so records stay valid across parser changes.
+    """
+    from edge.text import extract_answer_span
+
+    answer = r["edge"]["answer"]
+    if answer:
+        answer = extract_answer_span(answer, r["question"], r["passages"]) or answer
+    q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
+    return answer, score_question(q, answer)["f1"]
+
+
 Scores = Callable[[dict[str, Any]], tuple[float, float, float]]  # record -> (p_correct, p_unans, p_gain)
 
 
@@ -62,7 +77,8 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
         elif d.route == "abstain":
             out.append(Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False))
         else:
-            out.append(Routed(r["id"], "edge", edge["answer"], edge["f1"], edge["total_ms"], False))
+            answer, f1 = edge_answer(r)
+            out.append(Routed(r["id"], "edge", answer, f1, edge["total_ms"], False))
         latency.observe_edge(edge["total_ms"])
     return out
 

@@ -254,11 +254,14 @@ def verify_answer(answer: str, confidence: float, question: str, texts: list[str
 
     if not answer or confidence < min_confidence:
         return ""
+    extracted = extract_answer_span(answer, question, texts)  # trims words that only echo the question
+    if extracted:
+        return extracted
     for t in texts:
         span = find_span(answer, t)
         if span:
             return t[span[0] : span[1]]
-    return extract_answer_span(answer, question, texts) or ""
+    return ""
 
 
 def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:

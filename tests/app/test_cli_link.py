@@ -93,7 +93,7 @@ def test_proxy_command_forwards_until_ctrl_c() -> None:
                     echoed += data
             assert echoed == b"through the emulated link"
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=10)
+            out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -1,0 +1,174 @@
+"""`make bench-cascade`: every policy side by side on held-out dev-a questions over an emulated link.
+
+Reads the per-question records of `python -m eval.records` (each question answered once on the
+edge and once in the cloud, over the emulated link, timed) and replays each policy's real
+``decide`` over them with the packaged calibration (see eval/replay.py). Adds the trivial
+always-no-answer baseline, an oracle router (best route per question: the ceiling of any
+router over these two models), the calibration quality, and cache-hit latency measured live
+through :class:`Cascade`. Rewrites the bench-cascade block of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.records import labelled, read_records
+from eval.replay import Routed, cloud_answer, edge_answer, route_records, summarize
+from pipelines.calibration import Calibration
+from pipelines.policies import REGISTRY
+
+START, END = "<!-- bench-cascade:start -->", "<!-- bench-cascade:end -->"
+
+
+def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float) -> dict[str, dict[str, float]]:
+    th = cal.thresholds
+    floor = th.get("cloud_min_confidence", 0.0)
+
+    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
+        f = r["edge"]["features"]
+        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
+
+    rows: dict[str, dict[str, float]] = {}
+    n = len(records)
+    no_ans = sum(not r["has_answer"] for r in records)
+    rows["always no-answer (baseline)"] = {"n": n, "f1": 100 * no_ans / n, "has_ans_f1": 0.0, "no_ans_accuracy": 100.0,
+                                           "latency_mean_ms": 0.0, "latency_p95_ms": 0.0, "cloud_call_rate": 0.0,
+                                           "abstain_rate": 1.0}
+    for name, cls in REGISTRY.items():
+        pol = cls(threshold=th.get(name, 0.5), abstain_threshold=th.get("abstain", 1.01))
+        rows[name] = summarize(route_records(records, pol, scores, budget_ms, cloud_min_confidence=floor), records)
+    tight = budget_ms * 0.75
+    pol = REGISTRY["latency"](threshold=th.get("latency", 0.5), abstain_threshold=th.get("abstain", 1.01))
+    rows[f"latency, Tmax {tight:.0f} ms"] = summarize(
+        route_records(records, pol, scores, tight, cloud_min_confidence=floor), records)
+    oracle = []
+    for r in records:
+        options = [("edge", edge_answer(r)[1], r["edge"]["total_ms"], False),
+                   ("cloud", cloud_answer(r, floor)[1], r["edge"]["total_ms"] + r["cloud"]["total_ms"], True),
+                   ("abstain", 0.0 if r["has_answer"] else 1.0, r["edge"]["total_ms"], False)]
+        best = max(options, key=lambda o: (o[1], -o[2]))
+        oracle.append(Routed(r["id"], best[0], "", best[1], best[2], best[3]))
+    rows["oracle router (ceiling)"] = summarize(oracle, records)
+    return rows
+
+
+def reliability(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Cloud answers by confidence: where answering beats abstaining (net > 0) and where it cannot."""
+    bins = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)]
+    out = []
+    for lo, hi in bins:
+        rows = [r for r in records if lo <= r["cloud"]["confidence"] < hi]
+        if not rows:
+            continue
+        f1s = [cloud_answer(r, 0.0)[1] if cloud_answer(r, 0.0)[0] else None for r in rows]
+        answered = [(r, f) for r, f in zip(rows, f1s) if f is not None]
+        gain = sum(f if r["has_answer"] else -1.0 for r, f in answered)  # vs abstaining on these questions
+        out.append({"lo": lo, "hi": min(hi, 1.0), "n": len(rows), "answered": len(answered),
+                    "answerable": sum(r["has_answer"] for r in rows) / len(rows),
+                    "f1_on_answerable": (sum(f for r, f in answered if r["has_answer"])
+                                         / max(sum(1 for r, _ in answered if r["has_answer"]), 1)),
+                    "net_f1_points": 100 * gain / len(records)})
+    return out
+
+
+def cache_latency(qdrant: Path, questions: list[str]) -> dict[str, float]:
+    """Hit latency through the real Cascade (policy edge): each question once, then repeated."""
+    from edge.store import DocumentStore
+    from pipelines.answer import build_cascade
+    from pipelines.settings import load_settings
+
+    s = load_settings(qdrant_path=qdrant, collection="eval")
+    with DocumentStore(path=qdrant) as store:
+        cascade = build_cascade(s, store)
+        for q in questions:
+            cascade.answer(q, policy="edge")
+        hits: list[float] = []
+        for _ in range(10):
+            for q in questions:
+                variant = q.rstrip("?").lower() + " ?"  # the exact level normalises case and punctuation
+                t0 = time.perf_counter()
+                r = cascade.answer(variant, policy="edge")
+                hits.append((time.perf_counter() - t0) * 1000)
+                assert r.tier == "cache", r.tier
+        stats = cascade.cache.stats() if cascade.cache is not None else {}
+    hits.sort()
+    return {"n": len(hits), "p50_ms": statistics.median(hits), "p95_ms": hits[int(0.95 * (len(hits) - 1))],
+            "hit_rate": float(stats.get("hit_rate", 0.0))}
+
+
+def markdown(res: dict[str, Any], cmd: str) -> str:
+    rows, cal, cache = res["rows"], res["calibration"], res["cache"]
+    cloud_mean = rows["cloud"]["latency_mean_ms"]
+    lines = [START, "", f"Generated by `{cmd}` on {res['when']}: {res['n']} held-out dev-a questions (outside the "
+             f"calibration split), link profile `{res['network']}`, Tmax {res['budget_ms']:.0f} ms, calibration fitted on "
+             f"{cal['metrics'].get('n', '?')} calibration-split questions.", "",
+             "| configuration | F1 | HasAns F1 | NoAns acc | mean ms | p95 ms | vs cloud-only | cloud calls | abstains |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        ratio = f"{r['latency_mean_ms'] / cloud_mean:.2f}×" if cloud_mean and r["latency_mean_ms"] else "—"
+        lines.append(f"| {name} | {r['f1']:.1f} | {r['has_ans_f1']:.1f} | {r['no_ans_accuracy']:.1f} | "
+                     f"{r['latency_mean_ms']:.0f} | {r['latency_p95_ms']:.0f} | {ratio} | {100 * r['cloud_call_rate']:.0f}% | "
+                     f"{100 * r['abstain_rate']:.0f}% |")
+    m = cal["metrics"]
+    lines += ["", "Routing models (logistic regressions over the edge features; 5-fold cross-validated on the "
+              "calibration split):", "", "| model | predicts | AUROC | ECE | positives |", "|---|---|---:|---:|---:|"]
+    for key, what in (("correct", "edge answer correct (F1 ≥ 0.5)"), ("unanswerable", "question unanswerable"),
+                      ("gain", "cloud answer beats the edge's")):
+        mm = m[key]
+        lines.append(f"| `{key}` | {what} | {mm['auroc']:.2f} | {mm['ece']:.3f} | {100 * mm['positives']:.0f}% |")
+    floors = m.get("cloud_f1_by_min_confidence", {})
+    if floors:
+        lines += ["", "Cloud-only F1 on the calibration split by the confidence floor under which the cloud answer "
+                  "is dropped to \"\": " + ", ".join(f"{k}: {v:.1f}" for k, v in floors.items())
+                  + f" → floor {cal['thresholds'].get('cloud_min_confidence', 0):.2f}."]
+    lines += ["", "Cloud answers (verified spans) by the cloud's confidence — answering a question instead of "
+              "abstaining pays only where the answer is right more often than the question is unanswerable:", "",
+              "| confidence | questions | answered | answerable | F1 on answerable | F1 points vs abstaining |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for b in res["reliability"]:
+        lines.append(f"| {b['lo']:.1f}–{b['hi']:.1f} | {b['n']} | {b['answered']} | {100 * b['answerable']:.0f}% | "
+                     f"{100 * b['f1_on_answerable']:.0f} | {b['net_f1_points']:+.1f} |")
+    lines += ["", f"Thresholds chosen on the calibration split (best F1 with ≤ {100 * m.get('max_cloud_rate', 0.4):.0f}% "
+              "cloud calls): " + ", ".join(f"{k} {v:.2f}" for k, v in cal["thresholds"].items()) + ".", "",
+              f"Answer cache, measured live through the cascade: {cache['n']} hits, p50 {cache['p50_ms']:.2f} ms, "
+              f"p95 {cache['p95_ms']:.2f} ms (hit rate {100 * cache['hit_rate']:.0f}% over the run).", "", END]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=Path, default=Path("bench/records-eval.jsonl"))
+    ap.add_argument("--qdrant", type=Path, default=Path("bench/qdrant"))
+    ap.add_argument("--budget-ms", type=float, default=4000.0)
+    ap.add_argument("--network", default="wifi")
+    ap.add_argument("--out", type=Path, default=Path("bench/cascade.json"))
+    ap.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"))
+    args = ap.parse_args()
+    records = labelled(read_records(args.records).values())
+    cal = Calibration.load()
+    res: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d"), "n": len(records), "network": args.network, "budget_ms": args.budget_ms,
+        "rows": replay_all(records, cal, args.budget_ms),
+        "calibration": {"metrics": cal.metrics, "thresholds": cal.thresholds},
+        "reliability": reliability(records),
+        "cache": cache_latency(args.qdrant, [r["question"] for r in records[:20]]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    md = markdown(res, "make bench-cascade")
+    text = args.benchmarks_md.read_text()
+    if START in text and END in text:
+        text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Cascade — `make bench-cascade`\n\n" + md + "\n"
+    args.benchmarks_md.write_text(text)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
