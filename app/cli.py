@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from app.cli_cloud import cloud_app
 from app.cli_link import link_app
+from app.console import AsJson, emit_json, err, out, user_errors
 from pipelines.errors import USER_ERRORS
 from pipelines.settings import Settings, load_settings
 
@@ -33,39 +30,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(link_app, name="link")
 app.add_typer(cloud_app, name="cloud")
 
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
 QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
 QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
 Collection = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name [env ECQA_COLLECTION].")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def emit_json(data: Any) -> None:
-    """Plain JSON on stdout: rich would soft-wrap long strings on a narrow console."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def user_errors(fn: F) -> F:
-    """Turn the project's user errors into one red line and exit code 2; Ctrl-C into 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted — nothing was changed (an unfinished index build is discarded)", 130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def settings_from(**flags: Any) -> Settings:
@@ -244,7 +211,12 @@ def ask(
     as_json: AsJson = False,
 ) -> None:
     """Answer a question from a collection: on the edge, in the cloud, or as the policy decides."""
-    from pipelines.answer import answer_question, build_cascade, effective_policy, emulated_link
+    from pipelines.answer import (
+        answer_question,
+        build_cascade,
+        effective_policy,
+        emulated_link,
+    )
     from pipelines.edge_pipeline import check_question
     from pipelines.store import open_store
 
@@ -266,7 +238,12 @@ def shell(collection: Collection = None, policy: Policy = None, network: Network
           qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, cloud_url: CloudUrl = None,
           cloud_dir: CloudDir = None) -> None:
     """Ask questions interactively with the models kept loaded (empty line or Ctrl-D quits)."""
-    from pipelines.answer import answer_question, build_cascade, effective_policy, emulated_link
+    from pipelines.answer import (
+        answer_question,
+        build_cascade,
+        effective_policy,
+        emulated_link,
+    )
     from pipelines.store import open_store
 
     s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, cloud_url=cloud_url,

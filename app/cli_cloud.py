@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-import functools
 import signal
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from app.console import emit_json, err, out, user_errors
+from pipelines.settings import load_settings
 
 cloud_app = typer.Typer(
     help="The cloud tier: certificates and keys (init), the mutual-TLS gateway in front of an LLM (serve).",
     no_args_is_help=True,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 CloudDir = Annotated[
     Path | None,
     typer.Option("--dir", help="Cloud material directory [env ECQA_CLOUD_DIR; default <user data dir>/ecqa/cloud]."),
 ]
 
 
-def _user_errors(fn: F) -> F:
-    """``app.cli.user_errors``, looked up at call time: app.cli imports this module at its top."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from app.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @cloud_app.command("init")
-@_user_errors
+@user_errors
 def cloud_init(
     directory: CloudDir = None,
     edge: Annotated[list[str] | None, typer.Option(
@@ -47,11 +37,10 @@ def cloud_init(
     """Create a CA, the gateway certificate, one client certificate per edge and the AES-256 key."""
     from rich.table import Table
 
-    from app.cli import emit_json, out, settings_from
     from cloud.certs import init_material
     from pipelines.cloud_path import cloud_dir_of
 
-    target = cloud_dir_of(settings_from(cloud_dir=directory))
+    target = cloud_dir_of(load_settings(cloud_dir=directory))
     report = init_material(target, edges=edge or [], hosts=host or [], force=force)
     if as_json:
         emit_json(report.as_dict())
@@ -69,7 +58,7 @@ def cloud_init(
 
 
 @cloud_app.command("serve")
-@_user_errors
+@user_errors
 def cloud_serve(
     directory: CloudDir = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to bind [env ECQA_CLOUD_HOST; default 127.0.0.1].")] = None,
@@ -81,13 +70,12 @@ def cloud_serve(
         "--backend-model", help="Model id to request from --backend-url [env ECQA_CLOUD_BACKEND_MODEL; default: the first it lists].")] = None,
 ) -> None:
     """Run the HTTPS gateway (TLS 1.3, mutual TLS, AES-GCM envelopes) until Ctrl-C."""
-    from app.cli import err, out, settings_from
     from cloud.backend import Backend, EmbeddedBackend, OpenAIBackend, check_backend_url
     from cloud.certs import load_server_material
     from cloud.gateway import Gateway
     from pipelines.cloud_path import cloud_dir_of
 
-    s = settings_from(cloud_dir=directory, cloud_host=host, cloud_port=port, cloud_backend_url=backend_url,
+    s = load_settings(cloud_dir=directory, cloud_host=host, cloud_port=port, cloud_backend_url=backend_url,
                       cloud_backend_model=backend_model)
     material = load_server_material(cloud_dir_of(s))
     backend: Backend

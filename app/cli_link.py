@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from app.console import AsJson, emit_json, err, fail, out, user_errors
 
 link_app = typer.Typer(help="Emulated edge–cloud link: measure its profiles, or put it in front of a gateway.",
                        no_args_is_help=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
 
-def _user_errors(fn: F) -> F:
-    """``app.cli.user_errors``, looked up at call time: app.cli imports this module at its top."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from app.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @link_app.command("measure")
-@_user_errors
+@user_errors
 def link_measure(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name (lan, 5g, wifi, congested) or 'all'.")] = "all",
     as_json: AsJson = False,
@@ -38,7 +26,6 @@ def link_measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from app.cli import emit_json, err, out
     from edge.link import TOLERANCE, measure_link, select_profiles
 
     profiles = select_profiles(profile)
@@ -62,7 +49,7 @@ def link_measure(
 
 
 @link_app.command("proxy")
-@_user_errors
+@user_errors
 def link_proxy(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name: lan, 5g, wifi, congested.")],
     target: Annotated[str, typer.Option("--target", help="HOST:PORT to forward to, e.g. the cloud gateway.")],
@@ -74,8 +61,6 @@ def link_proxy(
     prof = get_profile(profile)
     host, port = parse_hostport(target)
     if not 0 <= listen < 65536:
-        from app.cli import fail
-
         fail(f"bad --listen port {listen} — give 0 (a free port) or 1–65535")
     with LinkEmulator(prof, (host, port), listen_port=listen) as link:
         lhost, lport = link.address

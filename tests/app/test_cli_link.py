@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_error_line
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -20,13 +21,6 @@ runner = CliRunner()
 ECQA = str(Path(sys.executable).parent / "ecqa")
 
 
-def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
-    assert " — " in lines[0]  # every message says how to fix it
-    return lines[0]
 
 
 @pytest.mark.network

@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from cloud_helpers import CANARY, FAKE_MODEL, CountingListener, FakeOpenAI, RecordingProxy
+from cloud_helpers import (
+    CANARY,
+    FAKE_MODEL,
+    CountingListener,
+    FakeOpenAI,
+    RecordingProxy,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_error_line
 from cloud_helpers import FakeOpenAI, SharedBackend
 from typer.testing import CliRunner
 
@@ -64,11 +65,6 @@ def test_ask_cloud_from_environment(
     assert "Miret" in result.stdout and "cloud · confidence" in result.stdout
 
 
-def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
 
 
 def test_ask_cloud_errors(index_dir: Path, edge1_dir: Path, tmp_path: Path) -> None:

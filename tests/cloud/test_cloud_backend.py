@@ -12,7 +12,14 @@ from cloud.backend import OpenAIBackend, _answer_logprobs, check_backend_url
 from cloud.backend_server import BadRequest, parse_completion_request
 from cloud.errors import BackendError, CloudModelError
 from cloud.models import model_cache_dir, resolve_model_path
-from cloud.prompting import EXAMPLES, NO_ANSWER_WORD, build_prompt, clean_reply, find_span, parse_reply
+from cloud.prompting import (
+    EXAMPLES,
+    NO_ANSWER_WORD,
+    build_prompt,
+    clean_reply,
+    find_span,
+    parse_reply,
+)
 from cloud.wire import Passage
 
 

@@ -20,8 +20,21 @@ from cloud.envelope import (
     unpack,
     unseal,
 )
-from cloud.errors import BadPayloadError, MalformedError, SealError, StaleTimestampError, TooLargeError
-from cloud.wire import DIRECTION_REPLY, DIRECTION_REQUEST, NONCE_BYTES, AnswerReply, AnswerRequest, Envelope
+from cloud.errors import (
+    BadPayloadError,
+    MalformedError,
+    SealError,
+    StaleTimestampError,
+    TooLargeError,
+)
+from cloud.wire import (
+    DIRECTION_REPLY,
+    DIRECTION_REQUEST,
+    NONCE_BYTES,
+    AnswerReply,
+    AnswerRequest,
+    Envelope,
+)
 
 KEY = AesKey("k-test", bytes(range(32)))
 PAYLOAD = {"question": "What is the capital of Zorvath Island?", "passages": [{"title": "Z", "text": "Its capital is Miret. " * 20}]}

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cloud_helpers import CANARY, FAKE_MODEL, EdgeClient, FakeOpenAI, question_payload, wait_for
+from cloud_helpers import (
+    CANARY,
+    FAKE_MODEL,
+    EdgeClient,
+    FakeOpenAI,
+    question_payload,
+    wait_for,
+)
 
 from cloud.certs import load_edge_material
 from cloud.envelope import AesKey, now_ms, unseal

@@ -8,7 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from edge.answer_cache import DEFAULT_THRESHOLD, AnswerCache, normalize_question, question_signature
+from edge.answer_cache import (
+    DEFAULT_THRESHOLD,
+    AnswerCache,
+    normalize_question,
+    question_signature,
+)
 from edge.embedder import SentenceEmbedder
 
 V1, V2 = "squad@1", "squad@2"

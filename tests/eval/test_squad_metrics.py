@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from eval.squad_metrics import Question, compute_exact, compute_prf, evaluate, normalize_answer, score_question
+from eval.squad_metrics import (
+    Question,
+    compute_exact,
+    compute_prf,
+    evaluate,
+    normalize_answer,
+    score_question,
+)
 
 
 def q(qid: str, *answers: str) -> Question:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from indexing.chunking import split_passages
-from indexing.errors import EmptyCorpusError, IndexingError, InputFileError, InputFormatError
+from indexing.errors import (
+    EmptyCorpusError,
+    IndexingError,
+    InputFileError,
+    InputFormatError,
+)
 from indexing.loaders import Passage, SourceSummary, load_passages
 
 DATA = Path(__file__).resolve().parents[2] / "data"

@@ -4,7 +4,16 @@ import pytest
 
 from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, Ewma, LatencyModel
-from pipelines.policies import REGISTRY, CascadePolicy, CloudPolicy, EdgePolicy, LatencyPolicy, LearnedPolicy, Signals, policy_class
+from pipelines.policies import (
+    REGISTRY,
+    CascadePolicy,
+    CloudPolicy,
+    EdgePolicy,
+    LatencyPolicy,
+    LearnedPolicy,
+    Signals,
+    policy_class,
+)
 
 
 def sig(p_correct: float = 0.5, p_unans: float = 0.1, p_gain: float = 0.5, predicted: float = 1000.0,
