@@ -130,7 +130,10 @@ class Cascade:
         cloud_ok = self.cloud is not None and pol.uses_cloud and self.breaker.allow()
         edge_ans: EdgeAnswer | None = None
         if pol.name == "cloud" and cloud_ok:
-            signals = Signals(0.0, 0.0, 1.0, 0.0, budget, True)
+            assert self.cloud is not None
+            elapsed = (time.perf_counter() - t0) * 1000.0  # retrieval only: the SLM does not run
+            predicted = self.latency.predict(elapsed, self.cloud.estimate_bytes_up(q, passages_up)).total_ms
+            signals = Signals(0.0, 0.0, 1.0, predicted, budget, True)
             decision = pol.decide(signals)
         else:
             edge_ans = self.edge.generate(q, retrieved)

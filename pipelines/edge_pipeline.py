@@ -1,9 +1,10 @@
 """The edge answer path: embed -> retrieve -> prompt -> SLM -> parse.
 
 The components are composed into a Haystack :class:`~haystack.Pipeline` (``pipeline()``) for
-inspection and serialization, but :meth:`EdgeQA.answer` calls them directly: ``Pipeline.run``
-deep-copies its inputs and costs ~40 ms per question here with a 384-float embedding
-(measured by `make bench-edge`, "pipeline overhead"), more than retrieval itself.
+inspection and serialization, but the hot path calls them directly: the cascade needs the
+intermediate results (the embedding for the answer cache, the passages before the SLM runs,
+the generator's logprobs for the features), and ``Pipeline.run`` adds 3.6 ms p50 per question
+for embed + retrieve alone (`make bench-edge`, "pipeline overhead").
 """
 
 from __future__ import annotations

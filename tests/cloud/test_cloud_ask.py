@@ -47,6 +47,7 @@ def test_ask_cloud_json_contract(index_dir: Path, gateway: Gateway, edge1_dir: P
     assert {"embed", "retrieve", "seal", "network", "cloud", "cloud_generate", "open", "total"} <= set(t)
     assert "generate" not in t  # policy cloud: the edge SLM did not run
     assert data["decision"]["route"] == "cloud" and not data["decision"]["degraded"]
+    assert data["decision"]["predicted_total_ms"] > t["embed"]  # retrieval + transfer + RTT + cloud
     assert t["total"] >= t["embed"] + t["retrieve"] + t["cloud"]
     # Retrieval ran on the edge: the Zorvath passage is first, carries the span, and went up to the cloud.
     top = data["passages"][0]

@@ -1,0 +1,89 @@
+"""`ecqa ask --policy cascade --network wifi --json` end to end: a real index, the real SLM on the
+edge, the real gateway over mutual TLS behind the emulated wifi link; the backend is the
+call-counting fake (the real gemma round trip is tested in test_cloud_ask.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from cloud_helpers import FakeOpenAI
+from typer.testing import CliRunner
+
+from app.cli import app
+from cloud.gateway import Gateway
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+runner = CliRunner()
+
+
+def calibration_file(path: Path, p_correct: float, p_unans: float) -> Path:
+    """Constant routing models: the edge answer is right with p_correct, unanswerable with p_unans."""
+
+    def const(p: float) -> dict:
+        return {"weights": {}, "bias": math.log(p / (1 - p)), "mean": {}, "scale": {}}
+
+    path.write_text(json.dumps({
+        "models": {"correct": const(p_correct), "unanswerable": const(p_unans), "gain": const(0.5)},
+        "thresholds": {"cascade": 0.5, "latency": 0.5, "learned": 0.5, "abstain": 0.8, "cloud_min_confidence": 0.5},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory, unseen_squad: Path) -> Path:
+    folder = tmp_path_factory.mktemp("cascade") / "qdrant"
+    assert runner.invoke(app, ["index", "build", str(unseen_squad), "--qdrant-path", str(folder)]).exit_code == 0
+    return folder
+
+
+def ask(index_dir: Path, gateway: Gateway, edge1_dir: Path, *extra: str) -> dict:
+    result = runner.invoke(app, ["ask", "What is the capital of Zorvath Island?", "--policy", "cascade",
+                                 "--network", "wifi", "--qdrant-path", str(index_dir), "--cloud-url", gateway.url,
+                                 "--cloud-dir", str(edge1_dir), "--json", *extra])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_low_confidence_escalates_over_wifi(index_dir: Path, gateway: Gateway, edge1_dir: Path,
+                                            fake_backend: FakeOpenAI, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", 0.2, 0.1)))
+    data = ask(index_dir, gateway, edge1_dir)
+    d = data["decision"]
+    assert (data["tier"], data["answer"], d["route"], d["degraded"]) == ("cloud", "Miret", "cloud", False)
+    assert d["reason"] == "confidence 0.20 < 0.50 → escalated" and d["threshold"] == 0.5
+    assert set(d) >= {"route", "reason", "confidence", "threshold", "predicted_total_ms", "measured_total_ms", "degraded"}
+    t = data["timings_ms"]
+    assert d["measured_total_ms"] == pytest.approx(t["total"], abs=0.2)
+    assert d["predicted_total_ms"] > t["generate"]  # edge time + S/B + RTT + cloud
+    # Over the wifi profile a new TLS connection costs 3 round trips of 30 ms.
+    assert t["network"] >= 85.0
+    assert t["generate"] > 0 and t["cloud"] > 0  # the edge answered first, then the cloud
+    assert len(fake_backend.calls) == 1 and data["bytes_up"] > 300
+    assert data["sent"]["question"] == "What is the capital of Zorvath Island?"
+    assert "Its capital is Miret" in data["sent"]["passages"][0]["text"]
+
+
+def test_confident_edge_answer_and_abstention_make_no_cloud_call(index_dir: Path, gateway: Gateway, edge1_dir: Path,
+                                                                 fake_backend: FakeOpenAI, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "hi.json", 0.9, 0.1)))
+    kept = ask(index_dir, gateway, edge1_dir)
+    assert (kept["tier"], kept["decision"]["route"], kept["bytes_up"]) == ("edge", "edge", 0)
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "un.json", 0.2, 0.9)))
+    abstained = ask(index_dir, gateway, edge1_dir)
+    assert (abstained["tier"], abstained["answer"], abstained["decision"]["route"]) == ("abstain", "", "abstain")
+    assert fake_backend.calls == []
+
+
+def test_fake_cloud_answer_that_is_not_grounded_is_dropped(index_dir: Path, gateway: Gateway, edge1_dir: Path,
+                                                           fake_backend: FakeOpenAI, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_backend.text = " Atlantis"  # not in any passage sent up
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", 0.2, 0.1)))
+    data = ask(index_dir, gateway, edge1_dir)
+    assert (data["tier"], data["answer"]) == ("cloud", "")
+    assert len(fake_backend.calls) == 1
