@@ -84,6 +84,10 @@ class Policy(ABC):
     def _abstains(self, s: Signals) -> bool:
         return s.p_unanswerable >= self.abstain_threshold
 
+    def _abstain(self, score: float, threshold: float, s: Signals) -> Decision:
+        return Decision("abstain", f"p(unanswerable) {s.p_unanswerable:.2f} ≥ {self.abstain_threshold:.2f} → abstained",
+                        score, threshold)
+
 
 class EdgePolicy(Policy):
     """Always the edge answer."""
@@ -120,8 +124,7 @@ class CascadePolicy(Policy):
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
         if self._abstains(s):
-            return Decision("abstain", f"p(unanswerable) {s.p_unanswerable:.2f} ≥ {self.abstain_threshold:.2f} → abstained",
-                            score, threshold)
+            return self._abstain(score, threshold, s)
         if score >= threshold:
             return Decision("edge", f"confidence {score:.2f} ≥ {threshold:.2f} → edge answer kept", score, threshold)
         return self._escalate(score, threshold, s, f"confidence {score:.2f} < {threshold:.2f}")
@@ -153,8 +156,7 @@ class LearnedPolicy(Policy):
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
         if self._abstains(s):
-            return Decision("abstain", f"p(unanswerable) {s.p_unanswerable:.2f} ≥ {self.abstain_threshold:.2f} → abstained",
-                            score, threshold)
+            return self._abstain(score, threshold, s)
         if score >= threshold:
             return self._escalate(score, threshold, s, f"p(cloud better) {score:.2f} ≥ {threshold:.2f}")
         return Decision("edge", f"p(cloud better) {score:.2f} < {threshold:.2f} → edge answer kept", score, threshold)
