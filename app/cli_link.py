@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.console import AsJson, emit_json, err, fail, out, user_errors
+from app.console import AsJson, emit_json, err, fail, out, stop_on_ctrl_c, user_errors
 
 link_app = typer.Typer(help="Emulated edge–cloud link: measure its profiles, or put it in front of a gateway.",
                        no_args_is_help=True)
@@ -62,6 +62,7 @@ def link_proxy(
     host, port = parse_hostport(target)
     if not 0 <= listen < 65536:
         fail(f"bad --listen port {listen} — give 0 (a free port) or 1–65535")
+    stop_on_ctrl_c()
     with LinkEmulator(prof, (host, port), listen_port=listen) as link:
         lhost, lport = link.address
         # Plain echo, flushed: scripts wait for this line to learn the port.

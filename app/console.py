@@ -19,6 +19,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
 
+def stop_on_ctrl_c() -> None:
+    """Make Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt in a long-running command.
+
+    A process started in the background by a non-interactive shell inherits SIGINT as ignored,
+    and Python then installs no handler: "Ctrl-C stops" must not depend on how we were started.
+    """
+    import signal
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -40,8 +40,8 @@ def test_measure_prints_a_table() -> None:
     assert result.exit_code == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if " lan " in line)
     cells = [c.strip() for c in row.strip("│┃ ").split("│")]
-    assert cells[0] == "lan" and cells[1] == "1" and cells[3] == "1000" and cells[5] == "yes"
-    assert 0.8 <= float(cells[2]) <= 1.2 and 800 <= float(cells[4]) <= 1200
+    assert cells[0] == "lan" and cells[1] == "2" and cells[3] == "1000" and cells[5] == "yes"
+    assert 1.6 <= float(cells[2]) <= 2.4 and 800 <= float(cells[4]) <= 1200
     assert "target RTT ms" in result.stdout and "within 20%?" in result.stdout
 
 
@@ -76,7 +76,7 @@ def test_proxy_command_forwards_until_ctrl_c() -> None:
         try:
             assert proc.stdout is not None
             banner = proc.stdout.readline()
-            assert banner.startswith("link lan (1 ms RTT, 1000 Mbit/s): listening on 127.0.0.1:")
+            assert banner.startswith("link lan (2 ms RTT, 1000 Mbit/s): listening on 127.0.0.1:")
             assert banner.rstrip().endswith(f"-> {target} — Ctrl-C stops")
             port = int(banner.split("listening on 127.0.0.1:")[1].split()[0])
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

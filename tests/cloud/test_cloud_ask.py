@@ -16,6 +16,7 @@ from app.cli import app
 from cloud.backend import EmbeddedBackend
 from cloud.certs import load_server_material
 from cloud.gateway import Gateway
+from pipelines.calibration import DEFAULT_CALIBRATION
 
 pytestmark = pytest.mark.network
 runner = CliRunner()
@@ -90,8 +91,14 @@ def test_ask_cloud_errors(index_dir: Path, edge1_dir: Path, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_ask_cloud_with_the_real_model(
-    index_dir: Path, embedded_backend: EmbeddedBackend, material_dir: Path, edge1_dir: Path
+    index_dir: Path, embedded_backend: EmbeddedBackend, material_dir: Path, edge1_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The round trip is under test, not the calibrated confidence floor: keep every grounded answer.
+    cal = json.loads(DEFAULT_CALIBRATION.read_text())
+    cal["thresholds"]["cloud_min_confidence"] = 0.0
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(tmp_path / "cal.json"))
     with Gateway(load_server_material(material_dir), SharedBackend(embedded_backend), port=0) as gw:
         result = ask("--qdrant-path", str(index_dir), "--cloud-url", gw.url, "--cloud-dir", str(edge1_dir), "--json")
     assert result.exit_code == 0, result.stderr

@@ -55,7 +55,7 @@ def _recv_all(sock: socket.socket) -> bytes:
 # --- profiles -------------------------------------------------------------------------------
 def test_profiles_and_helpers() -> None:
     assert {n: (p.rtt_ms, p.bandwidth_mbit) for n, p in PROFILES.items()} == {
-        "lan": (1.0, 1000.0), "5g": (10.0, 100.0), "wifi": (30.0, 50.0), "congested": (50.0, 10.0)}
+        "lan": (2.0, 1000.0), "5g": (10.0, 100.0), "wifi": (30.0, 50.0), "congested": (50.0, 10.0)}
     fiveg = get_profile("5g")
     assert fiveg.one_way_delay_s == pytest.approx(0.005)
     assert fiveg.bytes_per_s == pytest.approx(12.5e6)
