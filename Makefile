@@ -135,3 +135,12 @@ calibrate: records  ## refit the routing models and thresholds -> pipelines/cali
 
 bench-cascade: records  ## every policy side by side on >= 300 held-out questions -> BENCHMARKS.md
 	$(BIN)/python -m eval.bench_cascade --records bench/records-eval.jsonl --qdrant bench/qdrant
+
+# --- evaluation -------------------------------------------------------------------------------
+.PHONY: bench
+BENCH_N ?= 500
+
+bench: $(STAMP)  ## every policy on 500 held-out dev-a questions over wifi (~40 min, resumable) -> BENCHMARKS.md
+	$(BIN)/ecqa eval --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json \
+	  --limit $(BENCH_N) --skip-calibration-split --network wifi --out bench/eval-wifi --qdrant-path bench/qdrant-eval
+	$(BIN)/python -m eval.bench_md bench/eval-wifi --command "make bench"

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from app.cli_cloud import cloud_app
+from app.cli_eval import register as register_eval
 from app.cli_link import link_app
 from app.console import AsJson, emit_json, err, out, user_errors
 from pipelines.errors import USER_ERRORS
@@ -29,6 +30,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(link_app, name="link")
 app.add_typer(cloud_app, name="cloud")
+register_eval(app)
 
 QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
 QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from haystack import Document
+
 from edge.store import document_id
 from eval.squad_metrics import Question, score_question
 from pipelines.cascade import CloudClient
-from pipelines.edge_pipeline import EdgeQA
+from pipelines.edge_pipeline import EdgeQA, Retrieved
 
 Progress = Callable[[int, int], None]
 
@@ -37,14 +39,19 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_records(questions: list[Question], edge: EdgeQA, cloud: CloudClient | None, path: Path,
-                cloud_timeout_s: float = 60.0, progress: Progress | None = None) -> dict[str, dict[str, Any]]:
-    """Answer every question not yet in ``path`` on the edge and in the cloud; return all records."""
+                cloud_timeout_s: float = 60.0, progress: Progress | None = None,
+                oracle_context: bool = False) -> dict[str, dict[str, Any]]:
+    """Answer every question not yet in ``path`` on the edge and in the cloud; return all records.
+
+    Each record is appended and flushed as soon as it is complete, so an interruption loses at
+    most the question in flight.
+    """
     done = read_records(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = [q for q in questions if q.id not in done]
     with path.open("a") as fh:
         for i, q in enumerate(todo):
-            rec = answer_once(q, edge, cloud, cloud_timeout_s)
+            rec = answer_once(q, edge, cloud, cloud_timeout_s, oracle_context)
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             done[q.id] = rec
@@ -53,9 +60,18 @@ def run_records(questions: list[Question], edge: EdgeQA, cloud: CloudClient | No
     return done
 
 
-def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_timeout_s: float) -> dict[str, Any]:
+def gold_passage(q: Question, edge: EdgeQA) -> Retrieved:
+    """The question's own paragraph as the only retrieved passage (``--oracle-context``)."""
+    emb = edge.embedder.run(question=q.question)
+    doc = Document(id=document_id(q.title, q.context), content=q.context,
+                   meta={"title": q.title, "source": "gold paragraph"}, score=1.0)
+    return Retrieved(emb["embedding"], [doc], {**emb["timings"], "retrieve": 0.0})
+
+
+def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_timeout_s: float,
+                oracle_context: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
-    retrieved = edge.retrieve(q.question)
+    retrieved = gold_passage(q, edge) if oracle_context else edge.retrieve(q.question)
     t_retrieved = time.perf_counter()
     ans = edge.generate(q.question, retrieved)
     t_edge = time.perf_counter()
@@ -68,6 +84,10 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
         "has_answer": q.has_answer,
         "gold_rank": ids.index(gold_id) + 1 if gold_id in ids else None,
         "passages": [d.content or "" for d in retrieved.documents],
+        "passage_ids": ids,
+        "titles": [str(d.meta.get("title", "")) for d in retrieved.documents],
+        "scores": [round(float(d.score or 0.0), 5) for d in retrieved.documents],
+        "embedding": [round(float(x), 5) for x in retrieved.embedding],  # for the answer cache in replay
         "retrieval_ms": (t_retrieved - t0) * 1000.0,
         "edge": {
             "answer": ans.answer,
@@ -84,7 +104,7 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
         try:
             reply = cloud.ask(q.question, passages, timeout_s=cloud_timeout_s)
         except Exception as exc:  # recorded, not raised: one bad call must not stop a long run
-            rec["cloud"] = {"error": str(exc)[:200]}
+            rec["cloud"] = {"error": str(exc)[:200], "total_ms": (time.perf_counter() - t1) * 1000.0}
         else:
             rec["cloud"] = {
                 "answer": reply.answer,

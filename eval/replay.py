@@ -9,12 +9,13 @@ the measured cloud calls — as it is live.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eval.squad_metrics import Question, score_question
-from pipelines.cascade import verify_answer
+from pipelines.cascade import AnswerCacheLike, verify_answer
 from pipelines.latency import LatencyModel
 from pipelines.policies import Policy, Signals
 
@@ -24,11 +25,17 @@ class Routed:
     """One question under one policy."""
 
     id: str
-    route: str
+    route: str  # edge, cloud, abstain or cache
     answer: str
     f1: float
     latency_ms: float
     cloud_called: bool
+    stages: dict[str, float] = field(default_factory=dict)  # ms per stage; they add up to latency_ms
+    cloud_tokens: dict[str, int] = field(default_factory=dict)  # prompt, completion
+    degraded: bool = False  # the cloud call failed and the edge answered
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def cloud_answer(r: dict[str, Any], min_confidence: float) -> tuple[str, float]:
@@ -57,30 +64,94 @@ def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
 Scores = Callable[[dict[str, Any]], tuple[float, float, float]]  # record -> (p_correct, p_unans, p_gain)
 
 
+def edge_stages(r: dict[str, Any]) -> dict[str, float]:
+    """Embed, retrieve and edge-generate (prompt, SLM, parse, features) times of a record (ms)."""
+    embed = min(r["edge"].get("timings", {}).get("embed", 0.0), r["retrieval_ms"])
+    return {"embed": embed, "retrieve": r["retrieval_ms"] - embed,
+            "edge_generate": max(r["edge"]["total_ms"] - r["retrieval_ms"], 0.0)}
+
+
+def cloud_stages(c: dict[str, Any]) -> dict[str, float]:
+    """Seal + open, network (request time minus the gateway's), cloud (gateway) and the rest of a cloud call (ms)."""
+    if "error" in c:
+        return {"cloud_failed": c.get("total_ms", 0.0)}
+    t = c["timings"]
+    seal_open = t.get("seal", 0.0) + t.get("open", 0.0)
+    network, cloud = t.get("network", 0.0), t.get("cloud", t.get("server", 0.0))
+    return {"seal_open": seal_open, "network": network, "cloud": cloud,
+            "client": max(c["total_ms"] - seal_open - network - cloud, 0.0)}
+
+
+def _cloud_tokens(c: dict[str, Any]) -> dict[str, int]:
+    u = c.get("usage") or {}
+    return {"prompt": int(u.get("prompt_tokens", 0)), "completion": int(u.get("completion_tokens", 0))}
+
+
 def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Scores, budget_ms: float,
-                  latency: LatencyModel | None = None, cloud_min_confidence: float = 0.0) -> list[Routed]:
+                  latency: LatencyModel | None = None, cloud_min_confidence: float = 0.0,
+                  cache: AnswerCacheLike | None = None) -> list[Routed]:
+    """Each record under ``policy``, in order; with ``cache``, repeated and near-duplicate questions
+    are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would."""
     latency = latency or LatencyModel()
     out = []
     for r in records:
+        hit = _cache_hit(r, cache)
+        if hit is not None:
+            out.append(hit)
+            continue
         edge, cloud = r["edge"], r["cloud"]
         p_correct, p_unans, p_gain = scores(r)
-        predicted = latency.predict(edge["total_ms"], cloud["bytes_up"]).total_ms
+        bytes_up = cloud.get("bytes_up", 0)
+        predicted = latency.predict(edge["total_ms"], bytes_up).total_ms
         d = policy.decide(Signals(p_correct, p_unans, p_gain, predicted, budget_ms, True))
         if d.route == "cloud":
             took_edge = policy.name != "cloud"
-            ms = (edge["total_ms"] if took_edge else r["retrieval_ms"]) + cloud["total_ms"]
+            stages = edge_stages(r) if took_edge else {k: v for k, v in edge_stages(r).items() if k != "edge_generate"}
+            stages.update(cloud_stages(cloud))
+            if "error" in cloud:  # the live cascade degrades to the edge answer (generating it if it had not)
+                stages["edge_generate"] = edge_stages(r)["edge_generate"]
+                answer, f1 = edge_answer(r)
+                out.append(Routed(r["id"], "edge", answer, f1, sum(stages.values()), True, stages, {}, True))
+                continue
             t = cloud["timings"]
-            latency.observe_cloud(t.get("network", 0.0), cloud["bytes_up"], cloud["bytes_down"], t.get("cloud", t.get("server", 0.0)),
+            latency.observe_cloud(t.get("network", 0.0), bytes_up, cloud["bytes_down"], t.get("cloud", t.get("server", 0.0)),
                                   cloud["usage"].get("completion_tokens", 0), t.get("cloud_decode", t.get("decode")))
             answer, f1 = cloud_answer(r, cloud_min_confidence)
-            out.append(Routed(r["id"], "cloud", answer, f1, ms, True))
+            routed = Routed(r["id"], "cloud", answer, f1, sum(stages.values()), True, stages, _cloud_tokens(cloud))
         elif d.route == "abstain":
-            out.append(Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False))
+            routed = Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False,
+                            edge_stages(r))
         else:
             answer, f1 = edge_answer(r)
-            out.append(Routed(r["id"], "edge", answer, f1, edge["total_ms"], False))
+            routed = Routed(r["id"], "edge", answer, f1, edge["total_ms"], False, edge_stages(r))
         latency.observe_edge(edge["total_ms"])
+        out.append(routed)
+        if cache is not None and "embedding" in r:
+            cache.put(r["question"], {"answer": routed.answer, "route": routed.route}, r["embedding"],
+                      r["passage_ids"], _VERSION)
     return out
+
+
+_VERSION = "eval"  # one index for the whole run
+
+
+def _cache_hit(r: dict[str, Any], cache: AnswerCacheLike | None) -> Routed | None:
+    if cache is None or "embedding" not in r:
+        return None
+    t0 = time.perf_counter()
+    hit = cache.lookup_exact(r["question"], _VERSION)
+    stages: dict[str, float] = {}
+    if hit is None:
+        # A near-duplicate is found only after embedding and retrieval, as live.
+        stages = {k: v for k, v in edge_stages(r).items() if k != "edge_generate"}
+        t0 = time.perf_counter()
+        hit = cache.lookup(r["question"], r["embedding"], r["passage_ids"], _VERSION)
+        if hit is None:
+            return None
+    stages["cache"] = (time.perf_counter() - t0) * 1000.0
+    answer = str(hit.answer.get("answer", ""))
+    q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
+    return Routed(r["id"], "cache", answer, score_question(q, answer)["f1"], sum(stages.values()), False, stages)
 
 
 def summarize(routed: Sequence[Routed], records: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -27,6 +27,7 @@ class Stack:
     gateway_url: str  # direct
     cloud_dir: Path
     network: str | None
+    pid: int = 0  # the gateway process (its embedded backend runs in it or under it)
 
 
 def _ecqa() -> list[str]:
@@ -34,15 +35,18 @@ def _ecqa() -> list[str]:
 
 
 @contextlib.contextmanager
-def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s: float = 240.0) -> Iterator[Stack]:
+def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s: float = 240.0, *,
+                   cloud_dir: Path | None = None, port: int = 0) -> Iterator[Stack]:
     """Start a gateway with the embedded backend (and a link emulator for ``network``); stop both after.
 
+    :param cloud_dir: the cloud material, made on first use; default ``workdir/cloud``.
+    :param port: the gateway's port, 0 = any free one.
     :raises PipelineError: the gateway did not come up in time (its last output is in the message).
     """
-    cloud_dir = workdir / "cloud"
+    cloud_dir = cloud_dir or workdir / "cloud"
     if not (cloud_dir / "aes.key").exists():
         subprocess.run([*_ecqa(), "cloud", "init", "--dir", str(cloud_dir)], check=True, capture_output=True, text=True)
-    proc = subprocess.Popen([*_ecqa(), "cloud", "serve", "--dir", str(cloud_dir), "--port", "0"],
+    proc = subprocess.Popen([*_ecqa(), "cloud", "serve", "--dir", str(cloud_dir), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "400"})
     lines: list[str] = []
     url: list[str] = []
@@ -56,11 +60,11 @@ def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s:
                 url.append(m.group(1))
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not url and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
     emulator = None
-    try:
+    try:  # the wait too: Ctrl-C while the gateway starts must stop it
+        deadline = time.monotonic() + startup_timeout_s
+        while not url and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         if not url:
             raise PipelineError(f"the cloud gateway did not start: {' | '.join(lines[-3:]) or 'no output'} — run "
                                 "`ecqa cloud serve` by hand to see why")
@@ -69,11 +73,11 @@ def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s:
         if network:
             from edge.link import LinkEmulator
 
-            host, port = gateway_url.removeprefix("https://").rsplit(":", 1)
-            emulator = LinkEmulator(network, (host, int(port)))
+            host, gw_port = gateway_url.removeprefix("https://").rsplit(":", 1)
+            emulator = LinkEmulator(network, (host, int(gw_port)))
             emulator.start()
             cloud_url = f"https://127.0.0.1:{emulator.address[1]}"
-        yield Stack(cloud_url, gateway_url, cloud_dir, network)
+        yield Stack(cloud_url, gateway_url, cloud_dir, network, proc.pid)
     finally:
         if emulator is not None:
             emulator.stop()

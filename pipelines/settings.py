@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     )
     breaker_failures: int = Field(default=3, ge=1, le=100, description="Consecutive cloud failures that open the breaker.")
     breaker_reset_s: float = Field(default=30.0, gt=0, description="Seconds before an open breaker lets a probe through.")
+    cloud_price_prompt_per_1k: float = Field(
+        default=0.0001, ge=0, description="Cloud price per 1000 prompt tokens (USD), for the evaluation's cost estimate."
+    )
+    cloud_price_completion_per_1k: float = Field(
+        default=0.0004, ge=0, description="Cloud price per 1000 completion tokens (USD), for the evaluation's cost estimate."
+    )
 
     @field_validator("collection")
     @classmethod

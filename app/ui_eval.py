@@ -1,0 +1,97 @@
+"""The UI's Evaluation tab: run a small `ecqa eval` in the UI process, then show its tables and plots.
+
+It uses only ``service.settings``, ``service.store`` and ``service.cascade`` of the UI's service
+object, and runs in the same queue slot as the other model calls (``concurrency_id="models"``):
+llama.cpp models are not safe to call from two threads.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from eval.report import load_report
+from pipelines.answer import POLICIES
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "squad-v2-dev-a.json"
+REPORTS = Path("ecqa-eval") / "ui"
+MAX_UI_QUESTIONS = 200  # beyond this, use `ecqa eval` (minutes of CPU per 100 questions)
+
+
+def _report_markdown(report: dict[str, Any] | None, folder: Path) -> str:
+    if report is None:
+        return f"No saved report in `{folder}` yet — run an evaluation above."
+    text = (folder / "report.md").read_text() if (folder / "report.md").exists() else ""
+    return re.sub(r"\n## Plots\n.*?(?=\n## |\nHow it was measured|\Z)", "\n", text, flags=re.S)  # plots shown below
+
+
+def _plots(report: dict[str, Any] | None, folder: Path) -> list[str]:
+    if report is None:
+        return []
+    return [str(folder / p) for p in report.get("files", {}).get("plots", []) if (folder / p).exists()]
+
+
+def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
+    """The tab's components and events, created inside the caller's ``gr.Tab``."""
+    from edge.link import PROFILES
+
+    gr.Markdown("Run every chosen policy on the same SQuAD v2 questions: official EM/F1, precision/recall, "
+                "latency per stage and cloud calls, next to the always-no-answer baseline. Larger runs: "
+                "`ecqa eval --data FILE` (resumable).")
+    with gr.Row():
+        data = gr.Textbox(value=str(BUNDLED), label="SQuAD v2 file (path on the server)", elem_id="eval-data", scale=3)
+        n = gr.Number(value=10, minimum=1, maximum=MAX_UI_QUESTIONS, precision=0, label="questions",
+                      elem_id="eval-n", scale=1)
+    with gr.Row():
+        policies = gr.CheckboxGroup(list(POLICIES), value=["edge", "cloud", "cascade"], label="policies",
+                                    elem_id="eval-policies")
+        network = gr.Dropdown(["none", *PROFILES], value="none", label="link profile", elem_id="eval-network")
+    run = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+    status = gr.Markdown("", elem_id="eval-status")
+    tables = gr.Markdown(lambda: _report_markdown(load_report(folder), folder), elem_id="eval-report")
+    gallery = gr.Gallery(lambda: _plots(load_report(folder), folder), label="plots", columns=2, height="auto",
+                         elem_id="eval-plots")
+
+    def run_eval_ui(path: str, count: float | None, chosen: list[str], profile: str,
+                    progress: gr.Progress = gr.Progress()) -> tuple[str, str, list[str]]:
+        from eval.harness import EvalConfig, run_eval
+        from pipelines.errors import USER_ERRORS
+
+        if not chosen:
+            return "⚠️ choose at least one policy", gr.skip(), gr.skip()
+        if count is None or not 1 <= int(count) <= MAX_UI_QUESTIONS:
+            return f"⚠️ choose between 1 and {MAX_UI_QUESTIONS} questions", gr.skip(), gr.skip()
+        cfg = EvalConfig(data=Path(path.strip()), out=folder / f"{Path(path.strip()).stem}-{profile}", limit=int(count),
+                         policies=tuple(chosen), network=None if profile == "none" else profile)
+        cloud = getattr(service.cascade, "cloud", None)
+        if cloud is None and any(p != "edge" for p in chosen):
+            return ("⚠️ no cloud is configured in this UI — choose only the edge policy, or start the UI with "
+                    "`make run` / `--cloud-url`"), gr.skip(), gr.skip()
+
+        def step(name: str, done: int, total: int) -> None:
+            progress((done, total), desc=name, unit="questions" if name == "answering" else "passages")
+
+        try:
+            report = run_eval(cfg, service.settings, progress=step, store=service.store, cloud=cloud)
+        except USER_ERRORS as exc:
+            return f"⚠️ {exc}", gr.skip(), gr.skip()
+        # The newest report is what the tab shows on open.
+        _link_latest(cfg.out, folder)
+        return (f"✅ {report['n']} questions evaluated — report in `{cfg.out}`",
+                _report_markdown(report, cfg.out), _plots(report, cfg.out))
+
+    run.click(run_eval_ui, [data, n, policies, network], [status, tables, gallery], concurrency_id="models",
+              concurrency_limit=1)
+
+
+def _link_latest(run_dir: Path, folder: Path) -> None:
+    """Copy the newest run's report files to ``folder`` so that the tab opens on them."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in run_dir.iterdir():
+        if f.suffix in (".json", ".md", ".png") and not f.name.startswith(("predictions-", "run.")):
+            shutil.copy2(f, folder / f.name)

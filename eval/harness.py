@@ -1,0 +1,342 @@
+"""`ecqa eval`: every policy on the same SQuAD v2 questions, accuracy and latency side by side.
+
+    questions ─► index (content-hash collection, reused) ─► per question, live and timed:
+                 edge run (retrieve + SLM) and cloud run (sealed call over the link)
+                 appended to DIR/records.jsonl (a rerun skips finished questions)
+              ─► each policy's real ``decide`` routes every record (eval/replay.py)
+              ─► DIR/predictions-<policy>.json (official format), report.json, report.md, PNGs
+
+Running each question once per tier instead of once per policy keeps an N-question evaluation of
+five policies at the cost of one edge run and one cloud call per question; what a policy answers
+and how long it takes are those of the route its ``decide`` picks on the same measured runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.store import DocumentStore
+from eval.data import load_questions
+from eval.errors import EvalError
+from eval.records import read_records, run_records
+from eval.replay import Routed, route_records
+from eval.report import SCHEMA, accuracy, markdown, policy_metrics, retrieval_recall, write_predictions
+from eval.resources import ResourceSampler, read_samples, summarize_samples
+from eval.squad_metrics import Question
+from pipelines.answer import POLICIES, check_policy
+from pipelines.calibration import Calibration, in_calibration_split
+from pipelines.cascade import CloudClient
+from pipelines.latency import LatencyModel
+from pipelines.policies import Policy, policy_class
+from pipelines.settings import Settings
+
+# step name, done, total
+Progress = Callable[[str, int, int], None]
+SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run.
+
+    :param data: any SQuAD v2 file; its paragraphs are indexed and its questions asked.
+    :param out: the report folder (records, predictions, report.json/md, plots).
+    :param limit: the first N questions (after ``seed`` shuffles them), or all.
+    :param policies: the routing policies to compare.
+    :param network: link profile between edge and cloud (lan, 5g, wifi, congested), or direct.
+    :param extra_corpus: more files indexed next to ``data`` (distractor paragraphs).
+    :param oracle_context: answer from the gold paragraph instead of retrieving.
+    :param skip_calibration_split: leave out questions of the calibration split (the packaged
+        routing models were fitted on dev-a's; evaluating on them would flatter the policies).
+    """
+
+    data: Path
+    out: Path
+    limit: int | None = None
+    seed: int | None = None
+    policies: tuple[str, ...] = POLICIES
+    network: str | None = None
+    extra_corpus: tuple[Path, ...] = ()
+    oracle_context: bool = False
+    skip_calibration_split: bool = False
+    sweep: bool = True
+    files: dict[str, Any] = field(default_factory=dict)
+
+
+def check_config(cfg: EvalConfig) -> list[Question]:
+    """Every check that needs no model: policies, link profile, output folder, the data itself.
+
+    :returns: the questions to ask.
+    :raises EvalError, PipelineError, EdgeError, InputFileError, InputFormatError: with a fix.
+    """
+    if not cfg.policies:
+        raise EvalError(f"no policy given — pass --policies with some of: {', '.join(POLICIES)}")
+    for p in cfg.policies:
+        check_policy(p)
+    if cfg.network:
+        from edge.link import get_profile
+
+        get_profile(cfg.network)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise EvalError(f"--limit {cfg.limit} asks for no question — pass a positive number or leave it out")
+    check_out_dir(cfg.out)
+    for extra in cfg.extra_corpus:
+        if not extra.is_file():
+            raise EvalError(f"extra corpus {extra} does not exist — pass a SQuAD v2 .json, .jsonl, .txt or .md file")
+    questions = load_questions(cfg.data, None, cfg.seed)
+    if cfg.skip_calibration_split:
+        questions = [q for q in questions if not in_calibration_split(q.id)]
+    questions = questions[: cfg.limit] if cfg.limit else questions
+    if not questions:
+        raise EvalError(f"{cfg.data}: no question left outside the calibration split — drop --skip-calibration-split")
+    return questions
+
+
+def check_out_dir(out: Path) -> None:
+    """:raises EvalError: the folder cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise EvalError(f"cannot write the report to {out}: {exc.strerror or exc} — pass a writable --out folder") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: EvalConfig, settings: Settings, cloud: str) -> dict[str, Any]:
+    """What the records of an output folder depend on; a rerun must match it to resume."""
+    return {
+        "data_sha256": _sha256(cfg.data),
+        "extra_sha256": [_sha256(p) for p in cfg.extra_corpus],
+        "oracle_context": cfg.oracle_context,
+        "network": cfg.network,
+        "top_k": settings.top_k,
+        "embedder_model": settings.embedder_model,
+        "hybrid": settings.hybrid,
+        "slm_model_path": settings.slm_model_path,
+        "cloud": cloud,
+    }
+
+
+def check_resumable(out: Path, fp: dict[str, Any]) -> None:
+    """:raises EvalError: ``out`` holds records of a run with other data or settings."""
+    run_file = out / "run.json"
+    if run_file.exists():
+        try:
+            old = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old != fp:
+            diff = sorted(k for k in fp if not isinstance(old, dict) or old.get(k) != fp[k])
+            raise EvalError(f"{out} holds an evaluation of other data or settings ({', '.join(diff) or 'unreadable run.json'}) "
+                            "— pass another --out folder, or delete that one to start over")
+    run_file.write_text(json.dumps(fp, indent=1))
+
+
+def collection_name(cfg: EvalConfig, settings: Settings) -> str:
+    """A collection keyed by the content of the indexed files and the embedder: reused while they are unchanged."""
+    h = hashlib.sha256()
+    for p in (cfg.data, *cfg.extra_corpus):
+        h.update(_sha256(p).encode())
+    h.update(f"{settings.embedder_model}|{settings.embed_titles}|{settings.hybrid}".encode())
+    return f"eval-{h.hexdigest()[:12]}"
+
+
+def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, progress: Progress | None) -> str:
+    """Index the data's paragraphs (and the extra corpus) unless that collection already exists."""
+    name = collection_name(cfg, settings)
+    if store.exists(name):
+        return name
+    from edge.embedder import SentenceEmbedder
+    from indexing.build import build_index
+    from indexing.loaders import load_passages
+
+    passages, sources = load_passages([cfg.data, *cfg.extra_corpus], chunk_chars=settings.chunk_chars,
+                                      overlap_chars=settings.chunk_overlap_chars)
+    embedder = SentenceEmbedder(settings.embedder_model).load()
+    build_index(store, embedder, passages, sources, name, batch_size=settings.embed_batch_size,
+                embed_titles=settings.embed_titles, hybrid=settings.hybrid,
+                progress=(lambda d, t: progress("indexing", d, t)) if progress else None)
+    return name
+
+
+@contextlib.contextmanager
+def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) -> Iterator[tuple[CloudClient, str, int | None]]:
+    """The cloud client of the run: the caller's, the configured gateway (through the emulated
+    link), or an embedded gateway started for the run. Yields (client, what it is, gateway pid)."""
+    from pipelines.cloud_client import AnswererClient
+    from pipelines.cloud_path import cloud_answerer_from
+
+    if given is not None:
+        yield given, "given", None
+        return
+    if settings.cloud_url:
+        from pipelines.answer import emulated_link
+
+        with emulated_link(settings.model_copy(update={"network": cfg.network})) as s:
+            client = AnswererClient(cloud_answerer_from(s))
+            client.answerer.warm_up()
+            yield client, settings.cloud_url, None
+        return
+    from eval.stack import embedded_stack
+    from pipelines.settings import default_data_dir
+
+    with embedded_stack(default_data_dir(), network=cfg.network) as stack:
+        s = settings.model_copy(update={"cloud_url": stack.cloud_url, "cloud_dir": stack.cloud_dir})
+        client = AnswererClient(cloud_answerer_from(s))
+        client.answerer.warm_up()
+        yield client, "embedded", stack.pid
+
+
+def make_policy(name: str, cal: Calibration, threshold: float | None = None) -> Policy:
+    th = cal.thresholds
+    return policy_class(name)(threshold=th.get(name, 0.5) if threshold is None else threshold,
+                              abstain_threshold=th.get("abstain", 1.01))
+
+
+def route_all(records: Sequence[dict[str, Any]], policies: Sequence[str], settings: Settings, cal: Calibration,
+              network: str | None) -> dict[str, list[Routed]]:
+    """Each policy's routes over the records, with a fresh answer cache and latency model per policy."""
+    from edge.answer_cache import AnswerCache
+
+    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
+        f = r["edge"]["features"]
+        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
+
+    out = {}
+    for name in policies:
+        cache = AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
+        out[name] = route_records(records, make_policy(name, cal), scores, settings.budget_ms, _latency_model(network),
+                                  cal.thresholds.get("cloud_min_confidence", 0.0), cache)
+    return out
+
+
+def _latency_model(network: str | None) -> LatencyModel:
+    if not network:
+        return LatencyModel()
+    from edge.link import get_profile
+
+    p = get_profile(network)
+    return LatencyModel(rtt_ms=p.rtt_ms, bandwidth_mbit=p.bandwidth_mbit)
+
+
+def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], settings: Settings, cal: Calibration,
+          network: str | None) -> list[dict[str, float]]:
+    """The cascade at every threshold in :data:`SWEEP_THRESHOLDS`: F1 against latency and cloud calls."""
+
+    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
+        f = r["edge"]["features"]
+        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
+
+    rows = []
+    for t in SWEEP_THRESHOLDS:
+        routed = route_records(records, make_policy("cascade", cal, t), scores, settings.budget_ms,
+                               _latency_model(network), cal.thresholds.get("cloud_min_confidence", 0.0))
+        m = accuracy(questions, {r.id: r.answer for r in routed})
+        rows.append({"threshold": t, "f1": m["f1"], "latency_mean_ms": sum(r.latency_ms for r in routed) / len(routed),
+                     "cloud_call_rate": sum(r.cloud_called for r in routed) / len(routed)})
+    return rows
+
+
+def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = None, store: DocumentStore | None = None,
+             cloud: CloudClient | None = None) -> dict[str, Any]:
+    """Run (or resume) an evaluation and write its report; return report.json's content.
+
+    :param store: an open store to index into (the UI passes its own); else one is opened from the settings.
+    :param cloud: a cloud client to use (the UI passes its own); else the configured gateway, else an
+        embedded one started for the run.
+    :raises EvalError and the other user errors: bad data, policy, profile or output folder.
+    """
+    questions = check_config(cfg)
+    needs_cloud = any(policy_class(p).uses_cloud for p in cfg.policies)
+    cloud_what = "given" if cloud is not None else (settings.cloud_url or "embedded")
+    check_resumable(cfg.out, fingerprint(cfg, settings, cloud_what))
+    records_path = cfg.out / "records.jsonl"
+    with contextlib.ExitStack() as stack:
+        if store is None and not cfg.oracle_context:
+            from pipelines.store import open_store
+
+            store = stack.enter_context(open_store(settings))
+        collection = ensure_index(cfg, settings, store, progress) if store is not None and not cfg.oracle_context else ""
+        s = settings.model_copy(update={"collection": collection or settings.collection})
+        done = read_records(records_path)
+        todo = [q for q in questions if q.id not in done or (needs_cloud and "cloud" not in done[q.id])]
+        if todo:
+            from pipelines.edge_pipeline import EdgeQA
+
+            edge = EdgeQA(s, store if store is not None else DocumentStore())
+            client, cloud_pid = None, None
+            if needs_cloud:
+                client, _, cloud_pid = stack.enter_context(cloud_for(cfg, s, cloud))
+            pids = {"edge": os.getpid(), **({"cloud": cloud_pid} if cloud_pid else {})}
+            with ResourceSampler(pids, cfg.out / "resources.jsonl"):
+                first = len(questions) - len(todo)
+                run_records(todo, edge, client, records_path, cloud_timeout_s=settings.cloud_read_timeout_s,
+                            progress=(lambda d, t: progress("answering", first + d, len(questions))) if progress else None,
+                            oracle_context=cfg.oracle_context)
+        elif progress:
+            progress("answering", len(questions), len(questions))
+    return write_report(cfg, s, questions)
+
+
+def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question]) -> dict[str, Any]:
+    """Route, score and write every output file from DIR/records.jsonl."""
+    records_by_id = read_records(cfg.out / "records.jsonl")
+    records = []
+    for q in questions:
+        r = dict(records_by_id[q.id])
+        r.setdefault("cloud", {"error": "not run: no policy escalates", "total_ms": 0.0})
+        records.append(r)
+    cal = Calibration.load(settings.calibration_path)
+    routed = route_all(records, cfg.policies, settings, cal, cfg.network)
+    for name, rows in routed.items():
+        write_predictions(cfg.out, name, rows)
+    policies = {name: policy_metrics(questions, rows, settings.cloud_price_prompt_per_1k,
+                                     settings.cloud_price_completion_per_1k) for name, rows in routed.items()}
+    cloud_mean = policies.get("cloud", {}).get("latency_ms", {}).get("mean")
+    for name, m in policies.items():
+        m["latency_reduction_vs_cloud_pct"] = (100 * (1 - m["latency_ms"]["mean"] / cloud_mean)
+                                               if cloud_mean and name != "cloud" else None)
+    samples = read_samples(cfg.out / "resources.jsonl")
+    has = sum(q.has_answer for q in questions)
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "n": len(questions),
+        "data": {"path": str(cfg.data), "has_ans": has, "no_ans": len(questions) - has,
+                 "extra_corpus": [str(p) for p in cfg.extra_corpus]},
+        "config": {"policies": list(cfg.policies), "network": cfg.network, "oracle_context": cfg.oracle_context,
+                   "limit": cfg.limit, "seed": cfg.seed, "skip_calibration_split": cfg.skip_calibration_split,
+                   "top_k": settings.top_k, "budget_ms": settings.budget_ms, "collection": settings.collection},
+        "baseline_no_answer": accuracy(questions, {}),
+        "policies": policies,
+        "retrieval": {"recall_at": {} if cfg.oracle_context else retrieval_recall(records, settings.top_k)},
+        "cloud_errors": sum(1 for r in records if "error" in r["cloud"] and r["cloud"]["error"] != "not run: no policy escalates"),
+        "prices_per_1k": {"prompt": settings.cloud_price_prompt_per_1k, "completion": settings.cloud_price_completion_per_1k},
+        "resources": summarize_samples(samples, ["edge", "cloud"]),
+        "sweep": (sweep(records, questions, settings, cal, cfg.network)
+                  if cfg.sweep and any(policy_class(p).uses_cloud for p in cfg.policies) else []),
+        "files": {"predictions": {n: f"predictions-{n}.json" for n in routed}, "records": "records.jsonl"},
+    }
+    from eval.plots import write_plots
+
+    report["files"]["plots"] = write_plots(report, samples, cfg.out)
+    (cfg.out / "report.json").write_text(json.dumps(report, indent=1))
+    (cfg.out / "report.md").write_text(markdown(report))
+    return report

@@ -1,0 +1,216 @@
+"""`ecqa eval` run the way an engineer runs it, on a SQuAD v2 file the project has never seen:
+real MiniLM, real Qdrant, real SmolLM2 on the edge, a real gateway with gemma behind real TLS
+over an emulated link. The report's figures are recomputed from the files it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import one_error_line
+from official_squad_v2 import official_eval
+from typer.testing import CliRunner
+
+from app.cli import app
+from edge.answer_cache import AnswerCache
+from eval.replay import route_records
+from eval.report import latency_stats
+from pipelines.policies import CascadePolicy, CloudPolicy
+
+runner = CliRunner()
+ECQA = str(Path(sys.executable).parent / "ecqa")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def ecqa(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+# --- routing details: cache hits, degraded calls, stage sums ---------------------------------------
+def _record(i: int, question: str, cloud: dict | None = None) -> dict:
+    return {"id": f"q{i}", "question": question, "answers": ["Miret"], "has_answer": True, "retrieval_ms": 40.0,
+            "passages": ["Its capital is Miret."], "passage_ids": ["p1"], "embedding": [1.0, 0.0, 0.0],
+            "edge": {"answer": "Miret", "features": {}, "timings": {"embed": 10.0, "retrieve": 30.0}, "total_ms": 1000.0},
+            "cloud": cloud or {"answer": "Miret", "confidence": 0.9, "timings": {"seal": 1.0, "network": 50.0, "cloud": 600.0,
+                                                                                 "open": 1.0},
+                               "bytes_up": 1000, "bytes_down": 300, "usage": {"prompt_tokens": 500, "completion_tokens": 2},
+                               "total_ms": 700.0}}
+
+
+def test_repeated_question_is_a_cache_hit_and_stages_add_up() -> None:
+    recs = [_record(0, "What is the capital?"), _record(1, "what is the capital"), _record(2, "Who founded it?")]
+    routed = route_records(recs, CloudPolicy(), lambda r: (0.5, 0.0, 0.5), 4000, cache=AnswerCache(16, 0.95))
+    assert [r.route for r in routed] == ["cloud", "cache", "cloud"]
+    assert routed[1].answer == "Miret" and routed[1].latency_ms < 5  # the exact level answers before retrieval
+    assert routed[0].latency_ms == pytest.approx(40.0 + 700.0)  # retrieval, then the cloud call; no SLM
+    assert routed[0].cloud_tokens == {"prompt": 500, "completion": 2}
+    for r in routed:
+        assert sum(r.stages.values()) == pytest.approx(r.latency_ms)
+
+
+def test_failed_cloud_call_degrades_to_the_edge_answer() -> None:
+    rec = _record(0, "What is the capital?", cloud={"error": "connection refused", "total_ms": 5.0})
+    [r] = route_records([rec], CascadePolicy(threshold=1.0), lambda r: (0.1, 0.0, 0.5), 4000)
+    assert (r.route, r.answer, r.degraded, r.cloud_called) == ("edge", "Miret", True, True)
+    assert r.latency_ms == pytest.approx(1000.0 + 5.0)
+
+
+def test_latency_stats_percentiles() -> None:
+    s = latency_stats([float(x) for x in range(1, 101)])
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05) and s["p99"] == pytest.approx(99.01)
+
+
+# --- bad input: one line, exit 2, before any work ---------------------------------------------------
+def test_not_squad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.json"
+    bad.write_text(json.dumps({"hello": "world"}))
+    line = one_error_line(ecqa("eval", "--data", str(bad), "--out", str(tmp_path / "out")))
+    assert "SQuAD v2" in line
+
+
+def test_unknown_policy_lists_the_valid_ones(unseen_squad: Path, tmp_path: Path) -> None:
+    line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--policies", "edge,fastest", "--out", str(tmp_path / "o")))
+    assert "fastest" in line
+    for name in ("edge", "cloud", "cascade", "latency", "learned"):
+        assert name in line
+
+
+def test_unwritable_out_fails_before_any_work(unseen_squad: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    t0 = time.perf_counter()
+    line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--out", str(blocker / "report")))
+    assert "--out" in line and str(blocker) in line
+    assert time.perf_counter() - t0 < 5  # no model loaded, nothing indexed
+    assert not (tmp_path / "qdrant").exists()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--limit", "0"], "--limit"),
+    (["--network", "dialup"], "dialup"),
+    (["--policies", ""], "--policies"),
+    (["--extra-corpus", "/nonexistent/extra.json"], "extra corpus"),
+])
+def test_other_bad_options(args: list[str], expect: str, unseen_squad: Path, tmp_path: Path) -> None:
+    line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--out", str(tmp_path / "o"), *args))
+    assert expect in line
+
+
+def test_out_folder_of_another_run_is_refused(unseen_squad: Path, tiny_squad: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"data_sha256": "0" * 64}))
+    (out / "records.jsonl").write_text('{"id": "z1"}\n')
+    line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--out", str(out)))
+    assert "other data" in line and "data_sha256" in line
+    assert (out / "records.jsonl").read_text() == '{"id": "z1"}\n'  # nothing stored is lost
+
+
+def test_score_bad_predictions(unseen_squad: Path, tmp_path: Path) -> None:
+    p = tmp_path / "p.json"
+    p.write_text("[1, 2]")
+    assert "official prediction format" in one_error_line(ecqa("score", str(p), "--data", str(unseen_squad)))
+    p.write_text("{not json")
+    assert "not JSON" in one_error_line(ecqa("score", str(p), "--data", str(unseen_squad)))
+
+
+# --- a real run -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory, unseen_squad: Path, tiny_squad: Path) -> Path:
+    """All five policies on the 5 unseen questions (+ the tiny dev-a paragraphs as distractors), wifi link."""
+    root = tmp_path_factory.mktemp("eval")
+    env = {**os.environ, "XDG_DATA_HOME": str(root / "xdg"), "ECQA_QDRANT_PATH": str(root / "qdrant")}
+    env = {k: v for k, v in env.items() if not k.startswith("ECQA_") or k == "ECQA_QDRANT_PATH"}
+    out = root / "report"
+    proc = subprocess.run([ECQA, "eval", "--data", str(unseen_squad), "--extra-corpus", str(tiny_squad), "--network",
+                           "wifi", "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "always no-answer" in proc.stdout
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_report_schema_and_files(report_dir: Path) -> None:
+    rep = json.loads((report_dir / "report.json").read_text())
+    assert set(rep["policies"]) == {"edge", "cloud", "cascade", "latency", "learned"}
+    for name, m in rep["policies"].items():
+        for key in ("n", "exact", "f1", "precision", "recall", "has_ans_f1", "no_ans_accuracy", "cloud_call_rate",
+                    "abstain_rate", "cache_hit_rate"):
+            assert isinstance(m[key], (int, float)), (name, key)
+        assert set(m["latency_ms"]) >= {"mean", "p50", "p95", "p99"}
+        assert m["n"] == 5
+    assert rep["baseline_no_answer"]["f1"] == pytest.approx(20.0)  # 1 of the 5 questions is unanswerable
+    assert rep["policies"]["cloud"]["cloud_call_rate"] == 1.0 and rep["policies"]["edge"]["cloud_call_rate"] == 0.0
+    assert rep["policies"]["cloud"]["cloud_tokens"]["prompt"] > 0
+    assert rep["policies"]["cloud"]["cost_usd"]["total"] > 0 and rep["policies"]["edge"]["cost_usd"]["total"] == 0
+    assert rep["resources"]["edge"]["rss_max_mib"] > 100 and rep["resources"]["cloud"]["rss_max_mib"] > 100
+    assert set(rep["retrieval"]["recall_at"]) == {"1", "2", "3"}
+    assert len(rep["sweep"]) == 21
+    md = (report_dir / "report.md").read_text()
+    assert "Table 1" in md and "Table 2" in md and "always no-answer (baseline)" in md
+    for plot in ("latency.png", "stages.png", "sweep_latency.png", "sweep_cloud_rate.png", "cpu.png"):
+        data = (report_dir / plot).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, plot
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_report_figures_recomputed_from_predictions(report_dir: Path, unseen_squad: Path) -> None:
+    rep = json.loads((report_dir / "report.json").read_text())
+    dataset = json.loads(unseen_squad.read_text())["data"]
+    for name, m in rep["policies"].items():
+        preds = json.loads((report_dir / f"predictions-{name}.json").read_text())
+        official = official_eval(dataset, preds)
+        assert m["exact"] == pytest.approx(official["exact"], abs=0.01), name
+        assert m["f1"] == pytest.approx(official["f1"], abs=0.01), name
+        assert m["has_ans_f1"] == pytest.approx(official["HasAns_f1"], abs=0.01), name
+        assert m["no_ans_accuracy"] == pytest.approx(official["NoAns_exact"], abs=0.01), name
+        details = [json.loads(line) for line in (report_dir / f"details-{name}.jsonl").read_text().splitlines()]
+        assert {d["id"]: d["answer"] for d in details} == preds
+        lat = latency_stats([d["latency_ms"] for d in details])
+        for k in ("mean", "p50", "p95"):
+            assert m["latency_ms"][k] == pytest.approx(lat[k]), (name, k)
+        assert m["cloud_call_rate"] == pytest.approx(sum(d["cloud_called"] for d in details) / len(details))
+        assert m["abstain_rate"] == pytest.approx(sum(d["route"] == "abstain" for d in details) / len(details))
+        scored = ecqa("score", str(report_dir / f"predictions-{name}.json"), "--data", str(unseen_squad), "--json")
+        assert scored.exit_code == 0, scored.stderr
+        assert json.loads(scored.stdout)["f1"] == pytest.approx(m["f1"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_without_redoing_questions(unseen_squad: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    cmd = [ECQA, "eval", "--data", str(unseen_squad), "--policies", "edge", "--oracle-context", "--out", str(out)]
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if records.exists() and len(records.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "rerun the same command to resume" in stderr and "Traceback" not in stderr
+    kept = [line for line in records.read_text().splitlines() if line.strip()]
+    assert 2 <= len(kept) < 5
+    assert not (out / "report.json").exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    lines = records.read_text().splitlines()
+    assert lines[: len(kept)] == kept  # finished questions were neither lost nor redone
+    ids = [json.loads(line)["id"] for line in lines]
+    assert sorted(ids) == ["b1", "b2", "z1", "z2", "z3"]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["policies"]["edge"]["n"] == 5 and rep["config"]["oracle_context"] is True
+    assert all(json.loads(line)["gold_rank"] == 1 for line in lines)  # the gold paragraph is the context
