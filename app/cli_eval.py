@@ -28,7 +28,7 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", help="The first N questions (after --seed shuffles them).")] = None,
     policies: Annotated[str | None, typer.Option("--policies", help="Comma-separated policies (default: all).")] = None,
     network: Annotated[str | None, typer.Option("--network", help="Link profile edge→cloud: lan, 5g, wifi, congested.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default: ecqa-eval/<data name>).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default: <eval_dir setting>/<data name>).")] = None,
     extra_corpus: Annotated[list[Path] | None, typer.Option("--extra-corpus", help="More files to index (repeatable).")] = None,
     oracle_context: Annotated[bool, typer.Option("--oracle-context", help="Answer from the gold paragraph; no retrieval.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Shuffle the questions with this seed before --limit.")] = None,
@@ -50,10 +50,10 @@ def eval_command(
 
     stop_on_ctrl_c()
     names = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies is not None else POLICIES
-    cfg = EvalConfig(data=data, out=out_dir or Path("ecqa-eval") / data.stem, limit=limit, seed=seed, policies=names,
+    settings = load_settings(budget_ms=budget_ms, cloud_url=cloud_url, cloud_dir=cloud_dir, qdrant_path=qdrant_path)
+    cfg = EvalConfig(data=data, out=out_dir or settings.eval_dir / data.stem, limit=limit, seed=seed, policies=names,
                      network=network, extra_corpus=_paths(extra_corpus), oracle_context=oracle_context,
                      skip_calibration_split=skip_calibration_split, sweep=not no_sweep)
-    settings = load_settings(budget_ms=budget_ms, cloud_url=cloud_url, cloud_dir=cloud_dir, qdrant_path=qdrant_path)
     questions = check_config(cfg)  # every bad input fails here, before any model loads
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -17,7 +17,6 @@ from eval.report import load_report
 from pipelines.answer import POLICIES
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "squad-v2-dev-a.json"
-REPORTS = Path("ecqa-eval") / "ui"
 MAX_UI_QUESTIONS = 200  # beyond this, use `ecqa eval` (minutes of CPU per 100 questions)
 
 
@@ -34,9 +33,20 @@ def _plots(report: dict[str, Any] | None, folder: Path) -> list[str]:
     return [str(folder / p) for p in report.get("files", {}).get("plots", []) if (folder / p).exists()]
 
 
-def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
+def reports_dir(service: Any) -> Path:
+    """Where the tab keeps its runs (one folder per data file and link) and the latest report."""
+    return Path(service.settings.eval_dir) / "ui"
+
+
+def build_eval_tab(service: Any) -> None:
     """The tab's components and events, created inside the caller's ``gr.Tab``."""
-    from edge.link import PROFILES
+    def latest_tables() -> str:
+        folder = reports_dir(service)
+        return _report_markdown(load_report(folder), folder)
+
+    def latest_plots() -> list[str]:
+        folder = reports_dir(service)
+        return _plots(load_report(folder), folder)
 
     gr.Markdown("Run every chosen policy on the same SQuAD v2 questions: official EM/F1, precision/recall, "
                 "latency per stage and cloud calls, next to the always-no-answer baseline. Larger runs: "
@@ -46,16 +56,15 @@ def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
         n = gr.Number(value=10, minimum=1, maximum=MAX_UI_QUESTIONS, precision=0, label="questions",
                       elem_id="eval-n", scale=1)
     with gr.Row():
-        policies = gr.CheckboxGroup(list(POLICIES), value=["edge", "cloud", "cascade"], label="policies",
-                                    elem_id="eval-policies")
-        network = gr.Dropdown(["none", *PROFILES], value="none", label="link profile", elem_id="eval-network")
+        policies = gr.CheckboxGroup(list(POLICIES), value=["edge", "cloud", "cascade"], label="policies "
+                                    "(the cloud is reached over the Ask tab's link profile)", elem_id="eval-policies")
     run = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
     status = gr.Markdown("", elem_id="eval-status")
-    tables = gr.Markdown(lambda: _report_markdown(load_report(folder), folder), elem_id="eval-report")
-    gallery = gr.Gallery(lambda: _plots(load_report(folder), folder), label="plots", columns=2, height="auto",
+    tables = gr.Markdown(latest_tables, elem_id="eval-report")  # a callable: evaluated on every page load
+    gallery = gr.Gallery(latest_plots, label="plots", columns=2, height="auto", object_fit="contain",
                          elem_id="eval-plots")
 
-    def run_eval_ui(path: str, count: float | None, chosen: list[str], profile: str,
+    def run_eval_ui(path: str, count: float | None, chosen: list[str],
                     progress: gr.Progress = gr.Progress()) -> tuple[str, str, list[str]]:
         from eval.harness import EvalConfig, run_eval
         from pipelines.errors import USER_ERRORS
@@ -64,8 +73,10 @@ def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
             return "⚠️ choose at least one policy", gr.skip(), gr.skip()
         if count is None or not 1 <= int(count) <= MAX_UI_QUESTIONS:
             return f"⚠️ choose between 1 and {MAX_UI_QUESTIONS} questions", gr.skip(), gr.skip()
-        cfg = EvalConfig(data=Path(path.strip()), out=folder / f"{Path(path.strip()).stem}-{profile}", limit=int(count),
-                         policies=tuple(chosen), network=None if profile == "none" else profile)
+        folder = reports_dir(service)
+        profile = service.settings.network  # the link the UI's cloud client goes through now
+        cfg = EvalConfig(data=Path(path.strip()), out=folder / f"{Path(path.strip()).stem}-{profile or 'direct'}",
+                         limit=int(count), policies=tuple(chosen), network=profile)
         cloud = getattr(service.cascade, "cloud", None)
         if cloud is None and any(p != "edge" for p in chosen):
             return ("⚠️ no cloud is configured in this UI — choose only the edge policy, or start the UI with "
@@ -75,7 +86,8 @@ def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
             progress((done, total), desc=name, unit="questions" if name == "answering" else "passages")
 
         try:
-            report = run_eval(cfg, service.settings, progress=step, store=service.store, cloud=cloud)
+            with service.lock:  # the Ask tab's models and store: one caller at a time
+                report = run_eval(cfg, service.settings, progress=step, store=service.store, cloud=cloud)
         except USER_ERRORS as exc:
             return f"⚠️ {exc}", gr.skip(), gr.skip()
         # The newest report is what the tab shows on open.
@@ -83,8 +95,8 @@ def build_eval_tab(service: Any, folder: Path = REPORTS) -> None:
         return (f"✅ {report['n']} questions evaluated — report in `{cfg.out}`",
                 _report_markdown(report, cfg.out), _plots(report, cfg.out))
 
-    run.click(run_eval_ui, [data, n, policies, network], [status, tables, gallery], concurrency_id="models",
-              concurrency_limit=1)
+    run.click(run_eval_ui, [data, n, policies], [status, tables, gallery],
+              concurrency_id=service.models_queue, concurrency_limit=1)
 
 
 def _link_latest(run_dir: Path, folder: Path) -> None:

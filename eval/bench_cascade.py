@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.benchmarks_md import replace_block
 from eval.records import labelled, read_records
 from eval.replay import Routed, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
@@ -161,12 +162,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     md = markdown(res, "make bench-cascade")
-    text = args.benchmarks_md.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Cascade — `make bench-cascade`\n\n" + md + "\n"
-    args.benchmarks_md.write_text(text)
+    replace_block(args.benchmarks_md, START, END, md, "## Cascade — `make bench-cascade`")
     print(md)
 
 

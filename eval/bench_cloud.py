@@ -342,12 +342,9 @@ def markdown(res: dict[str, Any], command: str) -> str:
 
 def write_block(path: Path, md: str) -> None:
     """Replace the bench-cloud block, or append it at the end of the file."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + md.rstrip("\n") + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + md
-    path.write_text(text)
+    from eval.benchmarks_md import replace_block
+
+    replace_block(path, START, END, md, "## Cloud tier — `make bench-cloud`")
 
 
 def main() -> None:

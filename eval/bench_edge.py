@@ -265,11 +265,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     md = markdown(res, "make bench-edge")
-    if args.benchmarks_md.exists():
-        text = args.benchmarks_md.read_text()
-        if START in text and END in text:
-            text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
-            args.benchmarks_md.write_text(text)
+    from eval.benchmarks_md import replace_block
+
+    replace_block(args.benchmarks_md, START, END, md, "## Edge — `make bench-edge`")
     print(md)
 
 

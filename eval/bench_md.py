@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from eval.benchmarks_md import replace_block
 from eval.report import load_report
 
 START, END = "<!-- bench-eval:start -->", "<!-- bench-eval:end -->"
@@ -41,12 +42,7 @@ def main() -> None:
     ap.add_argument("--plots-dir", type=Path, default=Path("docs/bench"))
     args = ap.parse_args()
     md = block(args.folder, args.command, args.plots_dir.resolve(), args.benchmarks_md.resolve().parent)
-    text = args.benchmarks_md.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Evaluation — `make bench`\n\n" + md + "\n"
-    args.benchmarks_md.write_text(text)
+    replace_block(args.benchmarks_md, START, END, md, "## Evaluation — `make bench`")
     print(md)
 
 

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     )
     breaker_failures: int = Field(default=3, ge=1, le=100, description="Consecutive cloud failures that open the breaker.")
     breaker_reset_s: float = Field(default=30.0, gt=0, description="Seconds before an open breaker lets a probe through.")
+    eval_dir: Path = Field(
+        default=Path("ecqa-eval"), description="Where `ecqa eval` (default --out: <eval_dir>/<data name>) and the UI's "
+        "Evaluation tab (<eval_dir>/ui) write reports."
+    )
     cloud_price_prompt_per_1k: float = Field(
         default=0.0001, ge=0, description="Cloud price per 1000 prompt tokens (USD), for the evaluation's cost estimate."
     )
