@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env test test-fast run index bench-edge clean
+.PHONY: help env test test-fast chromium run index bench-edge clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -45,8 +45,17 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[dev]'
 	@touch $@
 
-test: $(STAMP)  ## run every test (slow, network and browser ones included)
+test: $(STAMP) chromium  ## run every test (slow, network and browser ones included)
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`, which
+# downloads a browser from a CDN): installed here when missing, as root or with sudo.
+chromium:  ## install Debian's chromium for the browser tests if it is missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing chromium (Debian) for the browser tests"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 test-fast: $(STAMP)  ## tests that load no language model
 	$(BIN)/python -m pytest -q -m 'not slow'
@@ -54,8 +63,8 @@ test-fast: $(STAMP)  ## tests that load no language model
 index: $(STAMP)  ## build the default index from the bundled SQuAD data (no-op when unchanged)
 	$(BIN)/ecqa index build data/squad-v2-dev-a.json data/squad-v2-extra-paragraphs.json --collection squad
 
-run: index  ## build the default index and start the stack
-	$(BIN)/ecqa shell --collection squad
+run: index  ## default index, then cloud gateway + edge + web UI on :7860 (PORT=…); Ctrl-C stops all
+	$(BIN)/ecqa up --collection squad $(if $(PORT),--port $(PORT))
 
 bench-edge: $(STAMP)  ## retrieval recall, edge latency/RSS, index build throughput -> bench/edge.json
 	$(BIN)/python -m eval.bench_edge --data data/squad-v2-dev-a.json --extra data/squad-v2-extra-paragraphs.json --out bench/edge.json

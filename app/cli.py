@@ -18,6 +18,7 @@ from rich.table import Table
 from app.cli_cloud import cloud_app
 from app.cli_eval import register as register_eval
 from app.cli_link import link_app
+from app.cli_ui import register as register_ui
 from app.console import AsJson, emit_json, err, out, user_errors
 from pipelines.errors import USER_ERRORS
 from pipelines.settings import Settings, load_settings
@@ -31,6 +32,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(link_app, name="link")
 app.add_typer(cloud_app, name="cloud")
 register_eval(app)
+register_ui(app)
 
 QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
 QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]

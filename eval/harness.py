@@ -40,7 +40,17 @@ from pipelines.settings import Settings
 
 # step name, done, total
 Progress = Callable[[str, int, int], None]
-SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
+SWEEP_STEPS = 20
+
+
+def sweep_thresholds(p_correct: Sequence[float], steps: int = SWEEP_STEPS) -> list[float]:
+    """Thresholds that escalate about 0, 1/steps, …, all of the questions (quantiles of p(edge correct)):
+    a well-calibrated weak edge puts most questions under 0.1, where an even grid would see nothing."""
+    xs = sorted(p_correct)
+    out = {0.0, 1.0 + 1e-9}
+    for k in range(1, steps):
+        out.add(xs[min(len(xs) - 1, max(0, round(k * len(xs) / steps) - 1))] + 1e-9)
+    return sorted(out)
 
 
 @dataclass(frozen=True)
@@ -238,15 +248,19 @@ def _latency_model(network: str | None) -> LatencyModel:
 
 def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], settings: Settings, cal: Calibration,
           network: str | None) -> list[dict[str, float]]:
-    """The cascade at every threshold in :data:`SWEEP_THRESHOLDS`: F1 against latency and cloud calls."""
+    """The cascade at escalation thresholds from :func:`sweep_thresholds`, abstention off: the
+    edge↔cloud trade-off from "edge answers all" (0) to "cloud answers all" (1), F1 against latency
+    and cloud calls. (With the calibrated abstain gate on, it decides first and the curve is flat
+    wherever the gate abstains on most questions; the calibrated policies are the report's rows.)"""
 
     def scores(r: dict[str, Any]) -> tuple[float, float, float]:
         f = r["edge"]["features"]
         return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
 
     rows = []
-    for t in SWEEP_THRESHOLDS:
-        routed = route_records(records, make_policy("cascade", cal, t), scores, settings.budget_ms,
+    for t in sweep_thresholds([scores(r)[0] for r in records]):
+        routed = route_records(records, policy_class("cascade")(threshold=t, abstain_threshold=1.01), scores,
+                               settings.budget_ms,
                                _latency_model(network), cal.thresholds.get("cloud_min_confidence", 0.0))
         m = accuracy(questions, {r.id: r.answer for r in routed})
         rows.append({"threshold": t, "f1": m["f1"], "latency_mean_ms": sum(r.latency_ms for r in routed) / len(routed),

@@ -59,15 +59,17 @@ def write_plots(report: dict[str, Any], samples: list[dict[str, Any]], out: Path
                                      ("cloud_call_rate", "cloud-call rate", "sweep_cloud_rate.png")):
             fig, ax = plt.subplots(figsize=(6, 3.8))
             xs = [r[x_key] for r in sweep]
-            ax.plot(xs, [r["f1"] for r in sweep], marker="o", label="cascade, threshold sweep")
+            ax.plot(xs, [r["f1"] for r in sweep], marker="o", label="cascade, threshold sweep (no abstention)")
             for r in sweep[:: max(len(sweep) // 5, 1)]:
-                ax.annotate(f"{r['threshold']:.2f}", (r[x_key], r["f1"]), fontsize=7, xytext=(3, 3),
+                ax.annotate(f"{r['threshold']:.3f}", (r[x_key], r["f1"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
+            points: dict[tuple[float, float], list[str]] = {}  # policies on the same point share one label
             for n in names:
-                ax.scatter([pol[n]["latency_ms"]["mean"] if x_key == "latency_mean_ms" else pol[n]["cloud_call_rate"]],
-                           [pol[n]["f1"]], marker="s", zorder=3)
-                ax.annotate(n, (pol[n]["latency_ms"]["mean"] if x_key == "latency_mean_ms" else pol[n]["cloud_call_rate"],
-                                pol[n]["f1"]), fontsize=8, xytext=(4, -10), textcoords="offset points")
+                x = pol[n]["latency_ms"]["mean"] if x_key == "latency_mean_ms" else pol[n]["cloud_call_rate"]
+                points.setdefault((round(x, 3), round(pol[n]["f1"], 2)), []).append(n)
+            for (x, y), group in points.items():
+                ax.scatter([x], [y], marker="s", zorder=3)
+                ax.annotate(", ".join(group), (x, y), fontsize=8, xytext=(4, -10), textcoords="offset points")
             ax.axhline(base, color="grey", linestyle="--", label=f"always no-answer ({base:.1f})")
             ax.set_xlabel(x_label)
             ax.set_ylabel("F1")

@@ -145,9 +145,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['samples']} | {r['cpu_mean_pct']:.0f} | {r['cpu_max_pct']:.0f} | {r['rss_max_mib']:.0f} |")
         lines += ["", "100% CPU = one core busy."]
     if report.get("sweep"):
-        lines += ["", "## Cascade threshold sweep", "", "| threshold | F1 | mean ms | cloud calls |", "|---:|---:|---:|---:|"]
-        for row in report["sweep"][::2]:  # every 0.1; report.json has every 0.05
-            lines.append(f"| {row['threshold']:.2f} | {row['f1']:.1f} | {row['latency_mean_ms']:.0f} | "
+        lines += ["", "## Cascade threshold sweep (escalate when p(edge correct) < threshold; abstention off)", "",
+                  "| threshold | F1 | mean ms | cloud calls |", "|---:|---:|---:|---:|"]
+        for row in report["sweep"][::2]:  # every other point; report.json has them all
+            lines.append(f"| {row['threshold']:.4f} | {row['f1']:.1f} | {row['latency_mean_ms']:.0f} | "
                          f"{100 * row['cloud_call_rate']:.0f}% |")
     plots = report.get("files", {}).get("plots", [])
     if plots:

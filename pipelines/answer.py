@@ -100,11 +100,12 @@ def build_cascade(settings: Settings, store: DocumentStore) -> Cascade:
 
 
 def answer_question(cascade: Cascade, question: str, policy: str = "edge", top_k: int | None = None,
-                    threshold: float | None = None, budget_ms: float | None = None) -> AskResult:
-    """Answer ``question`` with ``policy``.
+                    threshold: float | None = None, budget_ms: float | None = None, use_cache: bool = True) -> AskResult:
+    """Answer ``question`` with ``policy`` (``use_cache=False``: neither read nor fill the answer cache).
 
     :raises PipelineError: unknown policy, a policy that escalates with no cloud configured,
         empty or oversized question.
     """
     _require_cloud(policy, cascade.cloud is not None)
-    return cascade.answer(question, policy=policy, threshold=threshold, budget_ms=budget_ms, top_k=top_k)
+    return cascade.answer(question, policy=policy, threshold=threshold, budget_ms=budget_ms, top_k=top_k,
+                          use_cache=use_cache)

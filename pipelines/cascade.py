@@ -114,15 +114,18 @@ class Cascade:
         t0 = time.perf_counter()
         version = self.index_version()
         if self.cache is not None and version != self._cached_version:
-            self.cache.invalidate(version)  # a reindex: answers of the old index never come back
+            self.cache.invalidate(None)  # a reindex: answers of the old index never come back
             self._cached_version = version
+        # An answer is reused only under the routing that produced it: asking again with another
+        # policy, threshold or budget must take that route, not return the earlier answer.
+        scope = f"{version}|{pol.name}|{pol.threshold:.4f}|{budget:.0f}"
         if use_cache and self.cache is not None:
-            hit = self.cache.lookup_exact(q, version)
+            hit = self.cache.lookup_exact(q, scope)
             if hit is not None:
                 return self._from_cache(q, hit, t0, pol, budget)
         retrieved = self.edge.retrieve(q, top_k)
         if use_cache and self.cache is not None:
-            hit = self.cache.lookup(q, retrieved.embedding, retrieved.ids, version)
+            hit = self.cache.lookup(q, retrieved.embedding, retrieved.ids, scope)
             if hit is not None:
                 return self._from_cache(q, hit, t0, pol, budget, retrieved.timings)
 
@@ -144,7 +147,7 @@ class Cascade:
                                 decision.threshold, decision.over_budget)
         result = self._finish(q, pol, decision, signals, retrieved, edge_ans, passages_up, budget, t0)
         if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
-            self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, version)
+            self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, scope)
         return result
 
     # --- pieces -----------------------------------------------------------------------------

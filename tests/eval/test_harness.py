@@ -153,7 +153,11 @@ def test_report_schema_and_files(report_dir: Path) -> None:
     assert rep["policies"]["cloud"]["cost_usd"]["total"] > 0 and rep["policies"]["edge"]["cost_usd"]["total"] == 0
     assert rep["resources"]["edge"]["rss_max_mib"] > 100 and rep["resources"]["cloud"]["rss_max_mib"] > 100
     assert set(rep["retrieval"]["recall_at"]) == {"1", "2", "3"}
-    assert len(rep["sweep"]) == 21
+    sweep = rep["sweep"]
+    assert 2 <= len(sweep) <= 21 and [r["threshold"] for r in sweep] == sorted(r["threshold"] for r in sweep)
+    assert sweep[0]["cloud_call_rate"] == 0.0 and sweep[-1]["cloud_call_rate"] == 1.0  # edge for all … cloud for all
+    assert sweep[-1]["f1"] == pytest.approx(rep["policies"]["cloud"]["f1"], abs=0.01)  # no abstention: all to the cloud
+    assert sweep[0]["f1"] == pytest.approx(rep["policies"]["edge"]["f1"], abs=0.01)
     md = (report_dir / "report.md").read_text()
     assert "Table 1" in md and "Table 2" in md and "always no-answer (baseline)" in md
     for plot in ("latency.png", "stages.png", "sweep_latency.png", "sweep_cloud_rate.png", "cpu.png"):

@@ -169,6 +169,9 @@ def test_cache_hits_guard_and_reindex_invalidation(edge: EdgeQA, store: Document
     assert again.tier == "cache" and again.answer == first.answer
     assert again.decision is not None and again.decision["route"] == "cache"
     assert again.timings_ms["total"] < 5.0
+    # Another policy or threshold takes its own route: the edge policy's answer is not served to it.
+    other = cascade.answer("Who founded the Brindlewick Orchestra?", policy="cascade", threshold=0.0)
+    assert other.tier != "cache" and other.decision is not None and other.decision["policy"] == "cascade"
     negated = cascade.answer("Who did not found the Brindlewick Orchestra?", policy="edge")
     assert negated.tier != "cache"
     assert cache.stats()["exact_hits"] == 1
