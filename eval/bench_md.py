@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--command", default="make bench")
     ap.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"))
-    ap.add_argument("--plots-dir", type=Path, default=Path("docs/bench"))
+    ap.add_argument("--plots-dir", type=Path, default=Path("docs/eval-plots"))
     args = ap.parse_args()
     md = block(args.folder, args.command, args.plots_dir.resolve(), args.benchmarks_md.resolve().parent)
     replace_block(args.benchmarks_md, START, END, md, "## Evaluation — `make bench`")
