@@ -87,7 +87,8 @@ def build_eval_tab(service: Any) -> None:
 
         try:
             with service.lock:  # the Ask tab's models and store: one caller at a time
-                report = run_eval(cfg, service.settings, progress=step, store=service.store, cloud=cloud)
+                report = run_eval(cfg, service.settings, progress=step, store=service.store, cloud=cloud,
+                                  edge=service.cascade.edge)  # the models the Ask tab already loaded
         except USER_ERRORS as exc:
             return f"⚠️ {exc}", gr.skip(), gr.skip()
         # The newest report is what the tab shows on open.

@@ -34,6 +34,7 @@ from eval.squad_metrics import Question
 from pipelines.answer import POLICIES, check_policy
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
+from pipelines.edge_pipeline import EdgeQA
 from pipelines.latency import LatencyModel
 from pipelines.policies import Policy, policy_class
 from pipelines.settings import Settings
@@ -269,12 +270,13 @@ def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], sett
 
 
 def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = None, store: DocumentStore | None = None,
-             cloud: CloudClient | None = None) -> dict[str, Any]:
+             cloud: CloudClient | None = None, edge: EdgeQA | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its report; return report.json's content.
 
     :param store: an open store to index into (the UI passes its own); else one is opened from the settings.
     :param cloud: a cloud client to use (the UI passes its own); else the configured gateway, else an
         embedded one started for the run.
+    :param edge: edge models already loaded (the UI's), reused over the evaluation's collection of ``store``.
     :raises EvalError and the other user errors: bad data, policy, profile or output folder.
     """
     questions = check_config(cfg)
@@ -292,16 +294,17 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
         done = read_records(records_path)
         todo = [q for q in questions if q.id not in done or (needs_cloud and "cloud" not in done[q.id])]
         if todo:
-            from pipelines.edge_pipeline import EdgeQA
-
-            edge = EdgeQA(s, store if store is not None else DocumentStore())
+            if edge is not None:
+                edge_qa = edge.for_collection(s.collection)
+            else:
+                edge_qa = EdgeQA(s, store if store is not None else DocumentStore())
             client, cloud_pid = None, None
             if needs_cloud:
                 client, _, cloud_pid = stack.enter_context(cloud_for(cfg, s, cloud))
             pids = {"edge": os.getpid(), **({"cloud": cloud_pid} if cloud_pid else {})}
             with ResourceSampler(pids, cfg.out / "resources.jsonl"):
                 first = len(questions) - len(todo)
-                run_records(todo, edge, client, records_path, cloud_timeout_s=settings.cloud_read_timeout_s,
+                run_records(todo, edge_qa, client, records_path, cloud_timeout_s=settings.cloud_read_timeout_s,
                             progress=(lambda d, t: progress("answering", first + d, len(questions))) if progress else None,
                             oracle_context=cfg.oracle_context)
         elif progress:

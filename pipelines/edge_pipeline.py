@@ -92,6 +92,12 @@ class EdgeQA:
         )
         self.parser = AnswerParser()
 
+    def for_collection(self, collection: str) -> EdgeQA:
+        """The same models (loaded once, not again) over another collection of the same store."""
+        other = EdgeQA(self.settings.model_copy(update={"collection": collection}), self.store)
+        other.embedder, other.generator = self.embedder, self.generator
+        return other
+
     def warm_up(self) -> EdgeQA:
         self.retriever.warm_up()  # first: a missing collection fails before models load
         self.embedder.warm_up()

@@ -56,3 +56,11 @@ def test_top_k_override_and_bad_questions(edge: EdgeQA) -> None:
         edge.answer("   ")
     with pytest.raises(PipelineError, match="shorten"):
         edge.answer("why " * 400)
+
+
+def test_for_collection_reuses_the_loaded_models(edge: EdgeQA) -> None:
+    edge.warm_up()
+    other = edge.for_collection("elsewhere")
+    assert other.embedder is edge.embedder and other.generator is edge.generator  # nothing loaded twice
+    assert other.settings.collection == "elsewhere" and edge.settings.collection != "elsewhere"
+    assert other.retriever is not edge.retriever and other.store is edge.store
