@@ -153,3 +153,10 @@ bench: $(STAMP)  ## every policy on 500 held-out dev-a questions over wifi (~40 
 	$(BIN)/ecqa eval --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json \
 	  --limit $(BENCH_N) --skip-calibration-split --network wifi --out bench/eval-wifi --qdrant-path bench/qdrant-eval
 	$(BIN)/python -m eval.bench_md bench/eval-wifi --command "make bench"
+
+.PHONY: bench-live
+bench-live: bench  ## the first 100 questions through the cascade itself (--live) against make bench's routing -> BENCHMARKS.md
+	$(BIN)/ecqa eval --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json \
+	  --limit 100 --skip-calibration-split --network wifi --policies edge,cloud,cascade --live \
+	  --out bench/eval-wifi-live --qdrant-path bench/qdrant-eval
+	$(BIN)/python -m eval.bench_modes --shared bench/eval-wifi --live bench/eval-wifi-live

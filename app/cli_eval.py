@@ -39,6 +39,8 @@ def eval_command(
     cloud_dir: Annotated[Path | None, typer.Option("--cloud-dir", help="`ecqa cloud init` folder for --cloud-url.")] = None,
     qdrant_path: Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder for the eval index.")] = None,
     no_sweep: Annotated[bool, typer.Option("--no-sweep", help="Skip the cascade threshold sweep.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Answer each question once per policy through the cascade itself "
+                                                      "(policies × slower; no sweep).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Evaluate policies on a SQuAD v2 file: official EM/F1, precision/recall, latency, cost; resumable."""
@@ -53,7 +55,7 @@ def eval_command(
     settings = load_settings(budget_ms=budget_ms, cloud_url=cloud_url, cloud_dir=cloud_dir, qdrant_path=qdrant_path)
     cfg = EvalConfig(data=data, out=out_dir or settings.eval_dir / data.stem, limit=limit, seed=seed, policies=names,
                      network=network, extra_corpus=_paths(extra_corpus), oracle_context=oracle_context,
-                     skip_calibration_split=skip_calibration_split, sweep=not no_sweep)
+                     skip_calibration_split=skip_calibration_split, sweep=not no_sweep, live=live)
     questions = check_config(cfg)  # every bad input fails here, before any model loads
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

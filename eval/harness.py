@@ -67,6 +67,9 @@ class EvalConfig:
     :param oracle_context: answer from the gold paragraph instead of retrieving.
     :param skip_calibration_split: leave out questions of the calibration split (the packaged
         routing models were fitted on dev-a's; evaluating on them would flatter the policies).
+    :param live: answer every question once per policy through :meth:`Cascade.answer` itself (the
+        product path end to end: cache, breaker, deadline), instead of one edge run and one cloud
+        call per question routed by each policy; N × policies answers, no threshold sweep.
     """
 
     data: Path
@@ -79,6 +82,7 @@ class EvalConfig:
     oracle_context: bool = False
     skip_calibration_split: bool = False
     sweep: bool = True
+    live: bool = False
     files: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +100,9 @@ def check_config(cfg: EvalConfig) -> list[Question]:
         from edge.link import get_profile
 
         get_profile(cfg.network)
+    if cfg.live and cfg.oracle_context:
+        raise EvalError("--live answers through the cascade, which retrieves its own passages — drop --oracle-context "
+                        "or --live")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalError(f"--limit {cfg.limit} asks for no question — pass a positive number or leave it out")
     check_out_dir(cfg.out)
@@ -291,8 +298,12 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
             store = stack.enter_context(open_store(settings))
         collection = ensure_index(cfg, settings, store, progress) if store is not None and not cfg.oracle_context else ""
         s = settings.model_copy(update={"collection": collection or settings.collection})
-        done = read_records(records_path)
-        todo = [q for q in questions if q.id not in done or (needs_cloud and "cloud" not in done[q.id])]
+        if cfg.live:
+            done = {n: read_records(live_path(cfg.out, n)) for n in cfg.policies}
+            todo = [q for q in questions if any(q.id not in done[n] for n in cfg.policies)]
+        else:
+            done = read_records(records_path)
+            todo = [q for q in questions if q.id not in done or (needs_cloud and "cloud" not in done[q.id])]
         if todo:
             if edge is not None:
                 edge_qa = edge.for_collection(s.collection)
@@ -303,6 +314,9 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
                 client, _, cloud_pid = stack.enter_context(cloud_for(cfg, s, cloud))
             pids = {"edge": os.getpid(), **({"cloud": cloud_pid} if cloud_pid else {})}
             with ResourceSampler(pids, cfg.out / "resources.jsonl"):
+                if cfg.live:
+                    run_live(cfg, s, questions, edge_qa, client, progress)
+                    return write_report(cfg, s, questions)
                 first = len(questions) - len(todo)
                 run_records(todo, edge_qa, client, records_path, cloud_timeout_s=settings.cloud_read_timeout_s,
                             progress=(lambda d, t: progress("answering", first + d, len(questions))) if progress else None,
@@ -312,16 +326,90 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
     return write_report(cfg, s, questions)
 
 
-def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question]) -> dict[str, Any]:
-    """Route, score and write every output file from DIR/records.jsonl."""
-    records_by_id = read_records(cfg.out / "records.jsonl")
-    records = []
-    for q in questions:
-        r = dict(records_by_id[q.id])
-        r.setdefault("cloud", {"error": "not run: no policy escalates", "total_ms": 0.0})
-        records.append(r)
+def live_path(out: Path, policy: str) -> Path:
+    return out / f"live-{policy}.jsonl"
+
+
+def run_live(cfg: EvalConfig, settings: Settings, questions: Sequence[Question], edge: EdgeQA,
+             client: CloudClient | None, progress: Progress | None) -> None:
+    """Every question through :meth:`Cascade.answer` once per policy, each policy with its own cache,
+    latency model and breaker; a row is appended to DIR/live-<policy>.jsonl as soon as it is answered."""
+    from edge.answer_cache import AnswerCache
+    from pipelines.cascade import Cascade
+    from pipelines.latency import CircuitBreaker
+
     cal = Calibration.load(settings.calibration_path)
-    routed = route_all(records, cfg.policies, settings, cal, cfg.network)
+    total, count = len(questions) * len(cfg.policies), 0
+    for name in cfg.policies:
+        path = live_path(cfg.out, name)
+        done = read_records(path)
+        count += sum(1 for q in questions if q.id in done)
+        cascade = Cascade(edge, cal, cloud=client if policy_class(name).uses_cloud else None,
+                          cache=AnswerCache(settings.cache_max_entries, settings.cache_threshold)
+                          if settings.cache_enabled else None,
+                          latency=_latency_model(cfg.network),
+                          breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+                          budget_ms=settings.budget_ms)
+        with path.open("a") as fh:
+            for q in questions:
+                if q.id in done:
+                    continue
+                fh.write(json.dumps(live_row(q, cascade.answer(q.question, policy=name))) + "\n")
+                fh.flush()
+                count += 1
+                if progress:
+                    progress("answering", count, total)
+
+
+def live_row(q: Question, r: Any) -> dict[str, Any]:
+    """One live answer (an AskResult) as a routed row, with stages that add up to its total time."""
+    from edge.store import document_id
+    from eval.squad_metrics import score_question
+
+    t, d = r.timings_ms, r.decision or {}
+    route = d.get("route", r.tier)
+    stages = {k: t[k] for k in ("embed", "retrieve") if k in t}
+    edge_ms = sum(t.get(k, 0.0) for k in ("prompt", "generate", "parse"))
+    if edge_ms:
+        stages["edge_generate"] = edge_ms
+    if "seal" in t or "open" in t:
+        stages["seal_open"] = t.get("seal", 0.0) + t.get("open", 0.0)
+    stages.update({k: t[k] for k in ("network", "cloud") if k in t})
+    # routing, features, cache lookups, a failed cloud call
+    stages["cache" if route == "cache" else "other"] = max(t["total"] - sum(stages.values()), 0.0)
+    ids = [p.get("id") for p in r.passages]
+    gold = document_id(q.title, q.context)
+    return {"id": q.id, "route": route, "answer": r.answer, "f1": score_question(q, r.answer)["f1"],
+            "latency_ms": t["total"], "cloud_called": route == "cloud" or bool(d.get("degraded")),
+            "stages": stages, "cloud_tokens": {"prompt": r.usage.get("cloud_prompt_tokens", 0),
+                                               "completion": r.usage.get("cloud_completion_tokens", 0)},
+            "degraded": bool(d.get("degraded")), "gold_rank": ids.index(gold) + 1 if gold in ids else None,
+            "has_answer": q.has_answer}
+
+
+def _live_routes(cfg: EvalConfig, questions: Sequence[Question]) -> tuple[dict[str, list[Routed]], list[dict[str, Any]]]:
+    fields = Routed.__dataclass_fields__
+    routed: dict[str, list[Routed]] = {}
+    rows_by_policy = {n: read_records(live_path(cfg.out, n)) for n in cfg.policies}
+    for name, rows in rows_by_policy.items():
+        routed[name] = [Routed(**{k: v for k, v in rows[q.id].items() if k in fields}) for q in questions]
+    first = rows_by_policy[cfg.policies[0]]
+    return routed, [first[q.id] for q in questions]  # gold ranks: retrieval is the same for every policy
+
+
+def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question]) -> dict[str, Any]:
+    """Route (or read the live answers), score and write every output file."""
+    cal = Calibration.load(settings.calibration_path)
+    if cfg.live:
+        routed, records = _live_routes(cfg, questions)
+    else:
+        records_by_id = read_records(cfg.out / "records.jsonl")
+        records = []
+        for q in questions:
+            r = dict(records_by_id[q.id])
+            r.setdefault("cloud", {"error": "not run: no policy escalates", "total_ms": 0.0})
+            records.append(r)
+        routed = route_all(records, cfg.policies, settings, cal, cfg.network)
     for name, rows in routed.items():
         write_predictions(cfg.out, name, rows)
     policies = {name: policy_metrics(questions, rows, settings.cloud_price_prompt_per_1k,
@@ -340,16 +428,19 @@ def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question])
                  "extra_corpus": [str(p) for p in cfg.extra_corpus]},
         "config": {"policies": list(cfg.policies), "network": cfg.network, "oracle_context": cfg.oracle_context,
                    "limit": cfg.limit, "seed": cfg.seed, "skip_calibration_split": cfg.skip_calibration_split,
-                   "top_k": settings.top_k, "budget_ms": settings.budget_ms, "collection": settings.collection},
+                   "top_k": settings.top_k, "budget_ms": settings.budget_ms, "collection": settings.collection,
+                   "mode": "live" if cfg.live else "shared"},
         "baseline_no_answer": accuracy(questions, {}),
         "policies": policies,
         "retrieval": {"recall_at": {} if cfg.oracle_context else retrieval_recall(records, settings.top_k)},
-        "cloud_errors": sum(1 for r in records if "error" in r["cloud"] and r["cloud"]["error"] != "not run: no policy escalates"),
+        "cloud_errors": (max(sum(r.degraded for r in rows) for rows in routed.values()) if cfg.live else
+                         sum(1 for r in records if "error" in r["cloud"] and r["cloud"]["error"] != "not run: no policy escalates")),
         "prices_per_1k": {"prompt": settings.cloud_price_prompt_per_1k, "completion": settings.cloud_price_completion_per_1k},
         "resources": summarize_samples(samples, ["edge", "cloud"]),
         "sweep": (sweep(records, questions, settings, cal, cfg.network)
-                  if cfg.sweep and any(policy_class(p).uses_cloud for p in cfg.policies) else []),
-        "files": {"predictions": {n: f"predictions-{n}.json" for n in routed}, "records": "records.jsonl"},
+                  if cfg.sweep and not cfg.live and any(policy_class(p).uses_cloud for p in cfg.policies) else []),
+        "files": {"predictions": {n: f"predictions-{n}.json" for n in routed},
+                  "records": [live_path(cfg.out, n).name for n in routed] if cfg.live else "records.jsonl"},
     }
     from eval.plots import write_plots
 

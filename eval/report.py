@@ -16,7 +16,7 @@ from eval.replay import Routed
 from eval.squad_metrics import Question, evaluate
 
 SCHEMA = 1
-STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "client", "cloud_failed", "cache")
+STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "client", "cloud_failed", "other", "cache")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -153,9 +153,14 @@ def markdown(report: dict[str, Any]) -> str:
     plots = report.get("files", {}).get("plots", [])
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += ["", "How it was measured: each question ran once on the edge (retrieval + SLM) and once in the cloud "
-              "(retrieval on the edge, then the sealed call over the link), live and timed; each policy's real "
-              "`decide` then picked its route, so a policy's answer and latency are those of the route it takes "
-              "(an escalation pays the edge and then the cloud). The answer cache is a real AnswerCache fed in "
-              "question order.", ""]
+    if cfg.get("mode") == "live":
+        lines += ["", "How it was measured (`--live`): every question went through `Cascade.answer` once per policy — "
+                  "the product's own path with its answer cache, latency model, circuit breaker and Tmax deadline — "
+                  "and each answer's measured total and stage times are reported as they were.", ""]
+    else:
+        lines += ["", "How it was measured: each question ran once on the edge (retrieval + SLM) and once in the cloud "
+                  "(retrieval on the edge, then the sealed call over the link), live and timed; each policy's real "
+                  "`decide` then picked its route, so a policy's answer and latency are those of the route it takes "
+                  "(an escalation pays the edge and then the cloud). The answer cache is a real AnswerCache fed in "
+                  "question order.", ""]
     return "\n".join(lines)

@@ -218,3 +218,38 @@ def test_interrupted_run_resumes_without_redoing_questions(unseen_squad: Path, t
     rep = json.loads((out / "report.json").read_text())
     assert rep["policies"]["edge"]["n"] == 5 and rep["config"]["oracle_context"] is True
     assert all(json.loads(line)["gold_rank"] == 1 for line in lines)  # the gold paragraph is the context
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_live_mode_answers_through_the_cascade_per_policy(unseen_squad: Path, tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECQA_")}
+    env.update({"XDG_DATA_HOME": str(tmp_path / "xdg"), "ECQA_QDRANT_PATH": str(tmp_path / "qdrant")})
+    cmd = [ECQA, "eval", "--data", str(unseen_squad), "--policies", "edge,cloud", "--live", "--out", str(out), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(proc.stdout)
+    assert rep["config"]["mode"] == "live" and rep["sweep"] == []
+    dataset = json.loads(unseen_squad.read_text())["data"]
+    for name in ("edge", "cloud"):
+        rows = [json.loads(line) for line in (out / f"live-{name}.jsonl").read_text().splitlines()]
+        assert sorted(r["id"] for r in rows) == ["b1", "b2", "z1", "z2", "z3"]
+        for r in rows:
+            assert sum(r["stages"].values()) == pytest.approx(r["latency_ms"])
+        preds = json.loads((out / f"predictions-{name}.json").read_text())
+        assert preds == {r["id"]: r["answer"] for r in rows}
+        official = official_eval(dataset, preds)
+        assert rep["policies"][name]["f1"] == pytest.approx(official["f1"], abs=0.01)
+        assert rep["policies"][name]["exact"] == pytest.approx(official["exact"], abs=0.01)
+    assert {r["route"] for r in map(json.loads, (out / "live-cloud.jsonl").read_text().splitlines())} == {"cloud"}
+    assert rep["policies"]["cloud"]["cloud_tokens"]["prompt"] > 0 and rep["policies"]["edge"]["cloud_call_rate"] == 0
+    before = {n: (out / f"live-{n}.jsonl").read_text() for n in ("edge", "cloud")}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {n: (out / f"live-{n}.jsonl").read_text() for n in ("edge", "cloud")} == before  # nothing answered twice
+
+
+def test_live_and_oracle_context_do_not_combine(unseen_squad: Path, tmp_path: Path) -> None:
+    line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--live", "--oracle-context", "--out", str(tmp_path / "o")))
+    assert "--oracle-context" in line and "--live" in line
