@@ -24,6 +24,7 @@ from pipelines.answer import (
     build_cascade,
     effective_policy,
     emulated_link,
+    latency_model_for,
 )
 from pipelines.cascade import Cascade
 from pipelines.errors import PipelineError
@@ -294,14 +295,8 @@ def _latency_for(profile: str | None, current: LatencyModel) -> LatencyModel:
     """A latency model for a new link: the profile's RTT and bandwidth (build_cascade's priors), the
     edge and cloud compute estimates carried over."""
     snap = current.snapshot()
-    link: dict[str, float] = {}
-    if profile:
-        from edge.link import get_profile
-
-        p = get_profile(profile)
-        link = {"rtt_ms": p.rtt_ms, "bandwidth_mbit": p.bandwidth_mbit}
-    return LatencyModel(**link, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
-                        edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"])
+    return latency_model_for(profile, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
+                             edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"])
 
 
 # --- latency per stage ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from eval.benchmarks_md import replace_block
 from eval.records import labelled, read_records
-from eval.replay import Routed, cloud_answer, edge_answer, route_records, summarize
+from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
 from pipelines.policies import REGISTRY
 
@@ -27,24 +27,19 @@ START, END = "<!-- bench-cascade:start -->", "<!-- bench-cascade:end -->"
 
 
 def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float) -> dict[str, dict[str, float]]:
-    th = cal.thresholds
-    floor = th.get("cloud_min_confidence", 0.0)
-
-    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
-        f = r["edge"]["features"]
-        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
-
+    floor = cal.thresholds.get("cloud_min_confidence", 0.0)
+    scores = calibrated_scores(cal)
     rows: dict[str, dict[str, float]] = {}
     n = len(records)
     no_ans = sum(not r["has_answer"] for r in records)
     rows["always no-answer (baseline)"] = {"n": n, "f1": 100 * no_ans / n, "has_ans_f1": 0.0, "no_ans_accuracy": 100.0,
                                            "latency_mean_ms": 0.0, "latency_p95_ms": 0.0, "cloud_call_rate": 0.0,
                                            "abstain_rate": 1.0}
-    for name, cls in REGISTRY.items():
-        pol = cls(threshold=th.get(name, 0.5), abstain_threshold=th.get("abstain", 1.01))
+    for name in REGISTRY:
+        pol = cal.policy(name)
         rows[name] = summarize(route_records(records, pol, scores, budget_ms, cloud_min_confidence=floor), records)
     tight = budget_ms * 0.75
-    pol = REGISTRY["latency"](threshold=th.get("latency", 0.5), abstain_threshold=th.get("abstain", 1.01))
+    pol = cal.policy("latency")
     rows[f"latency, Tmax {tight:.0f} ms"] = summarize(
         route_records(records, pol, scores, tight, cloud_min_confidence=floor), records)
     oracle = []

@@ -27,16 +27,15 @@ from edge.store import DocumentStore
 from eval.data import load_questions
 from eval.errors import EvalError
 from eval.records import read_records, run_records
-from eval.replay import Routed, route_records
+from eval.replay import Routed, calibrated_scores, route_records
 from eval.report import SCHEMA, accuracy, markdown, policy_metrics, retrieval_recall, write_predictions
 from eval.resources import ResourceSampler, read_samples, summarize_samples
 from eval.squad_metrics import Question
-from pipelines.answer import POLICIES, check_policy
+from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, latency_model_for
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
 from pipelines.edge_pipeline import EdgeQA
-from pipelines.latency import LatencyModel
-from pipelines.policies import Policy, policy_class
+from pipelines.policies import policy_class
 from pipelines.settings import Settings
 
 # step name, done, total
@@ -167,18 +166,20 @@ def check_resumable(out: Path, fp: dict[str, Any]) -> None:
     run_file.write_text(json.dumps(fp, indent=1))
 
 
-def collection_name(cfg: EvalConfig, settings: Settings) -> str:
-    """A collection keyed by the content of the indexed files and the embedder: reused while they are unchanged."""
+def collection_name(fp: dict[str, Any], settings: Settings) -> str:
+    """A collection keyed by the content of the indexed files (their hashes in the run's fingerprint
+    ``fp``) and the embedder: reused while they are unchanged."""
     h = hashlib.sha256()
-    for p in (cfg.data, *cfg.extra_corpus):
-        h.update(_sha256(p).encode())
+    for digest in (fp["data_sha256"], *fp["extra_sha256"]):
+        h.update(digest.encode())
     h.update(f"{settings.embedder_model}|{settings.embed_titles}|{settings.hybrid}".encode())
     return f"eval-{h.hexdigest()[:12]}"
 
 
-def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, progress: Progress | None) -> str:
+def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, fp: dict[str, Any],
+                 progress: Progress | None) -> str:
     """Index the data's paragraphs (and the extra corpus) unless that collection already exists."""
-    name = collection_name(cfg, settings)
+    name = collection_name(fp, settings)
     if store.exists(name):
         return name
     from edge.embedder import SentenceEmbedder
@@ -222,36 +223,13 @@ def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) ->
         yield client, "embedded", stack.pid
 
 
-def make_policy(name: str, cal: Calibration, threshold: float | None = None) -> Policy:
-    th = cal.thresholds
-    return policy_class(name)(threshold=th.get(name, 0.5) if threshold is None else threshold,
-                              abstain_threshold=th.get("abstain", 1.01))
-
-
 def route_all(records: Sequence[dict[str, Any]], policies: Sequence[str], settings: Settings, cal: Calibration,
               network: str | None) -> dict[str, list[Routed]]:
     """Each policy's routes over the records, with a fresh answer cache and latency model per policy."""
-    from edge.answer_cache import AnswerCache
-
-    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
-        f = r["edge"]["features"]
-        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
-
-    out = {}
-    for name in policies:
-        cache = AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
-        out[name] = route_records(records, make_policy(name, cal), scores, settings.budget_ms, _latency_model(network),
-                                  cal.thresholds.get("cloud_min_confidence", 0.0), cache)
-    return out
-
-
-def _latency_model(network: str | None) -> LatencyModel:
-    if not network:
-        return LatencyModel()
-    from edge.link import get_profile
-
-    p = get_profile(network)
-    return LatencyModel(rtt_ms=p.rtt_ms, bandwidth_mbit=p.bandwidth_mbit)
+    return {name: route_records(records, cal.policy(name), calibrated_scores(cal), settings.budget_ms,
+                                latency_model_for(network), cal.thresholds.get("cloud_min_confidence", 0.0),
+                                answer_cache_from(settings))
+            for name in policies}
 
 
 def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], settings: Settings, cal: Calibration,
@@ -261,15 +239,12 @@ def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], sett
     and cloud calls. (With the calibrated abstain gate on, it decides first and the curve is flat
     wherever the gate abstains on most questions; the calibrated policies are the report's rows.)"""
 
-    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
-        f = r["edge"]["features"]
-        return cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f)
-
+    scores = calibrated_scores(cal)
     rows = []
     for t in sweep_thresholds([scores(r)[0] for r in records]):
         routed = route_records(records, policy_class("cascade")(threshold=t, abstain_threshold=1.01), scores,
-                               settings.budget_ms,
-                               _latency_model(network), cal.thresholds.get("cloud_min_confidence", 0.0))
+                               settings.budget_ms, latency_model_for(network),
+                               cal.thresholds.get("cloud_min_confidence", 0.0))
         m = accuracy(questions, {r.id: r.answer for r in routed})
         rows.append({"threshold": t, "f1": m["f1"], "latency_mean_ms": sum(r.latency_ms for r in routed) / len(routed),
                      "cloud_call_rate": sum(r.cloud_called for r in routed) / len(routed)})
@@ -289,14 +264,15 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
     questions = check_config(cfg)
     needs_cloud = any(policy_class(p).uses_cloud for p in cfg.policies)
     cloud_what = "given" if cloud is not None else (settings.cloud_url or "embedded")
-    check_resumable(cfg.out, fingerprint(cfg, settings, cloud_what))
+    fp = fingerprint(cfg, settings, cloud_what)
+    check_resumable(cfg.out, fp)
     records_path = cfg.out / "records.jsonl"
     with contextlib.ExitStack() as stack:
         if store is None and not cfg.oracle_context:
             from pipelines.store import open_store
 
             store = stack.enter_context(open_store(settings))
-        collection = ensure_index(cfg, settings, store, progress) if store is not None and not cfg.oracle_context else ""
+        collection = ensure_index(cfg, settings, store, fp, progress) if store is not None and not cfg.oracle_context else ""
         s = settings.model_copy(update={"collection": collection or settings.collection})
         if cfg.live:
             done = {n: read_records(live_path(cfg.out, n)) for n in cfg.policies}
@@ -334,22 +310,13 @@ def run_live(cfg: EvalConfig, settings: Settings, questions: Sequence[Question],
              client: CloudClient | None, progress: Progress | None) -> None:
     """Every question through :meth:`Cascade.answer` once per policy, each policy with its own cache,
     latency model and breaker; a row is appended to DIR/live-<policy>.jsonl as soon as it is answered."""
-    from edge.answer_cache import AnswerCache
-    from pipelines.cascade import Cascade
-    from pipelines.latency import CircuitBreaker
-
-    cal = Calibration.load(settings.calibration_path)
     total, count = len(questions) * len(cfg.policies), 0
+    linked = settings.model_copy(update={"network": cfg.network})  # the latency model's priors
     for name in cfg.policies:
         path = live_path(cfg.out, name)
         done = read_records(path)
         count += sum(1 for q in questions if q.id in done)
-        cascade = Cascade(edge, cal, cloud=client if policy_class(name).uses_cloud else None,
-                          cache=AnswerCache(settings.cache_max_entries, settings.cache_threshold)
-                          if settings.cache_enabled else None,
-                          latency=_latency_model(cfg.network),
-                          breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
-                          budget_ms=settings.budget_ms)
+        cascade = build_cascade(linked, edge.store, edge=edge, cloud=client)
         with path.open("a") as fh:
             for q in questions:
                 if q.id in done:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eval.squad_metrics import Question, score_question
+from pipelines.calibration import Calibration
 from pipelines.cascade import AnswerCacheLike, verify_answer
 from pipelines.latency import LatencyModel
 from pipelines.policies import Policy, Signals
@@ -62,6 +63,11 @@ def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
 
 
 Scores = Callable[[dict[str, Any]], tuple[float, float, float]]  # record -> (p_correct, p_unans, p_gain)
+
+
+def calibrated_scores(cal: Calibration) -> Scores:
+    """A record's routing scores from its edge features, as the live cascade computes them."""
+    return lambda r: cal.scores(r["edge"]["features"])
 
 
 def edge_stages(r: dict[str, Any]) -> dict[str, float]:

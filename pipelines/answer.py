@@ -68,18 +68,37 @@ def emulated_link(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update={"cloud_url": f"https://127.0.0.1:{link.address[1]}"})
 
 
-def build_cascade(settings: Settings, store: DocumentStore) -> Cascade:
+def latency_model_for(network: str | None, **priors: float) -> LatencyModel:
+    """A latency model starting from link profile ``network``'s RTT and bandwidth (default priors without one).
+
+    :raises EdgeError: unknown profile.
+    """
+    if network:
+        from edge.link import get_profile
+
+        profile = get_profile(network)
+        priors = {"rtt_ms": profile.rtt_ms, "bandwidth_mbit": profile.bandwidth_mbit, **priors}
+    return LatencyModel(**priors)
+
+
+def answer_cache_from(settings: Settings) -> AnswerCache | None:
+    return AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
+
+
+def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None = None,
+                  cloud: Any = None) -> Cascade:
     """A cascade configured from the settings: edge, cloud client, cache, latency model, breaker.
 
+    :param edge: edge models already loaded, over ``settings.collection`` (else loaded from the settings).
+    :param cloud: a cloud client to use (else one for ``settings.cloud_url``, if set).
     :raises CollectionNotFoundError: no such collection.
     :raises ConfigError: missing or malformed calibration file.
     :raises CloudError: a cloud URL that is not https://, missing cloud material.
     """
-    edge = EdgeQA(settings, store)
+    edge = edge or EdgeQA(settings, store)
     edge.retriever.warm_up()  # a missing collection is the likelier mistake: report it first
     calibration = Calibration.load(settings.calibration_path)
-    cloud: Any = None
-    if settings.cloud_url:
+    if cloud is None and settings.cloud_url:
         from pipelines.cloud_client import AnswererClient
         from pipelines.cloud_path import cloud_answerer_from
 
@@ -87,16 +106,9 @@ def build_cascade(settings: Settings, store: DocumentStore) -> Cascade:
         # Configuration mistakes (bad URL, missing certificates) are errors now; only failures at
         # call time (unreachable, slow, refused) degrade to the edge answer.
         cloud.answerer.warm_up()
-    latency = LatencyModel()
-    if settings.network:
-        from edge.link import get_profile
-
-        profile = get_profile(settings.network)
-        latency = LatencyModel(rtt_ms=profile.rtt_ms, bandwidth_mbit=profile.bandwidth_mbit)
-    cache = AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
     breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
-    return Cascade(edge, calibration, cloud=cloud, cache=cache, latency=latency, breaker=breaker,
-                   budget_ms=settings.budget_ms)
+    return Cascade(edge, calibration, cloud=cloud, cache=answer_cache_from(settings),
+                   latency=latency_model_for(settings.network), breaker=breaker, budget_ms=settings.budget_ms)
 
 
 def answer_question(cascade: Cascade, question: str, policy: str = "edge", top_k: int | None = None,

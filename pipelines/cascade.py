@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pipelines.calibration import Calibration
 from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
 from pipelines.latency import CircuitBreaker, LatencyModel
-from pipelines.policies import Decision, Policy, Signals, policy_class
+from pipelines.policies import Decision, Policy, Signals
 from pipelines.types import AskResult
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,7 @@ class Cascade:
         self._cached_version = ""
 
     def make_policy(self, name: str, threshold: float | None = None) -> Policy:
-        cls = policy_class(name)
-        th = self.calibration.thresholds
-        return cls(threshold=th.get(name, 0.5) if threshold is None else threshold,
-                   abstain_threshold=th.get("abstain", 1.01))
+        return self.calibration.policy(name, threshold)
 
     def index_version(self) -> str:
         """The backing collection now serving: a rebuild switches the alias to a new one."""
@@ -158,7 +155,7 @@ class Cascade:
         elapsed = (time.perf_counter() - t0) * 1000.0
         bytes_up = self.cloud.estimate_bytes_up(q, passages_up) if self.cloud is not None else 0
         predicted = self.latency.predict(elapsed, bytes_up).total_ms
-        return Signals(cal.correct.predict(f), cal.unanswerable.predict(f), cal.gain.predict(f), predicted, budget,
+        return Signals(*cal.scores(f), predicted, budget,
                        cloud_ok)
 
     def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,

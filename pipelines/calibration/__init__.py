@@ -13,10 +13,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.features import logistic
 from pipelines.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.policies import Policy
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("default.json")
 # 1 in 4 dev-a questions (by a hash of the id) form the calibration split; evaluation on dev-a
@@ -56,6 +59,21 @@ class Calibration:
     thresholds: dict[str, float]
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def scores(self, features: dict[str, float]) -> tuple[float, float, float]:
+        """p(edge answer correct), p(question unanswerable), p(cloud answer beats the edge's)."""
+        return self.correct.predict(features), self.unanswerable.predict(features), self.gain.predict(features)
+
+    def policy(self, name: str, threshold: float | None = None) -> Policy:
+        """Policy ``name`` with its calibrated threshold (or ``threshold``) and the calibrated abstain gate.
+
+        :raises PipelineError: unknown policy (the message lists the valid ones).
+        """
+        from pipelines.policies import policy_class
+
+        th = self.thresholds
+        return policy_class(name)(threshold=th.get(name, 0.5) if threshold is None else threshold,
+                                  abstain_threshold=th.get("abstain", 1.01))
 
     @classmethod
     def load(cls, path: Path | None = None) -> Calibration:
