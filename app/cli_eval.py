@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from app.console import AsJson, emit_json, err, fail, out, stop_on_ctrl_c, user_errors
@@ -65,7 +66,8 @@ def eval_command(
 
             def progress(step: str, done: int, total: int) -> None:
                 if not tasks:
-                    err.print(f"evaluating {', '.join(names)} on {len(questions)} questions of {data} → {cfg.out}",
+                    err.print(f"evaluating {escape(', '.join(names))} on {len(questions)} questions of "
+                              f"{escape(str(data))} → {escape(str(cfg.out))}",
                               highlight=False)
                 if step not in tasks:
                     tasks[step] = bar.add_task(step, total=total)
@@ -120,7 +122,7 @@ def print_report(report: dict[str, Any], folder: Path) -> None:
                    f"{100 * m['cloud_call_rate']:.0f}%", f"{100 * m['abstain_rate']:.0f}%")
     out.print(t1)
     out.print(t2)
-    out.print(f"report: {folder / 'report.md'} (+ report.json, predictions-<policy>.json, "
+    out.print(f"report: {escape(str(folder / 'report.md'))} (+ report.json, predictions-<policy>.json, "
               f"{len(report['files'].get('plots', []))} plots)", highlight=False, soft_wrap=True)
 
 

@@ -120,7 +120,7 @@ def up_command(
     stop_on_ctrl_c()
     material = cloud_dir_of(s)
     first = not (material / "aes.key").exists()
-    out.print(f"starting the cloud gateway (embedded gemma-3-270m){' — creating certificates in ' + str(material) if first else ''}…",
+    out.print(f"starting the cloud gateway (embedded qwen2.5-coder-1.5b-instruct){' — creating certificates in ' + str(material) if first else ''}…",
               highlight=False)
     try:
         with embedded_stack(material.parent, cloud_dir=material) as stack:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.errors import USER_ERRORS
 
@@ -34,8 +35,18 @@ def stop_on_ctrl_c() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+# What str.splitlines breaks on, shown escaped: a path or name quoted in a message keeps it one line.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
+def print_error(message: str) -> None:
+    """The one red line of a user error. Paths and names quoted in ``message`` are text: "[/x]" is not
+    rich markup (it raised MarkupError) and a line break in a file name does not start a second line."""
+    err.print(f"[bold red]error:[/] {escape(message.translate(_LINE_BREAKS))}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 

@@ -102,7 +102,7 @@ def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
                    rows: list[list[Any]]) -> tuple[Any, ...]:
             try:
                 a = service.ask(q or "", pol, threshold=thr if service.threshold(pol) is not None else None,
-                                budget_ms=tmax, top_k=int(k), use_cache=cached)
+                                budget_ms=tmax, top_k=k, use_cache=cached)
             except USER_ERRORS as exc:
                 return render.error_card(str(exc)), "", "", "", gr.skip(), gr.skip()
             except Exception as exc:  # the page shows one line; the traceback goes to the server log

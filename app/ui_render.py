@@ -57,7 +57,7 @@ CSS = """
 COLOURS = {"embed": "#56B4E9", "retrieve": "#0072B2", "edge generate": "#009E73", "network up": "#E69F00",
            "cloud": "#CC79A7", "network down": "#D55E00", "other": "#999999"}
 HELP = {"embed": "question embedding (MiniLM)", "retrieve": "hybrid search in Qdrant",
-        "edge generate": "prompt, SmolLM2 answer, parsing", "network up": "sealing and sending the request",
+        "edge generate": "probe, answer and parsing by the edge model", "network up": "sealing and sending the request",
         "cloud": "the gateway: open, LLM, seal", "network down": "receiving and opening the reply",
         "other": "cache lookups, routing, a failed cloud call"}
 
@@ -170,8 +170,22 @@ def latency_chart(a: Answered) -> str:
                     f'<td>{a.measured[n]:.0f}</td><td class="ecqa-muted">{HELP[n]}</td></tr>')
     budget = f"Tmax {a.budget_ms:.0f} ms" + (" (dashed line)" if show_tmax else " (off the scale)")
     out.append(f'<table class="ecqa-legend"><tr><th>stage (ms)</th>{head}<th>measured</th><th></th></tr>{"".join(body)}'
-               f'</table><div class="ecqa-muted">{budget} · link {escape(a.network)}</div></div>')
+               f'</table>{kv_line(a.result)}<div class="ecqa-muted">{budget} · link {escape(a.network)}</div></div>')
     return "".join(out)
+
+
+def kv_line(result: dict[str, Any]) -> str:
+    """Where each passage's prompt-prefix KV state came from when the edge read it (per-passage reading):
+    "hit" (the passage KV store), "miss" (prefilled, then stored), "live" (still in the cache)."""
+    states = [str(p["kv"]) for p in result.get("passages", []) if p.get("kv")]
+    if not states:
+        return ""
+    t, usage = result.get("timings_ms", {}), result.get("usage", {})
+    marks = " · ".join(f'<span class="ecqa-kv-{k}" data-passage="{i}">[{i}] {k}</span>' for i, k in enumerate(states, 1))
+    tokens = f' ({int(usage["prefilled_tokens"])} tokens)' if "prefilled_tokens" in usage else ""
+    return (f'<div class="ecqa-kv" data-kv="{",".join(states)}">edge KV states: {marks} — restore '
+            f'{t.get("restore", 0.0):.0f} ms, prefill {t.get("prefill", 0.0):.0f} ms{tokens}, '
+            f'decode {t.get("decode", 0.0):.0f} ms</div>')
 
 
 def _file_name(path: Any) -> str:

@@ -22,6 +22,7 @@ from pipelines.answer import (
     POLICIES,
     answer_question,
     build_cascade,
+    check_ask_options,
     effective_policy,
     emulated_link,
     latency_model_for,
@@ -164,11 +165,13 @@ class UiService:
             top_k: int | None = None, use_cache: bool = True) -> Answered:
         """Answer one question with the cascade (``use_cache=False``: past answers are not served).
 
-        :raises PipelineError: empty or oversized question, unknown policy, cloud policy without a cloud.
+        :raises PipelineError: empty or oversized question, unknown policy, cloud policy without a cloud,
+            an out-of-range threshold, Tmax or top-k.
         :raises EdgeError: the collection disappeared, the prompt does not fit the context window.
         """
         t0 = time.perf_counter()
-        budget = self.settings.budget_ms if budget_ms is None else float(budget_ms)
+        threshold, budget_ms, top_k = check_ask_options(threshold, budget_ms, top_k)  # the API may send anything
+        budget = self.settings.budget_ms if budget_ms is None else budget_ms
         with self.lock:
             # The latency model as the policy saw it: it learns from this very question afterwards.
             before = self.cascade.latency.snapshot()

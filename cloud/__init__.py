@@ -5,9 +5,8 @@
 - :mod:`cloud.certs` — `ecqa cloud init` material: CA, server/edge certificates, AES key
 - :mod:`cloud.gateway` — the mutual-TLS HTTPS gateway (checks, metrics, replay cache)
 - :mod:`cloud.backend` — OpenAI-compatible backend client; the embedded default backend
-- :mod:`cloud.backend_server` — the embedded backend's completions server (gemma via llama.cpp)
-- :mod:`cloud.prompting` — the cloud model's few-shot prompt and reply parsing
+- :mod:`cloud.backend_server` — the embedded backend's OpenAI-compatible server (the cloud GGUF via reading/)
+- :mod:`cloud.prompting` — which shared prompts (reading/) go to the backend, and reply parsing
 - :mod:`cloud.cloud_answerer` — ``CloudAnswerer``, the edge-side Haystack component
-- :mod:`cloud.models` — the default cloud model, assembled into the user cache
 - :mod:`cloud.gguf_to_hf` — GGUF -> safetensors for vLLM (run with the vLLM environment)
 """

@@ -1,16 +1,19 @@
 """The gateway's LLM backend: any OpenAI-compatible completions server, by URL.
 
-Production runs vLLM (``vllm serve MODEL --port 8000``) and passes its URL; without a URL the
-gateway starts :class:`EmbeddedBackend`, a child process serving the default cloud model (see
-:mod:`cloud.backend_server`) on 127.0.0.1. Both are spoken to through :class:`OpenAIBackend`,
+Production runs vLLM (``vllm serve MODEL --port 8000 --enable-prefix-caching``) and passes its URL;
+without a URL the gateway starts :class:`EmbeddedBackend`, a child process serving the default
+cloud model, Qwen2.5-Coder-1.5B-Instruct (see :mod:`cloud.backend_server`), on 127.0.0.1. Both are spoken to through :class:`OpenAIBackend`,
 so the embedded default exercises the same client code as vLLM.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
+import secrets
 import selectors
 import subprocess
 import sys
@@ -21,8 +24,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cloud.errors import BackendError
-from cloud.models import resolve_model_path
+from cloud.errors import BackendContextError, BackendError, CloudModelError
+from reading.errors import ReadingError
+from reading.models import DEFAULT_CLOUD_MODEL, resolve_gguf, spec_for_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class Completion:
     model: str
     timings_ms: dict[str, float] = field(default_factory=dict)  # "prefill"/"decode" when the server reports them
     cached_prompt_tokens: int = 0
+    top_logprobs: tuple[dict[str, float], ...] = ()  # per generated token, when asked for
 
 
 class Backend(Protocol):
@@ -47,9 +52,15 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def prompt_family(self) -> str: ...
+
     def warm_up(self) -> None: ...
 
-    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> Completion: ...
+    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...], top_logprobs: int = 0) -> Completion: ...
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: tuple[str, ...] = (),
+             top_logprobs: int = 0) -> Completion: ...
 
     def close(self) -> None: ...
 
@@ -89,6 +100,37 @@ def _answer_logprobs(text: str, logprobs: dict[str, Any]) -> list[float]:
     return kept
 
 
+# How servers say a prompt is over the context window (HTTP 400): the embedded server, vLLM (two
+# wordings), llama.cpp's server (error type). Only the numbers are kept: the message may quote the prompt.
+_CONTEXT_ERRORS = (
+    re.compile(r"the prompt has (?P<prompt>\d+) tokens; with max_tokens \d+ it exceeds the context window (?P<ctx>\d+)"),
+    re.compile(r"maximum context length is (?P<ctx>\d+) tokens.*?(?:requested (?P<requested>\d+) tokens|"
+               r"has (?P<prompt>\d+) input tokens)", re.DOTALL),
+    re.compile(r"exceed_context_size_error|exceeds the available context size"),
+)
+
+
+def context_error(status: int, body: bytes) -> BackendContextError | None:
+    """A :class:`BackendContextError` if ``body`` is a backend's "prompt over the context window" refusal."""
+    if status != 400:
+        return None
+    try:
+        err = json.loads(body).get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(err, dict):
+        return None
+    text = f"{err.get('message', '')} {err.get('type', '')}"
+    for pattern in _CONTEXT_ERRORS:
+        found = pattern.search(text)
+        if found:
+            groups = {k: v for k, v in found.groupdict().items() if v}
+            prompt = int(groups.get("prompt") or groups.get("requested") or err.get("n_prompt_tokens") or 0)
+            ctx = int(groups.get("ctx") or err.get("n_ctx") or 0)
+            return BackendContextError("the prompt is longer than the backend's context window", prompt, ctx)
+    return None
+
+
 class OpenAIBackend:
     """Client of an OpenAI-compatible ``/v1/completions`` endpoint (vLLM, llama.cpp, the embedded server).
 
@@ -99,15 +141,20 @@ class OpenAIBackend:
     :param model: model id to request; '' = the first one ``/v1/models`` lists.
     :param timeout_s: read timeout for one completion.
     :param api_key: bearer token if the server was started with ``--api-key``.
+    :param prompt_family: "chat" (an instruct model: ``/v1/chat/completions``, the server applies its
+        chat template) or "base" (a completion-style few-shot prompt to ``/v1/completions``).
     """
 
-    def __init__(self, url: str, model: str = "", timeout_s: float = 60.0, api_key: str | None = None) -> None:
+    def __init__(self, url: str, model: str = "", timeout_s: float = 60.0, api_key: str | None = None,
+                 prompt_family: str = "chat") -> None:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
         self.api_key = api_key
+        self._family = prompt_family
         self._client: httpx.Client | None = None
         self._model = ""
+        self.context_tokens: int | None = None  # the model's context window, when /v1/models says (vLLM: max_model_len)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(url={self.url!r}, model={self.model!r})"
@@ -115,6 +162,10 @@ class OpenAIBackend:
     @property
     def name(self) -> str:
         return self._model or self.model or "?"
+
+    @property
+    def prompt_family(self) -> str:
+        return self._family
 
     def warm_up(self) -> None:
         """Connect and resolve the model id.
@@ -132,7 +183,8 @@ class OpenAIBackend:
         try:
             resp = client.get("/v1/models")
             resp.raise_for_status()
-            ids = [m["id"] for m in resp.json().get("data", []) if isinstance(m, dict) and "id" in m]
+            models = [m for m in resp.json().get("data", []) if isinstance(m, dict) and "id" in m]
+            ids = [m["id"] for m in models]
         except httpx.HTTPStatusError as exc:
             client.close()
             raise BackendError(
@@ -152,27 +204,50 @@ class OpenAIBackend:
             client.close()
             raise BackendError(f"backend {base} lists no model at /v1/models — pass --backend-model NAME")
         self._model = self.model or ids[0]
+        card = next((m for m in models if m["id"] == self._model), {})
+        max_len = card.get("max_model_len")
+        if isinstance(max_len, int) and not isinstance(max_len, bool) and max_len > 0:
+            self.context_tokens = max_len
         self._client = client
         logger.info("backend %s serves %s", base, self._model)
 
-    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> Completion:
-        """:raises BackendError: unreachable, timed out, an error status or a reply without a choice."""
-        self.warm_up()
-        assert self._client is not None
-        body: dict[str, Any] = {
+    def _body(self, max_tokens: int, stop: tuple[str, ...]) -> dict[str, Any]:
+        return {
             "model": self._model,
-            "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "stop": list(stop),
-            "logprobs": 1,
             # llama.cpp's servers default repeat_penalty to 1.1, which garbles copied spans;
             # vLLM names it repetition_penalty (and ignores unknown fields).
             "repeat_penalty": 1.0,
             "repetition_penalty": 1.0,
         }
+
+    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...], top_logprobs: int = 0) -> Completion:
+        """A greedy ``/v1/completions`` call (a base model's completion-style prompt).
+
+        :raises BackendError: unreachable, timed out, an error status or a reply without a choice.
+        """
+        self.warm_up()  # resolves the model id the body names
+        body = {**self._body(max_tokens, stop), "prompt": prompt, "logprobs": max(1, top_logprobs)}
+        return self._post("/v1/completions", body, chat=False, top=top_logprobs)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: tuple[str, ...] = (),
+             top_logprobs: int = 0) -> Completion:
+        """A greedy ``/v1/chat/completions`` call: the server renders the model's chat template.
+
+        :raises BackendError: unreachable, timed out, an error status or a reply without a choice.
+        """
+        self.warm_up()  # resolves the model id the body names
+        body: dict[str, Any] = {**self._body(max_tokens, stop), "messages": messages, "logprobs": True}
+        if top_logprobs:
+            body["top_logprobs"] = top_logprobs
+        return self._post("/v1/chat/completions", body, chat=True, top=top_logprobs)
+
+    def _post(self, path: str, body: dict[str, Any], chat: bool, top: int) -> Completion:
+        assert self._client is not None  # complete() and chat() warmed up: the body names the model
         try:
-            resp = self._client.post("/v1/completions", json=body)
+            resp = self._client.post(path, json=body)
         except httpx.TimeoutException:
             raise BackendError(
                 f"backend did not answer within {self.timeout_s:g} s — raise ECQA_CLOUD_BACKEND_TIMEOUT_S or use a faster backend"
@@ -181,12 +256,25 @@ class OpenAIBackend:
             raise BackendError(f"backend unreachable ({type(exc).__name__}) — check that it is still running") from None
         if resp.status_code != 200:
             # The backend's message may quote the prompt: keep it out of errors and logs.
-            raise BackendError(f"backend answered HTTP {resp.status_code} — check the backend's own log")
+            too_long = context_error(resp.status_code, resp.content)
+            if too_long is not None:
+                raise too_long
+            raise BackendError(f"backend answered HTTP {resp.status_code} to {path} — check the backend's own log")
         try:
             data = resp.json()
             choice = data["choices"][0]
-            text = str(choice.get("text") or "")
-            lps = _answer_logprobs(text, choice.get("logprobs") or {})
+            if chat:
+                text = str((choice.get("message") or {}).get("content") or "")
+                content = (choice.get("logprobs") or {}).get("content") or []
+                lps = [float(c["logprob"]) for c in content if c.get("token")]
+                tops = tuple({str(t["token"]): float(t["logprob"]) for t in (c.get("top_logprobs") or [])}
+                             for c in content) if top else ()
+            else:
+                text = str(choice.get("text") or "")
+                logprobs = choice.get("logprobs") or {}
+                lps = _answer_logprobs(text, logprobs)
+                tops = tuple({str(k): float(v) for k, v in (t or {}).items()}
+                             for t in (logprobs.get("top_logprobs") or [])) if top else ()
             usage = data.get("usage") or {}
             # llama.cpp-style timings (the embedded server, llama.cpp's server); vLLM sends none.
             t = data.get("timings") or {}
@@ -201,6 +289,7 @@ class OpenAIBackend:
                 model=str(data.get("model") or self._model),
                 timings_ms=timings,
                 cached_prompt_tokens=int(cached),
+                top_logprobs=tops,
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendError("backend reply is not an OpenAI completion — point --backend-url at an OpenAI-compatible server") from None
@@ -216,7 +305,7 @@ class EmbeddedBackend:
 
     The child exits when its stdin closes, so it never outlives the gateway even on SIGKILL.
 
-    :param model_path: GGUF file; '' = gemma-3-270m Q4_K_M (assembled into the cache on first use).
+    :param model_path: a manifest model name or a GGUF file; '' = the default cloud model.
     :param n_ctx: context window.
     :param n_threads: CPU threads, 0 = all cores but one.
     :param start_timeout_s: how long the model may take to load.
@@ -233,6 +322,7 @@ class EmbeddedBackend:
         self.timeout_s = timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: OpenAIBackend | None = None
+        self._family = ""
 
     def __repr__(self) -> str:
         return f"EmbeddedBackend(model_path={self.model_path!r}, pid={self.pid})"
@@ -240,6 +330,16 @@ class EmbeddedBackend:
     @property
     def name(self) -> str:
         return self._client.name if self._client else "embedded"
+
+    @property
+    def prompt_family(self) -> str:
+        self.warm_up()
+        return self._family
+
+    @property
+    def context_tokens(self) -> int:
+        """The context window the child serves (the gateway refuses prompts that cannot fit it)."""
+        return self.n_ctx
 
     @property
     def pid(self) -> int | None:
@@ -259,14 +359,28 @@ class EmbeddedBackend:
             return
         from cloud.backend_server import READY_MARKER
 
-        path = resolve_model_path(self.model_path)
+        try:
+            path = resolve_gguf(self.model_path, DEFAULT_CLOUD_MODEL)
+        except ReadingError as exc:
+            raise CloudModelError(f"cloud model: {exc}") from None
+        spec = spec_for_path(path)
         cmd = [sys.executable, "-m", "cloud.backend_server", "--model", str(path), "--host", "127.0.0.1", "--port", "0",
-               "--n-ctx", str(self.n_ctx), "--threads", str(self.n_threads), "--watch-stdin"]
+               "--n-ctx", str(self.n_ctx), "--threads", str(self.n_threads), "--watch-stdin", "--token-stdin"]
+        if spec is not None:
+            cmd += ["--family", spec.prompt_family, "--model-name", spec.name]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Only the gateway holds the token: other local processes cannot use the plain-HTTP port. It goes
+        # over the child's stdin, never argv or the environment (readable in /proc by the same user).
+        token = secrets.token_urlsafe(32)
         # Own session: a terminal's Ctrl-C reaches the gateway only, which then stops the child.
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         self._proc = proc
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            proc.stdin.write(token.encode("ascii") + b"\n")
+            proc.stdin.flush()
+        except OSError:
+            pass  # the child already exited: reported below
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + self.start_timeout_s
@@ -289,20 +403,26 @@ class EmbeddedBackend:
         if not text.startswith(READY_MARKER):
             self.close()
             raise BackendError("the embedded backend printed an unexpected line at start — see its messages above")
-        url = text.split()[-1]
-        client = OpenAIBackend(url, timeout_s=self.timeout_s)
+        url, family = text.split()[1:3]
+        client = OpenAIBackend(url, timeout_s=self.timeout_s, api_key=token, prompt_family=family)
         try:
             client.warm_up()
         except BackendError:
             self.close()
             raise
-        self._client = client
+        self._client, self._family = client, family
         logger.info("embedded backend pid %s serves %s at %s", proc.pid, client.name, url)
 
-    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> Completion:
+    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...], top_logprobs: int = 0) -> Completion:
         self.warm_up()
         assert self._client is not None
-        return self._client.complete(prompt, max_tokens, stop)
+        return self._client.complete(prompt, max_tokens, stop, top_logprobs)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: tuple[str, ...] = (),
+             top_logprobs: int = 0) -> Completion:
+        self.warm_up()
+        assert self._client is not None
+        return self._client.chat(messages, max_tokens, stop, top_logprobs)
 
     def close(self) -> None:
         """Stop the child: close its stdin (it exits by itself), then SIGTERM, then SIGKILL."""

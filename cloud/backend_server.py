@@ -1,19 +1,25 @@
-"""The embedded cloud backend: a minimal OpenAI-compatible completions server for a GGUF model.
+"""The embedded cloud backend: a minimal OpenAI-compatible server for a GGUF model.
 
-Why not llama-cpp-python's own server: it returns token logprobs only for models loaded with
-``logits_all=True``, which keeps n_ctx x vocab floats (2 GiB for gemma's 262k vocabulary at
-n_ctx 2048). Here decoding is a greedy loop over ``Llama.eval`` that reads each chosen token's
-logprob from the last logits row only, and the prompt's longest common prefix with the previous
-one (the few-shot examples) stays in the KV cache.
+It serves ``/v1/chat/completions`` (the model's own chat template, from the GGUF metadata) and
+``/v1/completions``, greedy, with the chosen tokens' logprobs and up to 20 top alternatives —
+what the gateway's answerability probe reads. Why not llama-cpp-python's own server: it returns
+logprobs only for models loaded with ``logits_all=True``, which keeps n_ctx x vocabulary floats
+(2.4 GiB for Qwen's 152k vocabulary at n_ctx 4096). The decoding is :class:`reading.reader.LlamaReader`'s,
+the same loop as the edge's; the longest common prefix of consecutive prompts (the probe's and
+the answer's share the passages and the question) stays in the KV cache.
 
 Run by :class:`cloud.backend.EmbeddedBackend` as ``python -m cloud.backend_server``; it binds
-127.0.0.1 only, prints ``ECQA-BACKEND-READY <url>`` when it serves, and exits when its stdin
-closes (so it never outlives the gateway that started it).
+127.0.0.1 only, prints ``ECQA-BACKEND-READY <url> <prompt family>`` when it serves, and exits
+when its stdin closes (so it never outlives the gateway that started it). With ``--token-stdin`` the
+first line of stdin is a bearer token that every request must carry (``Authorization: Bearer …``,
+else 401): the gateway makes a random one, so no other local process can reach the model past the
+gateway's mutual TLS. The token never appears in argv or the environment (both readable in ``/proc``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import os
@@ -25,140 +31,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from reading.errors import ReadingError
+from reading.reader import Generation, LlamaReader, PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
 READY_MARKER = "ECQA-BACKEND-READY"
 MAX_BODY_BYTES = 8 << 20
+MAX_TOP_LOGPROBS = 20
 
 
 def default_threads() -> int:
-    """All cores but one (the gateway and the edge need CPU too); at least one."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """All cores: the edge waits while the cloud answers (Qwen2.5-1.5B prefill: 95 tok/s on 2 threads,
+    50 on 1, on the 2-core test machine)."""
+    return max(1, os.cpu_count() or 1)
 
 
 class BadRequest(ValueError):
     """A completion request this server does not support (answered with HTTP 400)."""
 
 
-class LlamaCompleter:
-    """Greedy completions with token logprobs from a GGUF model (one request at a time).
-
-    :param model_path: GGUF file.
-    :param n_ctx: context window in tokens.
-    :param n_threads: CPU threads, 0 = all cores.
-    """
-
-    def __init__(self, model_path: str, n_ctx: int = 4096, n_threads: int = 0) -> None:
-        self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self._llm: Any = None
-        self._stop_ids: set[int] = set()
-        self._lock = threading.Lock()
-
-    def warm_up(self) -> None:
-        if self._llm is not None:
-            return
-        from llama_cpp import Llama
-
-        threads = self.n_threads or default_threads()
-        # n_threads_batch defaults to every core in llama-cpp-python; when other processes use
-        # the cores too, spinning batch threads made an 11-token prefill take 3 s instead of 40 ms.
-        self._llm = Llama(
-            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
-        )
-        llm = self._llm
-        stops = {llm.token_eos()}
-        for marker in ("<end_of_turn>", "<eos>", "<|im_end|>", "<|eot_id|>"):
-            ids = llm.tokenize(marker.encode(), add_bos=False, special=True)
-            if len(ids) == 1:
-                stops.add(ids[0])
-        self._stop_ids = stops
-        logger.info("backend model loaded from %s (%d threads, n_ctx %d)", self.model_path, threads, self.n_ctx)
-
-    def _last_logprobs(self) -> np.ndarray:
-        llm = self._llm
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        return logits - (top + np.log(np.exp(logits - top).sum()))
-
-    def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> dict[str, Any]:
-        """Greedy completion of ``prompt``.
-
-        :raises BadRequest: the prompt does not fit the context window.
-        """
-        self.warm_up()
-        with self._lock:
-            return self._complete(prompt, max_tokens, stop)
-
-    def _complete(self, prompt: str, max_tokens: int, stop: list[str]) -> dict[str, Any]:
-        llm = self._llm
-        tokens = llm.tokenize(prompt.encode(), add_bos=True, special=False)
-        if len(tokens) + max_tokens > self.n_ctx:
-            raise BadRequest(
-                f"the prompt has {len(tokens)} tokens; with max_tokens {max_tokens} it exceeds the context window {self.n_ctx}"
-            )
-        t0 = time.perf_counter()
-        cached = 0
-        previous = llm.input_ids[: llm.n_tokens]
-        limit = min(len(previous), len(tokens) - 1)  # evaluate at least one token for fresh logits
-        while cached < limit and previous[cached] == tokens[cached]:
-            cached += 1
-        llm.n_tokens = cached
-        llm.eval(tokens[cached:])
-        t_prefill = time.perf_counter()
-        out: list[int] = []
-        logprobs: list[float] = []
-        text = ""
-        finish = "length"
-        for step in range(max_tokens):
-            lp = self._last_logprobs()
-            tok = int(lp.argmax())
-            if tok in self._stop_ids:
-                finish = "stop"
-                break
-            before = len(text)
-            out.append(tok)
-            logprobs.append(float(lp[tok]))
-            text = llm.detokenize(out).decode("utf-8", errors="ignore")
-            hit = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-            if hit >= 0:
-                text = text[:hit]
-                if hit <= before:  # the token only completed the stop string: not part of the answer
-                    out.pop()
-                    logprobs.pop()
-                finish = "stop"
-                break
-            if step + 1 < max_tokens:
-                llm.eval([tok])
-        t_end = time.perf_counter()
-        return {
-            "text": text,
-            "token_logprobs": logprobs,
-            "tokens": [llm.detokenize([t]).decode("utf-8", errors="ignore") for t in out],
-            "prompt_tokens": len(tokens),
-            "cached_prompt_tokens": cached,
-            "completion_tokens": len(out),
-            "finish_reason": finish,
-            "prefill_ms": (t_prefill - t0) * 1000.0,
-            "decode_ms": (t_end - t_prefill) * 1000.0,
-        }
-
-
-def parse_completion_request(body: Any, n_ctx: int) -> tuple[str, int, list[str], int | None]:
-    """``(prompt, max_tokens, stop, logprobs)`` of an OpenAI ``/v1/completions`` body.
-
-    :raises BadRequest: an unsupported or invalid parameter (greedy decoding only).
-    """
+def _common(body: Any, n_ctx: int) -> tuple[int, list[str]]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise BadRequest("'prompt' must be one non-empty string")
     max_tokens = body.get("max_tokens", 16)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= n_ctx:
         raise BadRequest(f"'max_tokens' must be an integer from 1 to {n_ctx}")
@@ -178,10 +73,56 @@ def parse_completion_request(body: Any, n_ctx: int) -> tuple[str, int, list[str]
         stop = [stop]
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise BadRequest("'stop' must be a string or a list of at most 4 non-empty strings")
+    return max_tokens, stop
+
+
+def _top(value: Any, name: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"'{name}' must be an integer from 0 to {MAX_TOP_LOGPROBS}")
+    return value
+
+
+def parse_completion_request(body: Any, n_ctx: int) -> tuple[str, int, list[str], int | None]:
+    """``(prompt, max_tokens, stop, logprobs)`` of an OpenAI ``/v1/completions`` body
+    (``logprobs`` = how many top alternatives per token, None = no logprobs).
+
+    :raises BadRequest: an unsupported or invalid parameter (greedy decoding only).
+    """
+    max_tokens, stop = _common(body, n_ctx)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise BadRequest("'prompt' must be one non-empty string")
     logprobs = body.get("logprobs")
-    if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 1):
-        raise BadRequest("'logprobs' must be 0 or 1 (only the chosen token's logprob is returned)")
-    return prompt, max_tokens, stop, logprobs
+    return prompt, max_tokens, stop, None if logprobs is None else _top(logprobs, "logprobs")
+
+
+def parse_chat_request(body: Any, n_ctx: int) -> tuple[list[dict[str, str]], int, list[str], bool, int]:
+    """``(messages, max_tokens, stop, logprobs, top_logprobs)`` of a ``/v1/chat/completions`` body.
+
+    :raises BadRequest: an unsupported or invalid parameter.
+    """
+    max_tokens, stop = _common(body, n_ctx)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise BadRequest("'messages' must be a non-empty list of {role: system|user|assistant, content: string}")
+    logprobs = body.get("logprobs", False)
+    if not isinstance(logprobs, bool):
+        raise BadRequest("'logprobs' must be true or false")
+    top = _top(body.get("top_logprobs"), "top_logprobs")
+    if top and not logprobs:
+        raise BadRequest("'top_logprobs' needs 'logprobs': true")
+    return [{"role": m["role"], "content": m["content"]} for m in messages], max_tokens, stop, logprobs, top
+
+
+def _top_n(gen: Generation, n: int) -> list[dict[str, float]]:
+    return [dict(list(t.items())[:n]) for t in gen.top_logprobs]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -198,13 +139,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:  # the client must not send its next request on this connection
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
     def _error(self, status: int, message: str) -> None:
         self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
 
+    def _authorized(self) -> bool:
+        """The request carries the server's bearer token (always true without one); else a 401 is sent."""
+        token = self.server.token
+        if token is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode("utf-8", "replace"), f"Bearer {token}".encode()):
+            return True
+        self.close_connection = True  # the body (if any) is not read
+        self._error(401, "a bearer token is required — only the ecqa gateway that started this server may call it")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if not self._authorized():
+            return
         if self.path in ("/health", "/v1/health"):
             self._send(200, {"status": "ok"})
         elif self.path == "/v1/models":
@@ -213,50 +170,75 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "not found")
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if self.path != "/v1/completions":
-            self._error(404, "only /v1/completions is served")
+        if not self._authorized():
+            return
+        if self.path not in ("/v1/completions", "/v1/chat/completions"):
+            self._error(404, "only /v1/completions and /v1/chat/completions are served")
             return
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_BODY_BYTES:
             self.close_connection = True
             self._error(413 if length else 411, "a JSON body with Content-Length is required")
             return
+        reader = self.server.reader
+        chat = self.path == "/v1/chat/completions"
         try:
             body = json.loads(self.rfile.read(length))
-            prompt, max_tokens, stop, want_logprobs = parse_completion_request(body, self.server.completer.n_ctx)
-            result = self.server.completer.complete(prompt, max_tokens, stop)
+            if chat:
+                messages, max_tokens, stop, want, top = parse_chat_request(body, reader.n_ctx)
+                if reader.family != "chat":
+                    raise BadRequest(f"{self.server.model_name} is a base model without a chat template — use /v1/completions")
+                prompt = reader.render(messages)
+            else:
+                prompt, max_tokens, stop, logprobs = parse_completion_request(body, reader.n_ctx)
+                want, top = logprobs is not None, logprobs or 0
+            gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top)
+        except PromptTooLongError as exc:
+            self._error(400, str(exc))
+            return
         except (BadRequest, ValueError) as exc:
             self._error(400, str(exc) if isinstance(exc, BadRequest) else "the body is not JSON")
             return
-        choice: dict[str, Any] = {"index": 0, "text": result["text"], "finish_reason": result["finish_reason"], "logprobs": None}
-        if want_logprobs is not None:
-            choice["logprobs"] = {
-                "tokens": result["tokens"],
-                "token_logprobs": result["token_logprobs"],
-                "top_logprobs": None,
-                "text_offset": None,
-            }
+        if chat:
+            content = None
+            if want:
+                tops = _top_n(gen, top)
+                content = [{"token": t, "logprob": lp, "bytes": None,
+                            "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in (tops[i].items() if i < len(tops) else [])]}
+                           for i, (t, lp) in enumerate(zip(gen.tokens, gen.token_logprobs))]
+                if not content and tops:  # stopped at once: the first position's alternatives still count
+                    content = [{"token": "", "logprob": 0.0, "bytes": None,
+                                "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in tops[0].items()]}]
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": gen.text},
+                                      "finish_reason": gen.finish_reason, "logprobs": {"content": content} if want else None}
+        else:
+            choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
+            if want:
+                choice["logprobs"] = {"tokens": list(gen.tokens), "token_logprobs": list(gen.token_logprobs),
+                                      # one entry per token (the stop position's too when nothing was generated)
+                                      "top_logprobs": _top_n(gen, top)[: max(len(gen.tokens), 1)] if top else None,
+                                      "text_offset": None}
         self._send(
             200,
             {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
+                "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()),
                 "model": self.server.model_name,
                 "choices": [choice],
                 "usage": {
-                    "prompt_tokens": result["prompt_tokens"],
-                    "completion_tokens": result["completion_tokens"],
-                    "total_tokens": result["prompt_tokens"] + result["completion_tokens"],
-                    "prompt_tokens_details": {"cached_tokens": result["cached_prompt_tokens"]},
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": len(gen.token_logprobs),
+                    "total_tokens": gen.prompt_tokens + len(gen.token_logprobs),
+                    "prompt_tokens_details": {"cached_tokens": gen.cached_prompt_tokens},
                 },
                 # llama.cpp's server reports the same: prefill (uncached prompt) and decode speed.
                 "timings": {
-                    "cache_n": result["cached_prompt_tokens"],
-                    "prompt_n": result["prompt_tokens"] - result["cached_prompt_tokens"],
-                    "prompt_ms": round(result["prefill_ms"], 3),
-                    "predicted_n": result["completion_tokens"],
-                    "predicted_ms": round(result["decode_ms"], 3),
+                    "cache_n": gen.cached_prompt_tokens,
+                    "prompt_n": gen.prompt_tokens - gen.cached_prompt_tokens,
+                    "prompt_ms": round(gen.prefill_ms, 3),
+                    "predicted_n": len(gen.token_logprobs),
+                    "predicted_ms": round(gen.decode_ms, 3),
                 },
             },
         )
@@ -266,9 +248,10 @@ class BackendServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, completer: LlamaCompleter, model_name: str) -> None:
-        self.completer = completer
+    def __init__(self, host: str, port: int, reader: LlamaReader, model_name: str, token: str | None = None) -> None:
+        self.reader = reader
         self.model_name = model_name
+        self.token = token  # bearer token every request must carry; None = no check
         super().__init__((host, port), _Handler)
 
     @property
@@ -294,20 +277,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--family", choices=("", "chat", "base"), default="",
+                        help="prompt family ('' = chat when the GGUF has a chat template)")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by the gateway)")
+    parser.add_argument("--token-stdin", action="store_true",
+                        help="read a bearer token from the first line of stdin and refuse requests without it (401)")
     args = parser.parse_args(argv)
+    token = None
+    if args.token_stdin:
+        token = sys.stdin.buffer.readline().decode("ascii", errors="replace").strip()
+        if not token:
+            print("error: --token-stdin: no token on the first line of stdin — the gateway writes it there", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    completer = LlamaCompleter(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+    reader = LlamaReader(args.model, n_ctx=args.n_ctx, n_threads=args.threads or default_threads(), family=args.family)
     try:
-        completer.warm_up()
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: llama.cpp cannot load {args.model}: {exc}", file=sys.stderr)
+        reader.warm_up()
+    except ReadingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.model_name or Path(args.model).name.removesuffix(".gguf")
-    server = BackendServer(args.host, args.port, completer, name)
+    server = BackendServer(args.host, args.port, reader, name, token=token)
     if args.watch_stdin:
         threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
-    print(f"{READY_MARKER} {server.url}", flush=True)
+    print(f"{READY_MARKER} {server.url} {reader.family}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -290,15 +290,27 @@ def _need(directory: Path, rel: str) -> Path:
     return path
 
 
-def _check_private(path: Path) -> None:
+INSECURE_FLAG = "--allow-insecure-key-permissions"
+
+
+def _check_private(path: Path, refuse: bool = False) -> None:
+    """Warn about (``refuse=True``: refuse, as ssh refuses such a private key) a key file that users
+    other than its owner may read or write.
+
+    :raises MaterialError: ``refuse`` and the file's mode gives group or others any access.
+    """
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
+        if refuse:
+            raise MaterialError(f"{path} is accessible by other users (mode {mode:o}) — run `chmod 600 {path}` "
+                                f"(or pass {INSECURE_FLAG} to start anyway)")
         logger.warning("%s is readable by other users (mode %o) — run `chmod 600 %s`", path, mode, path)
 
 
-def load_aes_key(path: Path) -> AesKey:
-    """:raises MaterialError: not a key file written by `cloud init`."""
-    _check_private(path)
+def load_aes_key(path: Path, refuse_insecure: bool = False) -> AesKey:
+    """:raises MaterialError: not a key file written by `cloud init` (or, with ``refuse_insecure``,
+    one that other users may read)."""
+    _check_private(path, refuse_insecure)
     try:
         doc = json.loads(path.read_text())
         key = AesKey(str(doc["kid"]), base64.b64decode(doc["key"], validate=True))
@@ -360,12 +372,16 @@ class EdgeMaterial:
         return ctx
 
 
-def load_server_material(directory: Path) -> ServerMaterial:
-    """:raises MaterialError: a file is missing or invalid (the message says how to create it)."""
+def load_server_material(directory: Path, allow_insecure_key_permissions: bool = False) -> ServerMaterial:
+    """The gateway's material. Like ssh with a private key, it refuses a ``server.key`` or ``aes.key``
+    that other users may read, unless ``allow_insecure_key_permissions`` (then it only warns).
+
+    :raises MaterialError: a file is missing, invalid or readable by others (the message says how to fix it).
+    """
     directory = Path(directory).expanduser()
     ca, cert, key, aes_path = (_need(directory, n) for n in (CA_CERT, SERVER_CERT, SERVER_KEY, AES_KEY))
-    _check_private(key)
-    aes = load_aes_key(aes_path)
+    _check_private(key, refuse=not allow_insecure_key_permissions)
+    aes = load_aes_key(aes_path, refuse_insecure=not allow_insecure_key_permissions)
     return ServerMaterial(directory=directory, ca_cert=ca, cert=cert, key=key, keyring={aes.kid: aes})
 
 

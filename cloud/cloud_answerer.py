@@ -23,8 +23,10 @@ from cloud.errors import (
     CloudTLSError,
     EnvelopeError,
 )
+from cloud.prompting import fit_passages
 from cloud.wire import (
     ANSWER_PATH,
+    MAX_TITLE_CHARS,
     DIRECTION_REPLY,
     DIRECTION_REQUEST,
     AnswerReply,
@@ -71,6 +73,9 @@ class CloudAnswerer:
     :param retries: extra attempts after a connection error (never after a sent request).
     :param passage_chars: characters of each passage sent up.
     :param max_tokens: most tokens of the cloud answer.
+    :param max_prompt_chars: the most characters the gateway's prompt may have (see
+        :func:`cloud.prompting.prompt_char_limit` of the backend's context): the last passages are cut
+        or left out to fit, so that no request is refused as too long. None = no limit.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class CloudAnswerer:
         retries: int = 2,
         passage_chars: int = 1500,
         max_tokens: int = 24,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self.url = url
         self.cloud_dir = cloud_dir
@@ -92,6 +98,7 @@ class CloudAnswerer:
         self.retries = retries
         self.passage_chars = passage_chars
         self.max_tokens = max_tokens
+        self.max_prompt_chars = max_prompt_chars
         self._material: EdgeMaterial | None = None
         self._client: httpx.Client | None = None
 
@@ -176,8 +183,16 @@ class CloudAnswerer:
                     time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
                 continue
             except httpx.TimeoutException:
+                waited = round(timeout.read or 0.0, 2)
+                if deadline is not None and (timeout.read or 0.0) < self.read_timeout_s:
+                    # The caller's budget, not the read timeout, ended the wait: say so, or the gateway is blamed
+                    # for time spent before the call.
+                    raise CloudTimeoutError(
+                        f"the gateway did not answer within the {waited:g} s left of the question's time budget (the rest "
+                        "was spent before the call) — raise the budget (--budget-ms, ECQA_BUDGET_MS)"
+                    ) from None
                 raise CloudTimeoutError(
-                    f"the gateway did not answer within {round(timeout.read or 0.0, 2):g} s — "
+                    f"the gateway did not answer within {waited:g} s — "
                     "raise ECQA_CLOUD_READ_TIMEOUT_S or check the gateway's backend"
                 ) from None
             except httpx.TransportError as exc:
@@ -199,11 +214,15 @@ class CloudAnswerer:
         )
 
     def _request(self, question: str, documents: list[Document]) -> AnswerRequest:
-        return AnswerRequest(
-            question=question,
-            passages=tuple(Passage(title=str(d.meta.get("title", "")), text=(d.content or "")[: self.passage_chars]) for d in documents),
-            max_tokens=self.max_tokens,
-        )
+        passages = tuple(Passage(title=str(d.meta.get("title", ""))[:MAX_TITLE_CHARS], text=(d.content or "")[: self.passage_chars])
+                         for d in documents)
+        if self.max_prompt_chars is not None:
+            passages = fit_passages(question, passages, self.max_prompt_chars)
+        return AnswerRequest(question=question, passages=passages, max_tokens=self.max_tokens)
+
+    def payload(self, question: str, documents: list[Document]) -> dict[str, Any]:
+        """Exactly what :meth:`run` seals and sends for ``question`` (passages cut to fit), as JSON."""
+        return self._request(question, documents).to_dict()
 
     def sealed_size(self, question: str, documents: list[Document]) -> int:
         """Bytes of the request envelope :meth:`run` would send (exact: only the key and the
@@ -218,6 +237,7 @@ class CloudAnswerer:
     @component.output_types(
         answer=str,
         confidence=float,
+        p_answerable=float,
         passages=list[dict[str, Any]],
         usage=dict[str, int],
         timings=dict[str, float],
@@ -270,6 +290,7 @@ class CloudAnswerer:
         return {
             "answer": reply.answer,
             "confidence": reply.confidence,
+            "p_answerable": reply.p_answerable,
             "passages": passages,
             "usage": reply.usage,
             "timings": {

@@ -6,6 +6,7 @@ Exception tree::
      ├── MaterialError            cloud init material missing, incomplete or not to be overwritten
      ├── CloudModelError          the cloud GGUF model cannot be assembled or loaded
      ├── BackendError             the OpenAI-compatible backend failed or cannot be reached
+     │    └── BackendContextError     the backend refused a prompt over its context window (``prompt_tokens``, ``context_tokens``)
      ├── GatewayStartError        `cloud serve` cannot listen (port in use, bad host)
      ├── EnvelopeError            an envelope the gateway refuses (``reason``, ``status``); no backend call
      │    ├── TooLargeError           over the size limit (envelope or decompressed payload)  413
@@ -14,7 +15,8 @@ Exception tree::
      │    ├── StaleTimestampError     timestamp outside the ±skew window                      401
      │    ├── SealError               ciphertext, tag or associated data does not authenticate 401
      │    ├── ReplayError             nonce already seen                                      409
-     │    └── BadPayloadError         authenticated, but the plaintext is not a valid request 400
+     │    ├── BadPayloadError         authenticated, but the plaintext is not a valid request 400
+     │    └── PromptTooLongError      question + passages do not fit the backend's context    413
      └── ClientError              edge side (CloudAnswerer)
           ├── CloudConfigError        no gateway URL / no cloud directory configured
           ├── CloudConnectionError    cannot connect (after retries)
@@ -44,6 +46,19 @@ class CloudModelError(CloudError):
 
 class BackendError(CloudError):
     """The OpenAI-compatible backend cannot be reached or answered with an error."""
+
+
+class BackendContextError(BackendError):
+    """The backend refused the prompt as longer than its context window.
+
+    :param prompt_tokens: the prompt's tokens as the backend counted them (0 if it did not say).
+    :param context_tokens: the backend's context window (0 if it did not say).
+    """
+
+    def __init__(self, message: str, prompt_tokens: int = 0, context_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = context_tokens
 
 
 class GatewayStartError(CloudError):
@@ -96,6 +111,13 @@ class BadPayloadError(EnvelopeError):
     status = 400
 
 
+class PromptTooLongError(EnvelopeError):
+    """A valid request whose prompt does not fit the backend's context (the message says how much fits)."""
+
+    reason = "prompt_too_long"
+    status = 413
+
+
 REFUSAL_ERRORS: tuple[type[EnvelopeError], ...] = (
     TooLargeError,
     MalformedError,
@@ -104,6 +126,7 @@ REFUSAL_ERRORS: tuple[type[EnvelopeError], ...] = (
     SealError,
     ReplayError,
     BadPayloadError,
+    PromptTooLongError,
 )
 
 

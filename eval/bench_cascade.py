@@ -27,7 +27,7 @@ START, END = "<!-- bench-cascade:start -->", "<!-- bench-cascade:end -->"
 
 
 def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float) -> dict[str, dict[str, float]]:
-    floor = cal.thresholds.get("cloud_min_confidence", 0.0)
+    floor = cal.thresholds
     scores = calibrated_scores(cal)
     rows: dict[str, dict[str, float]] = {}
     n = len(records)
@@ -37,11 +37,11 @@ def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float
                                            "abstain_rate": 1.0}
     for name in REGISTRY:
         pol = cal.policy(name)
-        rows[name] = summarize(route_records(records, pol, scores, budget_ms, cloud_min_confidence=floor), records)
+        rows[name] = summarize(route_records(records, pol, scores, budget_ms, gate=floor), records)
     tight = budget_ms * 0.75
     pol = cal.policy("latency")
     rows[f"latency, Tmax {tight:.0f} ms"] = summarize(
-        route_records(records, pol, scores, tight, cloud_min_confidence=floor), records)
+        route_records(records, pol, scores, tight, gate=floor), records)
     oracle = []
     for r in records:
         options = [("edge", edge_answer(r)[1], r["edge"]["total_ms"], False),
@@ -61,7 +61,7 @@ def reliability(records: list[dict[str, Any]]) -> list[dict[str, float]]:
         rows = [r for r in records if lo <= r["cloud"]["confidence"] < hi]
         if not rows:
             continue
-        f1s = [cloud_answer(r, 0.0)[1] if cloud_answer(r, 0.0)[0] else None for r in rows]
+        f1s = [cloud_answer(r, {})[1] if cloud_answer(r, {})[0] else None for r in rows]
         answered = [(r, f) for r, f in zip(rows, f1s) if f is not None]
         gain = sum(f if r["has_answer"] else -1.0 for r, f in answered)  # vs abstaining on these questions
         out.append({"lo": lo, "hi": min(hi, 1.0), "n": len(rows), "answered": len(answered),

@@ -142,14 +142,22 @@ def bench_envelope(requests: list[Any], repeat: int = 5) -> dict[str, Any]:
 
 # --- gateway vs direct ---------------------------------------------------------------------------
 class _ZeroCost:
-    """A completer that answers at once: the embedded server's HTTP path with no model behind it."""
+    """A reader that answers at once: the embedded server's HTTP path with no model behind it."""
 
     n_ctx = 1 << 20
+    family = "chat"
 
-    def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> dict[str, Any]:
-        return {"text": " the Atlantic Ocean", "token_logprobs": [-0.1, -0.2, -0.05], "tokens": [" the", " Atlantic", " Ocean"],
-                "prompt_tokens": len(prompt) // 4, "cached_prompt_tokens": 0, "completion_tokens": 3,
-                "finish_reason": "stop", "prefill_ms": 0.0, "decode_ms": 0.0}
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return "\n".join(m["content"] for m in messages)
+
+    def generate(self, prompt: str, max_tokens: int, stop: Any = (), top_logprobs: int = 0) -> Any:
+        from reading.reader import Generation
+
+        if max_tokens == 1:  # the answerability probe
+            return Generation("Yes", (-0.1,), ("Yes",), ({"Yes": -0.1, "No": -2.4},), len(prompt) // 4, 0, "length",
+                              0.0, 0.0)
+        return Generation("the Atlantic Ocean", (-0.1, -0.2, -0.05), ("the", " Atlantic", " Ocean"), (),
+                          len(prompt) // 4, 0, "stop", 0.0, 0.0)
 
 
 def _paired(questions: list[Any], docs: list[list[Any]], backend_url: str, gateway_url: str, cloud_dir: Path,
@@ -162,7 +170,14 @@ def _paired(questions: list[Any], docs: list[list[Any]], backend_url: str, gatew
     """
     from cloud.backend import OpenAIBackend
     from cloud.cloud_answerer import CloudAnswerer
-    from cloud.prompting import STOP, build_prompt, parse_reply
+    from cloud.prompting import answer_messages, parse_reply, probe_messages, read_passages
+    from reading.prompts import PROBE_TOP_LOGPROBS
+
+    def ask_direct(question: str, passages: Any, max_tokens: int = 24) -> Any:
+        """What the gateway sends its backend: the yes/no probe, then the answer."""
+        rp = read_passages(passages)
+        direct.chat(probe_messages(question, rp), 1, (), PROBE_TOP_LOGPROBS)
+        return direct.chat(answer_messages(question, rp), max_tokens)
 
     direct = OpenAIBackend(backend_url)
     direct.warm_up()
@@ -170,16 +185,16 @@ def _paired(questions: list[Any], docs: list[list[Any]], backend_url: str, gatew
     cloud.warm_up()
     # Warm both paths (TLS session, HTTP keep-alive, the model's few-shot prefix) outside the timing.
     cloud.run(question="warm-up?", documents=[])
-    direct.complete(build_prompt("warm-up?", []), 4, STOP)
+    ask_direct("warm-up?", [], 4)
     n = len(questions)
     via_ms = [0.0] * n
     direct_ms = [0.0] * n
     answers: dict[str, str] = {}
     gen: list[dict[str, float]] = []
-    last = build_prompt(questions[-1].question, request_of(questions[-1].question, docs[-1]).passages)
+    last_q, last_p = questions[-1].question, request_of(questions[-1].question, docs[-1]).passages
     for _ in range(rounds):
         for flip in (0, 1):
-            direct.complete(last, 1, STOP)  # unmeasured: question 0 follows the same prompt in both passes
+            ask_direct(last_q, last_p, 1)  # unmeasured: question 0 follows the same prompt in both passes
             for i, (q, d) in enumerate(zip(questions, docs, strict=True)):
                 t0 = time.perf_counter()
                 if (i + flip) % 2:
@@ -188,9 +203,9 @@ def _paired(questions: list[Any], docs: list[list[Any]], backend_url: str, gatew
                     answers[q.id] = out["answer"]
                 else:
                     req = request_of(q.question, d)
-                    comp = direct.complete(build_prompt(q.question, req.passages), 24, STOP)
+                    comp = ask_direct(q.question, req.passages)
                     direct_ms[i] += (time.perf_counter() - t0) * 1000.0 / rounds
-                    parse_reply(comp.text, comp.token_logprobs, req.passages)
+                    parse_reply(comp.text, comp.token_logprobs, q.question, req.passages)
                     if comp.timings_ms:
                         gen.append({"prompt_n": comp.prompt_tokens - comp.cached_prompt_tokens, "cached": comp.cached_prompt_tokens,
                                     "prefill_ms": comp.timings_ms["prefill"], "decode_n": comp.completion_tokens,
@@ -230,14 +245,14 @@ def bench_gateway(questions: list[Any], docs: list[list[Any]], zero_cost_n: int)
         res["zero_cost"].pop("generation")
         stub.shutdown()
         stub.server_close()
-        # 2) the real embedded backend (gemma-3-270m Q4_K_M).
+        # 2) the real embedded backend (the default cloud model).
         backend = EmbeddedBackend()
         t0 = time.perf_counter()
         backend.warm_up()
         res["embedded_start_s"] = time.perf_counter() - t0
         with Gateway(material, backend, port=0) as gw:
-            res["gemma"] = _paired(questions, docs, backend.url, gw.url, cloud_dir)
-    gen = res["gemma"].pop("generation")
+            res["embedded"] = _paired(questions, docs, backend.url, gw.url, cloud_dir)
+    gen = res["embedded"].pop("generation")
     res["generation"] = {
         "calls": len(gen),
         "prefill_tok_s": sum(g["prompt_n"] for g in gen) / max(1e-9, sum(g["prefill_ms"] for g in gen) / 1000.0),
@@ -249,7 +264,7 @@ def bench_gateway(questions: list[Any], docs: list[list[Any]], zero_cost_n: int)
     }
     from eval.squad_metrics import evaluate
 
-    res["quality"] = evaluate(questions, res["gemma"].pop("answers"))
+    res["quality"] = evaluate(questions, res["embedded"].pop("answers"))
     return res
 
 
@@ -266,7 +281,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "- **seal + open** cost of the AES-256-GCM envelopes, both directions, split into JSON / zstd / AES;",
         "- **zstd ratio** before sealing and the resulting bytes on the wire (base64 inside the JSON envelope);",
         "- **gateway overhead**: the same prompt sent straight to the backend and through the gateway (mutual TLS,",
-        "  checks, sealing), interleaved in one run — with a zero-cost stub backend (the gateway alone) and with gemma;",
+        "  checks, sealing), interleaved in one run — with a zero-cost stub backend (the gateway alone) and with the embedded model;",
         "- **cloud generation speed** of the embedded backend and the cloud answers' SQuAD v2 scores on those questions.",
         "",
         f"Generated by `{command}` on {res['when']} ({res['machine']}; load average {res['load'][0]:.1f} → {res['load'][1]:.1f}:"
@@ -306,7 +321,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "| backend | n | direct p50 | direct p95 | via gateway p50 | via gateway p95 | overhead p50 | overhead p95 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, label in (("zero_cost", "zero-cost stub (gateway cost alone)"), ("gemma", "embedded gemma-3-270m Q4_K_M")):
+    for key, label in (("zero_cost", "zero-cost stub (gateway cost alone)"), ("embedded", "embedded cloud model (default: Qwen2.5-Coder-1.5B Q4_K_M)")):
         r = gw[key]
         lines.append(
             f"| {label} | {r['n']} | {r['direct_ms']['p50']:.1f} | {r['direct_ms']['p95']:.1f} | {r['gateway_ms']['p50']:.1f} | "
@@ -319,7 +334,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
         " via gateway = `CloudAnswerer.run` (seal, mutual TLS 1.3 on a kept-alive connection, gateway checks, prompt,"
         " backend call, seal, open). Overhead = via gateway − direct for the same prompt.",
         "",
-        "### Cloud generation speed (embedded gemma-3-270m Q4_K_M, llama.cpp, CPU)",
+        "### Cloud generation speed (the embedded cloud model, llama.cpp, CPU)",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -332,8 +347,8 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "",
         f"Cloud answer quality on these {qual['n']:.0f} questions (retrieved passages, via the gateway): F1 {qual['f1']:.1f},"
         f" EM {qual['exact']:.1f}; HasAns F1 {qual['has_ans_f1']:.1f} (n={qual['has_ans_n']:.0f}),"
-        f" NoAns accuracy {qual['no_ans_accuracy']:.1f} (n={qual['no_ans_n']:.0f}). gemma-3-270m is a base model that"
-        " rarely abstains; its confidence is what the cascade routes on.",
+        f" NoAns accuracy {qual['no_ans_accuracy']:.1f} (n={qual['no_ans_n']:.0f}), before the calibrated cloud gate "
+        "(p(answerable) and confidence) that the cascade applies.",
         "",
         END,
     ]
@@ -350,7 +365,7 @@ def write_block(path: Path, md: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))
-    ap.add_argument("--n", type=int, default=60, help="questions through gemma (each twice: direct and via the gateway)")
+    ap.add_argument("--n", type=int, default=60, help="questions through the embedded model (each twice: direct and via the gateway)")
     ap.add_argument("--envelope-n", type=int, default=300, help="payloads for the seal/open and zstd measurements")
     ap.add_argument("--zero-cost-n", type=int, default=200, help="paired calls with the zero-cost backend")
     ap.add_argument("--seed", type=int, default=13)
@@ -369,7 +384,7 @@ def main() -> None:
     questions, docs = retrieved_payloads(args.data, max(args.n, args.envelope_n), args.seed)
     print("envelope cost and compression…", flush=True)
     res["envelope"] = bench_envelope([request_of(q.question, d) for q, d in zip(questions[: args.envelope_n], docs[: args.envelope_n], strict=True)])
-    print(f"gateway vs direct ({args.zero_cost_n} zero-cost pairs, {args.n} gemma pairs)…", flush=True)
+    print(f"gateway vs direct ({args.zero_cost_n} zero-cost pairs, {args.n} embedded-model pairs)…", flush=True)
     res["gateway"] = bench_gateway(questions[: args.n], docs[: args.n], args.zero_cost_n)
     res["load"] = [load0, os.getloadavg()[0]]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from edge.features import FEATURES
 from eval.records import labelled
 from eval.replay import cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import DEFAULT_CALIBRATION, Calibration, LogisticModel
-from pipelines.policies import CascadePolicy, CloudPolicy, LearnedPolicy
+from pipelines.policies import CascadePolicy, CloudPolicy, EdgePolicy, LearnedPolicy
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -71,29 +71,67 @@ def choose_thresholds(records: list[dict[str, Any]], oof: dict[str, np.ndarray],
         return float(oof["correct"][i]), float(oof["unanswerable"][i]), float(oof["gain"][i])
 
     grid = [round(x, 2) for x in np.arange(0.0, 1.0001, 0.05)]
-    # The cloud's own floor first: the confidence under which its answer is dropped to "".
-    cloud_f1 = {}
-    for tm in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-        routed = route_records(records, CloudPolicy(), scores, budget_ms, cloud_min_confidence=tm)
-        cloud_f1[tm] = summarize(routed, records)["f1"]
-    tm = max(cloud_f1, key=lambda k: cloud_f1[k])
+    # The cloud's own gate first: the p(answerable) and confidence under which its answer is dropped to "".
+    cloud_f1: dict[str, float] = {}
+    best_gate: tuple[float, dict[str, float]] | None = None
+    for ma in grid:
+        for mc in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            gate = {"cloud_min_answerable": ma, "cloud_min_confidence": mc}
+            f1 = summarize(route_records(records, CloudPolicy(), scores, budget_ms, gate=gate), records)["f1"]
+            cloud_f1[f"{ma:.2f}/{mc:.1f}"] = f1
+            if best_gate is None or f1 > best_gate[0]:
+                best_gate = (f1, gate)
+    assert best_gate is not None
+    gate = best_gate[1]
+    # The edge alone: the abstain gate that serves it best.
+    edge_best = max(((summarize(route_records(records, EdgePolicy(0.5, ta), scores, budget_ms), records)["f1"], ta)
+                     for ta in [*grid, 1.01]), key=lambda x: x[0])
     best: tuple[float, float, float] | None = None
     for ta in [*grid[4:], 1.01]:
         for tc in grid:
-            s = summarize(route_records(records, CascadePolicy(tc, ta), scores, budget_ms, cloud_min_confidence=tm), records)
+            s = summarize(route_records(records, CascadePolicy(tc, ta), scores, budget_ms, gate=gate), records)
             if s["cloud_call_rate"] <= max_cloud_rate and (best is None or s["f1"] > best[0]):
                 best = (s["f1"], tc, ta)
     assert best is not None
     _, tc, ta = best
     best_l: tuple[float, float] | None = None
     for tl in grid:
-        s = summarize(route_records(records, LearnedPolicy(tl, ta), scores, budget_ms, cloud_min_confidence=tm), records)
+        s = summarize(route_records(records, LearnedPolicy(tl, ta), scores, budget_ms, gate=gate), records)
         if s["cloud_call_rate"] <= max_cloud_rate and (best_l is None or s["f1"] > best_l[0]):
             best_l = (s["f1"], tl)
     assert best_l is not None
     thresholds = {"cascade": tc, "latency": tc, "abstain": ta, "learned": best_l[1], "edge": 0.5, "cloud": 0.5,
-                  "cloud_min_confidence": tm}
-    return thresholds, {"cascade_f1_oof": best[0], "learned_f1_oof": best_l[0], "cloud_f1_by_min_confidence": cloud_f1}
+                  "edge_abstain": edge_best[1], **gate}
+    return thresholds, {"cascade_f1_oof": best[0], "learned_f1_oof": best_l[0], "edge_f1": edge_best[0],
+                        "cloud_f1": best_gate[0], "cloud_f1_by_gate": cloud_f1}
+
+
+def answerability_metrics(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """AUROC and ECE of each tier's raw p(answerable) (the yes/no probe) against "the question has
+    an answer", and the ECE of the edge's after the logistic calibration (out of fold)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([r["has_answer"] for r in records], dtype=int)
+    out: dict[str, dict[str, float]] = {}
+    for tier, values in (("edge", [r["edge"]["features"]["p_answerable"] for r in records]),
+                         ("cloud", [r["cloud"].get("p_answerable", 0.5) for r in records])):
+        p = np.array(values, dtype=float)
+        out[tier] = {"auroc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+                     "ece": expected_calibration_error(p, y), "n": float(len(y))}
+        if 0 < y.sum() < len(y):
+            _, oof, m = _fit_one(p.reshape(-1, 1), y)
+            out[tier]["ece_calibrated"] = m["ece"]
+    return out
+
+
+def _fit_one(x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray, dict[str, float]]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    lr = LogisticRegression(max_iter=1000)
+    oof = cross_val_predict(lr, x, y, cv=folds, method="predict_proba")[:, 1]
+    return lr.fit(x, y), oof, {"ece": expected_calibration_error(oof, y)}
 
 
 def fit(records: list[dict[str, Any]], max_cloud_rate: float, budget_ms: float, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -101,14 +139,15 @@ def fit(records: list[dict[str, Any]], max_cloud_rate: float, budget_ms: float, 
     labels = {
         "correct": np.array([edge_answer(r)[1] >= 0.5 for r in records], dtype=int),
         "unanswerable": np.array([not r["has_answer"] for r in records], dtype=int),
-        # Against the cloud answer as returned (verified, no confidence floor yet).
-        "gain": np.array([cloud_answer(r, 0.0)[1] > edge_answer(r)[1] for r in records], dtype=int),
+        # Against the cloud answer as returned (grounded, no gate yet).
+        "gain": np.array([cloud_answer(r, {})[1] > edge_answer(r)[1] for r in records], dtype=int),
     }
     models, oof, metrics = {}, {}, {}
     for name, y in labels.items():
         model, probs, m = fit_model(x, y)
         models[name], oof[name], metrics[name] = model, probs, m
     thresholds, chosen = choose_thresholds(records, oof, max_cloud_rate, budget_ms)
+    metrics["answerability"] = answerability_metrics(records)
     return {
         "models": {k: {"weights": m.weights, "bias": m.bias, "mean": m.mean, "scale": m.scale} for k, m in models.items()},
         "thresholds": thresholds,

@@ -19,15 +19,36 @@ def load_questions(path: Path, limit: int | None = None, seed: int | None = None
     for article in read_squad(path):
         title = article["title"].replace("_", " ")
         for p, paragraph in enumerate(article["paragraphs"]):
-            for n, qa in enumerate(paragraph.get("qas") or []):
+            qas = paragraph.get("qas") or []
+            if not isinstance(qas, list):
+                raise InputFormatError(f"{path}: paragraph {p} of {article['title']!r} has 'qas' that is not a list "
+                                       "— make it a list of questions, as in SQuAD v2")
+            for n, qa in enumerate(qas):
                 if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or "id" not in qa:
                     raise InputFormatError(
                         f"{path}: question {n} of paragraph {p} of {article['title']!r} needs 'id' and 'question' "
                         "— pass a SQuAD v2 file"
                     )
-                out.append(Question(str(qa["id"]), qa["question"], paragraph["context"], title, gold_answers(qa)))
+                qid = qa["id"]
+                if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+                    raise InputFormatError(f"{path}: question {n} of paragraph {p} of {article['title']!r} has an 'id' "
+                                           "that is not a string — give every question a string id")
+                _check_answers(path, str(qid), qa)
+                out.append(Question(str(qid), qa["question"], paragraph["context"], title, gold_answers(qa)))
     if not out:
         raise InputFormatError(f"{path} holds no questions — pass a SQuAD v2 file with 'qas'")
     if seed is not None:
         random.Random(seed).shuffle(out)
     return out[:limit] if limit else out
+
+
+def _check_answers(path: Path, qid: str, qa: dict[str, object]) -> None:
+    """:raises InputFormatError: 'answers' is not a list of objects with a string 'text' (the message names the id)."""
+    answers = qa.get("answers")
+    if answers is None:
+        return
+    if not isinstance(answers, list) or not all(isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
+        raise InputFormatError(
+            f"{path}: question {qid[:80]!r} has 'answers' that is not a list of {{\"text\": …}} objects — write it as "
+            "in SQuAD v2, e.g. \"answers\": [{\"text\": \"Rollo\", \"answer_start\": 0}] ([] when unanswerable)"
+        )

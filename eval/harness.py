@@ -147,8 +147,20 @@ def fingerprint(cfg: EvalConfig, settings: Settings, cloud: str) -> dict[str, An
         "embedder_model": settings.embedder_model,
         "hybrid": settings.hybrid,
         "slm_model_path": settings.slm_model_path,
+        "cloud_model_path": settings.cloud_model_path,
+        "passage_chars": [settings.slm_passage_chars, settings.cloud_passage_chars],
+        "max_tokens": [settings.slm_max_tokens, settings.cloud_max_tokens],
+        "slm_reading": [settings.slm_reading, settings.kv_type],
+        "prompts_sha256": prompts_fingerprint(),
         "cloud": cloud,
     }
+
+
+def prompts_fingerprint() -> str:
+    """The prompts both tiers read with: records made with other prompts are not this run's."""
+    import reading.prompts
+
+    return hashlib.sha256(Path(reading.prompts.__file__).read_bytes()).hexdigest()[:16]
 
 
 def check_resumable(out: Path, fp: dict[str, Any]) -> None:
@@ -227,8 +239,7 @@ def route_all(records: Sequence[dict[str, Any]], policies: Sequence[str], settin
               network: str | None) -> dict[str, list[Routed]]:
     """Each policy's routes over the records, with a fresh answer cache and latency model per policy."""
     return {name: route_records(records, cal.policy(name), calibrated_scores(cal), settings.budget_ms,
-                                latency_model_for(network), cal.thresholds.get("cloud_min_confidence", 0.0),
-                                answer_cache_from(settings))
+                                latency_model_for(network), cal.thresholds, answer_cache_from(settings))
             for name in policies}
 
 
@@ -244,7 +255,7 @@ def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], sett
     for t in sweep_thresholds([scores(r)[0] for r in records]):
         routed = route_records(records, policy_class("cascade")(threshold=t, abstain_threshold=1.01), scores,
                                settings.budget_ms, latency_model_for(network),
-                               cal.thresholds.get("cloud_min_confidence", 0.0))
+                               gate=cal.thresholds)
         m = accuracy(questions, {r.id: r.answer for r in routed})
         rows.append({"threshold": t, "f1": m["f1"], "latency_mean_ms": sum(r.latency_ms for r in routed) / len(routed),
                      "cloud_call_rate": sum(r.cloud_called for r in routed) / len(routed)})

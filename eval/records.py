@@ -109,6 +109,7 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
             rec["cloud"] = {
                 "answer": reply.answer,
                 "confidence": reply.confidence,
+                "p_answerable": reply.p_answerable,
                 "timings": reply.timings,
                 "bytes_up": reply.bytes_up,
                 "bytes_down": reply.bytes_down,
@@ -147,12 +148,13 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=300)
     ap.add_argument("--network", default="wifi")
     ap.add_argument("--out", type=Path, default=Path("bench"))
+    ap.add_argument("--qdrant", type=Path, default=None, help="index folder (default OUT/qdrant); runs may share one")
     args = ap.parse_args()
     questions = load_questions(args.data)
     calib = [q for q in questions if in_calibration_split(q.id)][: args.calibration_n]
     held_out = [q for q in questions if not in_calibration_split(q.id)][: args.eval_n]
     args.out.mkdir(parents=True, exist_ok=True)
-    qdrant = args.out / "qdrant"
+    qdrant = args.qdrant or args.out / "qdrant"
     with DocumentStore(path=qdrant) as store:
         passages, sources = load_passages([args.data, args.extra])
         build_index(store, SentenceEmbedder().load(), passages, sources, "eval")
@@ -165,8 +167,10 @@ def main() -> None:
             def show(done: int, total: int) -> None:
                 print(f"{done}/{total}", flush=True)
 
-            run_records(calib, edge, cloud, args.out / "records-calibration.jsonl", progress=show)
-            run_records(held_out, edge, cloud, args.out / "records-eval.jsonl", progress=show)
+            if calib:
+                run_records(calib, edge, cloud, args.out / "records-calibration.jsonl", progress=show)
+            if held_out:
+                run_records(held_out, edge, cloud, args.out / "records-eval.jsonl", progress=show)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,11 @@ class Routed:
         return asdict(self)
 
 
-def cloud_answer(r: dict[str, Any], min_confidence: float) -> tuple[str, float]:
-    """The verified cloud answer of a record and its F1 (0-1), as the live cascade would return it."""
+def cloud_answer(r: dict[str, Any], gate: dict[str, float]) -> tuple[str, float]:
+    """The verified cloud answer of a record and its F1 (0-1), as the live cascade would return it
+    under the calibrated cloud gate (``cloud_min_confidence``, ``cloud_min_answerable``)."""
     c = r["cloud"]
-    answer = verify_answer(c["answer"], c["confidence"], r["question"], r["passages"], min_confidence)
+    answer = verify_answer(c["answer"], c["confidence"], c.get("p_answerable", 1.0), r["question"], r["passages"], gate)
     q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
     return answer, score_question(q, answer)["f1"]
 
@@ -53,7 +54,7 @@ def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
     Re-applying the span extraction to the recorded answer gives what the current parser gives
     (it is idempotent on an extracted span), so records stay valid across parser changes.
     """
-    from edge.text import extract_answer_span
+    from reading.text import extract_answer_span
 
     answer = r["edge"]["answer"]
     if answer:
@@ -94,7 +95,7 @@ def _cloud_tokens(c: dict[str, Any]) -> dict[str, int]:
 
 
 def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Scores, budget_ms: float,
-                  latency: LatencyModel | None = None, cloud_min_confidence: float = 0.0,
+                  latency: LatencyModel | None = None, gate: dict[str, float] | None = None,
                   cache: AnswerCacheLike | None = None) -> list[Routed]:
     """Each record under ``policy``, in order; with ``cache``, repeated and near-duplicate questions
     are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would."""
@@ -122,7 +123,7 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
             t = cloud["timings"]
             latency.observe_cloud(t.get("network", 0.0), bytes_up, cloud["bytes_down"], t.get("cloud", t.get("server", 0.0)),
                                   cloud["usage"].get("completion_tokens", 0), t.get("cloud_decode", t.get("decode")))
-            answer, f1 = cloud_answer(r, cloud_min_confidence)
+            answer, f1 = cloud_answer(r, gate or {})
             routed = Routed(r["id"], "cloud", answer, f1, sum(stages.values()), True, stages, _cloud_tokens(cloud))
         elif d.route == "abstain":
             routed = Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False,

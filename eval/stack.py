@@ -1,5 +1,5 @@
 """The whole stack on embedded defaults for evaluation runs: cloud material, a gateway process
-(`ecqa cloud serve`, embedded gemma backend) and, optionally, an emulated link in front of it."""
+(`ecqa cloud serve`, embedded backend) and, optionally, an emulated link in front of it."""
 
 from __future__ import annotations
 

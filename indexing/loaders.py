@@ -164,13 +164,32 @@ def read_squad(path: Path, text: str | None = None) -> list[dict[str, Any]]:
         article_title = article.get("title")
         if not isinstance(article_title, str):
             raise not_squad(f"article {a} in 'data' has no string 'title'")
+        if has_lone_surrogate(article_title):
+            raise InputFormatError(f"{path}: the title of article {a} {LONE_SURROGATE_FIX}")
         for i, paragraph in enumerate(article["paragraphs"]):
             if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
                 raise InputFormatError(
                     f"{path}: paragraph {i} of article {article_title!r} has no string 'context' — "
                     "every SQuAD paragraph needs its text under 'context'"
                 )
+            if has_lone_surrogate(paragraph):
+                raise InputFormatError(f"{path}: paragraph {i} of article {article_title!r} {LONE_SURROGATE_FIX}")
     return articles
+
+
+# json.loads turns an escape like "\ud800" without its pair into a str that is no Unicode text: it
+# cannot be encoded, hashed or stored, so such a record is refused where it is read.
+LONE_SURROGATE_FIX = ("holds an escaped lone surrogate (like \\ud800), which is no character — "
+                      "fix that escape or re-export the file as UTF-8")
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Does a JSON value hold an unpaired UTF-16 surrogate anywhere (keys included)?"""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _load_squad(path: Path, text: str) -> list[Passage]:
@@ -212,6 +231,8 @@ def _load_jsonl(path: Path, text: str) -> list[Passage]:
             raise InputFormatError(
                 f"{path}: line {n} is not a JSON object — write one object per line, like {{\"text\": \"…\"}}"
             )
+        if has_lone_surrogate(record):
+            raise InputFormatError(f"{path}: line {n} {LONE_SURROGATE_FIX}")
         body = record.get("text")
         if not isinstance(body, str) or not body.strip():
             raise InputFormatError(

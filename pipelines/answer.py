@@ -4,6 +4,7 @@ and the evaluation call."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +15,12 @@ from pipelines.cascade import Cascade
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, LatencyModel
-from pipelines.policies import REGISTRY, policy_class
+from pipelines.policies import REGISTRY, check_threshold, policy_class
 from pipelines.settings import Settings
 from pipelines.types import AskResult
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)
+MAX_TOP_K = 50  # Settings.top_k's bound
 
 
 def effective_policy(settings: Settings, policy: str | None = None) -> str:
@@ -111,13 +113,42 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
                    latency=latency_model_for(settings.network), breaker=breaker, budget_ms=settings.budget_ms)
 
 
+def check_ask_options(threshold: Any = None, budget_ms: Any = None, top_k: Any = None) -> tuple[float | None, float | None, int | None]:
+    """The per-question overrides (None = the configured value) as numbers, or a clear error.
+
+    Where they come from a user (CLI flags, the UI's controls or its API) they are checked here, once,
+    before anything loads: NaN or an infinity would otherwise run and end up in the JSON output.
+
+    :raises PipelineError: a threshold outside [0, 1], a budget that is not a positive finite number of
+        ms, a top-k that is not a whole number from 1 to 50.
+    """
+    th = None if threshold is None else check_threshold(threshold)
+    budget = None
+    if budget_ms is not None:
+        if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not math.isfinite(budget_ms) \
+                or budget_ms <= 0:
+            raise PipelineError(f"the latency budget {repr(budget_ms)[:40]} ms is not a positive number — give Tmax in "
+                                "ms, e.g. --budget-ms 4000")
+        budget = float(budget_ms)
+    k = None
+    if top_k is not None:
+        whole = isinstance(top_k, (int, float)) and not isinstance(top_k, bool) and math.isfinite(top_k) \
+            and float(top_k).is_integer()
+        if not whole or not 1 <= top_k <= MAX_TOP_K:
+            raise PipelineError(f"top-k {repr(top_k)[:40]} is not a whole number from 1 to {MAX_TOP_K} — give how many "
+                                "passages to retrieve, e.g. 3")
+        k = int(top_k)
+    return th, budget, k
+
+
 def answer_question(cascade: Cascade, question: str, policy: str = "edge", top_k: int | None = None,
                     threshold: float | None = None, budget_ms: float | None = None, use_cache: bool = True) -> AskResult:
     """Answer ``question`` with ``policy`` (``use_cache=False``: neither read nor fill the answer cache).
 
     :raises PipelineError: unknown policy, a policy that escalates with no cloud configured,
-        empty or oversized question.
+        empty or oversized question, an out-of-range threshold, budget or top-k.
     """
+    threshold, budget_ms, top_k = check_ask_options(threshold, budget_ms, top_k)
     _require_cloud(policy, cascade.cloud is not None)
     return cascade.answer(question, policy=policy, threshold=threshold, budget_ms=budget_ms, top_k=top_k,
                           use_cache=use_cache)

@@ -23,6 +23,7 @@ from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_questio
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import Decision, Policy, Signals
 from pipelines.types import AskResult
+from reading.text import extract_answer_span, find_span
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class CloudReply:
     usage: dict[str, int] = field(default_factory=dict)
     sent: dict[str, Any] = field(default_factory=dict)  # what left the device (plaintext, before sealing)
     model: str = ""
+    p_answerable: float = 0.5  # the cloud model's p(yes) to "is the answer stated in the passages?"
 
 
 class CloudClient(Protocol):
@@ -92,6 +94,17 @@ class Cascade:
     def make_policy(self, name: str, threshold: float | None = None) -> Policy:
         return self.calibration.policy(name, threshold)
 
+    def warm_up(self, policy: str | None = None) -> Cascade:
+        """Load the models ``policy`` needs (every one without a policy) before a question's clock starts.
+
+        The cloud policy needs the embedder and the retriever only, unless no cloud call can be made
+        (no cloud, breaker not closed) and the edge answers after all.
+        """
+        self.edge.warm_up_retrieval()
+        if policy != "cloud" or self.cloud is None or self.breaker.state != "closed":
+            self.edge.warm_up_generator()
+        return self
+
     def index_version(self) -> str:
         """The backing collection now serving: a rebuild switches the alias to a new one."""
         self.edge.retriever.refresh_if_stale()
@@ -108,6 +121,7 @@ class Cascade:
         q = check_question(question)
         pol = self.make_policy(policy, threshold)
         budget = self.budget_ms if budget_ms is None else budget_ms
+        self.warm_up(pol.name)  # one-time model loading is never charged to a question's budget
         t0 = time.perf_counter()
         version = self.index_version()
         if self.cache is not None and version != self._cached_version:
@@ -178,7 +192,8 @@ class Cascade:
             remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
             try:
                 if remaining_ms <= 0:
-                    raise TimeoutError(f"no time left in the {budget:.0f} ms budget")
+                    raise TimeoutError(f"the edge stages took {(time.perf_counter() - t0) * 1000.0:.0f} ms of the "
+                                       f"{budget:.0f} ms budget, leaving none for the cloud")
                 reply = self.cloud.ask(q, passages_up, timeout_s=remaining_ms / 1000.0)
             except Exception as exc:  # any cloud failure degrades to the edge answer, never to an error
                 self.breaker.record(False)
@@ -194,8 +209,8 @@ class Cascade:
             else:
                 self.breaker.record(True)
                 tier, confidence = "cloud", reply.confidence
-                answer = verify_answer(reply.answer, reply.confidence, q, [p["text"] for p in passages_up],
-                                       self.calibration.thresholds.get("cloud_min_confidence", 0.0))
+                answer = verify_answer(reply.answer, reply.confidence, reply.p_answerable, q,
+                                       [p["text"] for p in passages_up], self.calibration.thresholds)
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
@@ -246,16 +261,19 @@ class Cascade:
         )
 
 
-def verify_answer(answer: str, confidence: float, question: str, texts: list[str], min_confidence: float) -> str:
-    """The cloud's answer if it is grounded: a span of a passage sent up (or contains one), with a
-    confidence at or above ``min_confidence`` (chosen on the calibration split); else ''.
+def verify_answer(answer: str, confidence: float, p_answerable: float, question: str, texts: list[str],
+                  gate: dict[str, float]) -> str:
+    """The cloud's answer if it stands: its model says the passages state it (p(answerable) at or
+    above ``gate["cloud_min_answerable"]``), its confidence is at or above
+    ``gate["cloud_min_confidence"]`` (both chosen on the calibration split), and it is grounded —
+    a span of a passage sent up, or contains one. Else '' (the cloud abstains).
 
-    SQuAD-style answers are spans of the passages; an ungrounded reply of a small base model is
-    most often a hallucination (BENCHMARKS.md, cascade table).
+    SQuAD-style answers are spans of the passages; an ungrounded reply is most often a
+    hallucination (BENCHMARKS.md, cascade table).
     """
-    from edge.text import extract_answer_span, find_span
-
-    if not answer or confidence < min_confidence:
+    if not answer or confidence < gate.get("cloud_min_confidence", 0.0):
+        return ""
+    if p_answerable < gate.get("cloud_min_answerable", 0.0):
         return ""
     extracted = extract_answer_span(answer, question, texts)  # trims words that only echo the question
     if extracted:
@@ -273,8 +291,6 @@ def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:
 
 
 def _mark_spans(passages: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
-    from edge.text import find_span
-
     out = []
     for p in passages:
         span = find_span(answer, p["text"]) if answer else None

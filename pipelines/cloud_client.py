@@ -25,9 +25,7 @@ class AnswererClient:
 
     def sent(self, question: str, passages: list[dict[str, Any]]) -> dict[str, Any]:
         """Exactly what leaves the device, before compression and sealing."""
-        n = self.answerer.passage_chars
-        return {"question": question, "passages": [{"title": p.get("title", ""), "text": p["text"][:n]} for p in passages],
-                "max_tokens": self.answerer.max_tokens}
+        return self.answerer.payload(question, self._documents(passages))
 
     def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int:
         return int(self.answerer.sealed_size(question, self._documents(passages)))
@@ -38,4 +36,4 @@ class AnswererClient:
         # The edge's own stages share these names: prefix them on the cloud side.
         timings = {(f"cloud_{k}" if k in ("generate", "prefill", "decode") else k): v for k, v in out["timings"].items()}
         return CloudReply(out["answer"], out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],
-                          self.sent(question, passages), out.get("model", ""))
+                          self.sent(question, passages), out.get("model", ""), out["p_answerable"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cloud.certs import default_cloud_dir
 from cloud.cloud_answerer import CloudAnswerer
+from cloud.prompting import prompt_char_limit
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 
@@ -33,4 +34,6 @@ def cloud_answerer_from(settings: Settings) -> CloudAnswerer:
         retries=settings.cloud_retries,
         passage_chars=settings.cloud_passage_chars,
         max_tokens=settings.cloud_max_tokens,
+        # The backend's context (the embedded one's, ECQA_CLOUD_N_CTX): passages are cut to fit it.
+        max_prompt_chars=prompt_char_limit(settings.cloud_n_ctx, settings.cloud_max_tokens),
     )

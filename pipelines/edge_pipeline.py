@@ -9,6 +9,7 @@ for embed + retrieve alone (`make bench-edge`, "pipeline overhead").
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from haystack import Document, Pipeline
 
 from edge.answer_parser import AnswerParser
+from edge.errors import ModelError
 from edge.features import answer_features
 from edge.prompt_builder import EdgePromptBuilder
 from edge.question_embedder import QuestionEmbedder
@@ -54,9 +56,21 @@ class EdgeAnswer:
     usage: dict[str, int]
 
 
+# An unpaired UTF-16 surrogate is no character: argv and stdin turn bytes that are not UTF-8 into
+# U+DC80..U+DCFF ("surrogateescape"), and JSON may escape one ("\ud800"). Tokenizers, JSON and the
+# terminal cannot take them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_question(question: str) -> str:
-    """The stripped question, or a clear error for an empty or oversized one."""
-    q = question.strip()
+    """The stripped question, or a clear error for an empty or oversized one.
+
+    Bytes that were not UTF-8 (or lone surrogates) become U+FFFD, the replacement character: the rest
+    of the question is still answered.
+    """
+    if not isinstance(question, str):
+        raise PipelineError(f"the question is a {type(question).__name__}, not text — type a question")
+    q = _SURROGATE.sub("\ufffd", question).strip()
     if not q:
         raise PipelineError("the question is empty — type a question")
     if len(q) > MAX_QUESTION_CHARS:
@@ -89,6 +103,10 @@ class EdgeQA:
             n_ctx=settings.slm_n_ctx,
             n_threads=settings.slm_threads,
             max_tokens=settings.slm_max_tokens,
+            reading=settings.slm_reading,
+            kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
+            kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024,
+            kv_type=settings.kv_type,
         )
         self.parser = AnswerParser()
 
@@ -98,18 +116,33 @@ class EdgeQA:
         other.embedder, other.generator = self.embedder, self.generator
         return other
 
-    def warm_up(self) -> EdgeQA:
+    def warm_up_retrieval(self) -> EdgeQA:
+        """Load what every route needs: the collection's manifest, then the embedder. Idempotent.
+
+        :raises EdgeError: missing collection (before any model loads), embedder not loadable.
+        """
         self.retriever.warm_up()  # first: a missing collection fails before models load
         self.embedder.warm_up()
+        return self
+
+    def warm_up_generator(self) -> EdgeQA:
+        """Load the edge SLM, which only routes that answer on the edge need. Idempotent.
+
+        :raises ModelError: the GGUF file is missing or does not load.
+        """
         self.generator.warm_up()
         return self
 
+    def warm_up(self) -> EdgeQA:
+        """Load everything (the collection's manifest, the embedder, the SLM)."""
+        return self.warm_up_retrieval().warm_up_generator()
+
     def retrieve(self, question: str, top_k: int | None = None) -> Retrieved:
-        """Embed and retrieve (the part every route needs).
+        """Embed and retrieve (the part every route needs). Loads no SLM: the cloud policy never uses it.
 
         :raises EdgeError: missing collection or embedder mismatch.
         """
-        self.warm_up()
+        self.warm_up_retrieval()
         emb = self.embedder.run(question=question)
         ret = self.retriever.run(question=question, embedding=emb["embedding"], top_k=top_k)
         return Retrieved(emb["embedding"], ret["documents"], {**emb["timings"], **ret["timings"]})
@@ -120,14 +153,27 @@ class EdgeQA:
         :raises ModelError: the prompt does not fit the context window.
         """
         docs = retrieved.documents
-        prompt = self.prompt_builder.run(question=question, documents=docs)
-        gen = self.generator.run(messages=prompt["messages"])
+        prompt = self.prompt_builder.run(documents=docs)
+        gen = self.generator.run(question=question, passages=prompt["passages"])
         parsed = self.parser.run(
             reply=gen["reply"], documents=docs, token_logprobs=gen["token_logprobs"], question=question
         )
-        features = answer_features(question, parsed["answer"], docs, gen["token_logprobs"], gen["no_answer_logprob"])
+        for i, passage in enumerate(parsed["passages"]):  # per-passage reading: where its prefix state came from
+            if i < len(gen["kv"]):
+                passage["kv"] = gen["kv"][i]
+                passage["read"] = i == gen["chosen"]
+        features = answer_features(question, parsed["answer"], docs, gen["token_logprobs"], gen["p_answerable"])
         timings = {**prompt["timings"], **gen["timings"], **parsed["timings"]}
         return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"])
+
+    def prepare_kv(self, documents: list[Document]) -> list[str]:
+        """Store the edge model's prefix state of each document's passage ("hit": already stored,
+        "miss": computed now), as the edge will read it.
+
+        :raises ModelError: no store configured, or the edge model does not load.
+        """
+        passages = self.prompt_builder.run(documents=documents)["passages"]
+        return self.generator.prepare(passages)
 
     def answer(self, question: str, top_k: int | None = None) -> AskResult:
         """Answer one question on the edge.
@@ -153,11 +199,17 @@ class EdgeQA:
         )
 
     def models(self) -> dict[str, str]:
-        return {"embedder": self.embedder.embedder.name, "slm": self.generator.model_name}
+        """The models' names; no "slm" when no edge model is installed (the cloud policy never needs one)."""
+        names = {"embedder": self.embedder.embedder.name}
+        try:
+            names["slm"] = self.generator.model_name
+        except ModelError:
+            pass
+        return names
 
     def pipeline(self) -> Pipeline:
         """The same stages as a Haystack Pipeline (inputs: ``embedder.question``,
-        ``retriever.question``, ``prompt_builder.question``, ``parser.question``)."""
+        ``retriever.question``, ``generator.question``, ``parser.question``)."""
         pipe = Pipeline()
         pipe.add_component("embedder", self.embedder)
         pipe.add_component("retriever", self.retriever)
@@ -167,7 +219,7 @@ class EdgeQA:
         pipe.connect("embedder.embedding", "retriever.embedding")
         pipe.connect("retriever.documents", "prompt_builder.documents")
         pipe.connect("retriever.documents", "parser.documents")
-        pipe.connect("prompt_builder.messages", "generator.messages")
+        pipe.connect("prompt_builder.passages", "generator.passages")
         pipe.connect("generator.reply", "parser.reply")
         pipe.connect("generator.token_logprobs", "parser.token_logprobs")
         return pipe
@@ -178,7 +230,7 @@ class EdgeQA:
             {
                 "embedder": {"question": q},
                 "retriever": {"question": q},
-                "prompt_builder": {"question": q},
+                "generator": {"question": q},
                 "parser": {"question": q},
             }
         )

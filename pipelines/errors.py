@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from cloud.errors import CloudError
 from edge.errors import EdgeError
+from reading.errors import ReadingError
 
 
 class PipelineError(Exception):
@@ -25,4 +26,4 @@ class ConfigError(PipelineError):
     """A configuration file or value is invalid."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (PipelineError, EdgeError, CloudError)
+USER_ERRORS: tuple[type[Exception], ...] = (PipelineError, EdgeError, CloudError, ReadingError)

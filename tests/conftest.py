@@ -7,9 +7,21 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Hypothesis profiles of the fuzz targets (tests/fuzz/, marker `fuzz`): "ci", the default, runs a few
+# hundred examples per target (the whole fuzz suite in under a minute); "fuzz" (`make fuzz`,
+# HYPOTHESIS_PROFILE=fuzz) runs 10,000 per target. No deadline: the 2 shared cores make timings noisy.
+_FUZZ_SETTINGS = {"deadline": None, "print_blob": True,
+                  "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
+                                            HealthCheck.function_scoped_fixture]}
+hypothesis_settings.register_profile("ci", max_examples=200, **_FUZZ_SETTINGS)
+hypothesis_settings.register_profile("fuzz", max_examples=10_000, **_FUZZ_SETTINGS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_A = REPO / "data" / "squad-v2-dev-a.json"
@@ -109,3 +121,17 @@ def memory_store():
     store = DocumentStore().open()
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def answering_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged calibration with both abstain gates off: for tests of plumbing (badges, the JSON
+    contract, queues) that need the edge to answer whatever the calibrated gate would say about a
+    made-up passage. Routing itself is tested against the packaged thresholds elsewhere."""
+    from pipelines.calibration import DEFAULT_CALIBRATION
+
+    data = json.loads(DEFAULT_CALIBRATION.read_text())
+    data["thresholds"].update({"abstain": 1.01, "edge_abstain": 1.01})
+    path = tmp_path_factory.mktemp("calibration") / "answering.json"
+    path.write_text(json.dumps(data))
+    return path

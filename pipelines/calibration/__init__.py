@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.features import logistic
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PipelineError
 
 if TYPE_CHECKING:
     from pipelines.policies import Policy
@@ -65,7 +65,8 @@ class Calibration:
         return self.correct.predict(features), self.unanswerable.predict(features), self.gain.predict(features)
 
     def policy(self, name: str, threshold: float | None = None) -> Policy:
-        """Policy ``name`` with its calibrated threshold (or ``threshold``) and the calibrated abstain gate.
+        """Policy ``name`` with its calibrated threshold (or ``threshold``) and its calibrated abstain
+        gate (``<name>_abstain``, else the shared ``abstain``).
 
         :raises PipelineError: unknown policy (the message lists the valid ones).
         """
@@ -73,7 +74,7 @@ class Calibration:
 
         th = self.thresholds
         return policy_class(name)(threshold=th.get(name, 0.5) if threshold is None else threshold,
-                                  abstain_threshold=th.get("abstain", 1.01))
+                                  abstain_threshold=th.get(f"{name}_abstain", th.get("abstain", 1.01)))
 
     @classmethod
     def load(cls, path: Path | None = None) -> Calibration:
@@ -81,7 +82,7 @@ class Calibration:
         path = path or DEFAULT_CALIBRATION
         try:
             d = json.loads(path.read_text())
-            return cls(
+            cal = cls(
                 correct=LogisticModel.from_dict(d["models"]["correct"]),
                 unanswerable=LogisticModel.from_dict(d["models"]["unanswerable"]),
                 gain=LogisticModel.from_dict(d["models"]["gain"]),
@@ -91,5 +92,19 @@ class Calibration:
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file {path} not found — run `make calibrate` or fix ECQA_CALIBRATION_PATH") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"calibration file {path} is malformed ({exc}) — regenerate it with `make calibrate`") from None
+        cal.check_thresholds(path)
+        return cal
+
+    def check_thresholds(self, path: Path | str = "") -> None:
+        """:raises ConfigError: a threshold that is NaN, infinite or outside [0, 1] (the abstain gates: [0, 1.01])."""
+        from pipelines.policies import ABSTAIN_OFF, check_threshold
+
+        for name, value in self.thresholds.items():
+            try:
+                gate = name == "abstain" or name.endswith("_abstain")  # a policy's own gate (edge_abstain)
+                check_threshold(value, f"threshold {name!r}", upper=ABSTAIN_OFF if gate else 1.0)
+            except PipelineError as exc:
+                raise ConfigError(f"calibration file {path}: {str(exc).split(' — ')[0]} — regenerate it with "
+                                  "`make calibrate`") from None

@@ -1,6 +1,6 @@
 """Fixtures of the web UI tests — reuse them for any browser test of the UI:
 
-- ``ui_cloud`` (session): the real cloud gateway process with the embedded gemma-3-270m backend
+- ``ui_cloud`` (session): the real cloud gateway process with the embedded Qwen2.5-Coder-1.5B backend
   (``eval.stack.embedded_stack``), which a test may stop and start again on the same port:
   ``.stack`` (Stack: ``gateway_url``, ``pid``, …), ``.running``, ``.stop()``, ``.start()``.
 - ``ui_server`` (session): the real UI (``app.ui.launch``) served by this process on a free port
@@ -77,7 +77,7 @@ class UiServer:
 
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen_squad: Path, embedder: Any,
-              ui_cloud: UiCloud) -> Iterator[UiServer]:
+              ui_cloud: UiCloud, answering_calibration: Path) -> Iterator[UiServer]:
     from app.ui import launch
     from app.ui_service import UiService
     from edge.store import DocumentStore
@@ -91,7 +91,10 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
         build_index(store, embedder, passages, sources, COLLECTION)
     # Every value given: the session outlives the env of the test that first asked for it.
     settings = Settings(qdrant_path=folder, collection=COLLECTION, cloud_url=ui_cloud.stack.gateway_url,
-                        cloud_dir=ui_cloud.stack.cloud_dir, policy="edge", network=None)
+                        cloud_dir=ui_cloud.stack.cloud_dir, policy="edge", network=None,
+                        calibration_path=answering_calibration, kv_dir=folder.parent / "kv",
+                        # Tmax: the 1.5B cloud model shares 2 cores with the edge, the UI and Chromium here
+                        budget_ms=30000)
     service = UiService.open(settings)
     demo = launch(service, "127.0.0.1", free_port())
     yield UiServer(demo.local_url, service, ui_cloud)

@@ -135,6 +135,46 @@ def test_bad_ask_and_stats_inputs(served: Path) -> None:
     assert "collection" in one_error_line(ecqa("index", "stats", "-c", "bad name", "--qdrant-path", str(served)))
 
 
+@pytest.mark.parametrize("bad", ["nan", "2", "-1", "inf"])
+def test_ask_refuses_a_threshold_outside_0_1(served: Path, bad: str) -> None:
+    """Defect #12.8: these ran, and --json printed "threshold": NaN (not JSON)."""
+    line = one_error_line(ecqa("ask", "Who?", "--threshold", bad, "-c", "docs", "--qdrant-path", str(served), "--json"))
+    assert "threshold" in line and "from 0 to 1" in line
+
+
+@pytest.mark.parametrize(("name", "fragment"), [("a" * 233, "233 bytes"), ("é" * 120, "240 bytes")])
+def test_build_refuses_a_collection_name_qdrant_cannot_hold(tmp_path: Path, name: str, fragment: str) -> None:
+    """Defect #12.6: these were a ValueError / OSError (file name too long) traceback."""
+    (tmp_path / "a.jsonl").write_text('{"text": "Copper conducts heat."}\n')
+    line = one_error_line(ecqa("index", "build", str(tmp_path / "a.jsonl"), "-c", name))
+    assert fragment in line and "collection" in line
+
+
+def test_build_refuses_a_lone_surrogate_naming_file_and_line(tmp_path: Path) -> None:
+    """Defect #12.6: an escaped lone surrogate in JSONL was a UnicodeEncodeError traceback."""
+    path = tmp_path / "lone.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n')
+    line = one_error_line(ecqa("index", "build", str(path), "-c", "docs"))
+    assert str(path) in line and "line 2" in line and "lone surrogate" in line
+
+
+def test_drop_refuses_the_version_behind_an_alias(served: Path) -> None:
+    """Defect #12.10: `index drop docs__v…` removed the live data behind `docs`."""
+    before = stats(served)
+    line = one_error_line(ecqa("index", "drop", before["backing_collection"], "--qdrant-path", str(served)))
+    assert "'docs'" in line and "ecqa index drop docs" in line
+    assert stats(served) == before
+
+
+@pytest.mark.parametrize(("name", "shown"), [("x[/bold].json", "x[/bold].json"), ("[red]a.jsonl", "[red]a.jsonl"),
+                                             ("a\nb.json", "a\\nb.json")])
+def test_paths_in_messages_are_text_not_markup_or_line_breaks(tmp_path: Path, name: str, shown: str) -> None:
+    """Found by the fuzz harness: a path holding "[/bold]" was a rich MarkupError traceback, one holding a
+    line break made the error two lines."""
+    line = one_error_line(ecqa("index", "build", str(tmp_path / name), "-c", "docs"))
+    assert f"{tmp_path}/{shown}: no such file or directory — check the path" in line
+
+
 def test_locked_index_folder(served: Path) -> None:
     with DocumentStore(path=served):
         line = one_error_line(ecqa("index", "list", "--qdrant-path", str(served)))
@@ -163,7 +203,9 @@ def test_config_show_redacts_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 @pytest.mark.slow
-def test_ask_json_contract_on_unseen_squad_file(unseen_squad: Path) -> None:
+def test_ask_json_contract_on_unseen_squad_file(unseen_squad: Path, answering_calibration: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(answering_calibration))  # the edge answers: a contract test
     assert ecqa("index", "build", str(unseen_squad)).exit_code == 0  # default collection
     result = ecqa("ask", "What is the capital of Zorvath Island?", "--json")
     assert result.exit_code == 0, result.stderr
@@ -197,3 +239,23 @@ def test_console_script_end_to_end(tmp_path: Path, unseen_squad: Path) -> None:
     assert ask.returncode == 0, ask.stderr
     data = json.loads(ask.stdout)
     assert "Tarrow River" in data["passages"][0]["text"]
+
+
+@pytest.mark.slow
+def test_index_build_kv_stores_each_passage_state_once(tiny_squad: Path, tmp_path: Path) -> None:
+    first = ecqa("index", "build", str(tiny_squad), "-c", "docs", "--qdrant-path", str(tmp_path / "q"), "--kv", "--json")
+    assert first.exit_code == 0, first.stderr
+    report = json.loads(first.stdout)["kv"]
+    assert (report["computed"], report["already_stored"], report["kv_type"]) == (6, 0, "q8_0")
+    assert report["dir"] == str(Path(os.environ["XDG_DATA_HOME"]) / "ecqa" / "kv") and report["bytes"] > 6 * 100_000
+    assert len(list(Path(report["dir"]).glob("*.kv"))) == 6
+    again = ecqa("index", "build", str(tiny_squad), "-c", "docs", "--qdrant-path", str(tmp_path / "q"), "--kv")
+    assert again.exit_code == 0 and "KV states: 0 computed, 6 already stored" in " ".join(again.stdout.split())
+
+
+def test_index_build_kv_without_per_passage_reading_is_one_line(tiny_squad: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_SLM_READING", "joint")
+    line = one_error_line(ecqa("index", "build", str(tiny_squad), "--qdrant-path", str(tmp_path / "q"), "--kv"))
+    assert "--kv needs the per-passage reading" in line and "ECQA_SLM_READING" in line
+    assert not (tmp_path / "q").exists()  # refused before anything was indexed

@@ -1,5 +1,5 @@
 """The web UI in headless Chromium: the real UI server, the real SLM on the edge, the real gateway
-with gemma-3-270m behind mutual TLS (fixtures in conftest.py). A screenshot per test lands in
+with Qwen2.5-Coder-1.5B behind mutual TLS (fixtures in conftest.py). A screenshot per test lands in
 test-artifacts/screenshots/."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ui_helpers import ask, chart_stages, choose, history
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.network]
 
 
-def test_ask_shows_answer_badge_passages_and_latency_chart(page: Any) -> None:
+def test_ask_shows_answer_badge_passages_and_latency_chart(page: Any, ui_server: Any) -> None:
     choose(page, "policy", "edge")
     card = ask(page, "What is the capital of Zorvath Island?")
     assert card["badge"] == "edge" and card["badge_text"] == "edge"
@@ -38,12 +38,19 @@ def test_ask_shows_answer_badge_passages_and_latency_chart(page: Any) -> None:
     assert predicted["cloud"] > 0 and predicted["network up"] > 0 and predicted["edge generate"] > 0
     p_total = float(page.locator('#latency-chart [data-row="predicted"] .ecqa-total').inner_text().split()[0])
     assert sum(predicted.values()) == pytest.approx(p_total, abs=1.0)
-    why = re.fullmatch(r"why: edge policy: never escalates; predicted (\d+) ms if escalated, (within|over) budget 4000 ms",
-                       card["why"])
+    why = re.fullmatch(r"why: edge policy: never escalates; predicted (\d+) ms if escalated, (within|over) budget "
+                       r"(\d+) ms", card["why"])
     assert why, card["why"]
     assert abs(int(why.group(1)) - p_total) <= 1  # both rounded to whole ms from the same prediction
-    assert why.group(2) == ("within" if int(why.group(1)) <= 4000 else "over")
+    assert int(why.group(3)) == ui_server.service.settings.budget_ms  # the configured Tmax, the slider's start
+    assert why.group(2) == ("within" if int(why.group(1)) <= int(why.group(3)) else "over")
     assert page.locator("#latency-chart .ecqa-seg").first.is_visible()
+    # Per-passage reading: where each passage's KV state came from (the store, or prefilled and stored).
+    kv = page.locator("#latency-chart .ecqa-kv")
+    assert len(kv.get_attribute("data-kv").split(",")) == 3
+    assert set(kv.get_attribute("data-kv").split(",")) <= {"hit", "miss", "live"}
+    assert re.search(r"edge KV states: \[1\] (hit|miss|live) · \[2\] .* — restore \d+ ms, prefill \d+ ms \(\d+ tokens\)",
+                     kv.inner_text())
     assert "nothing left the device" in page.locator("#sent").inner_text()
     assert history(page, 1)[0][:3] == ["What is the capital of Zorvath Island?", card["answer"], "edge"]
 

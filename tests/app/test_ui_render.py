@@ -120,3 +120,17 @@ def test_history_table_is_newest_first_and_escaped() -> None:
     html = render.history_table(rows)
     assert html.index("&lt;i&gt;second") < html.index("Who founded") and "<i>second" not in html
     assert "no questions yet" in render.history_table([])
+
+
+def test_the_chart_says_where_each_passage_kv_state_came_from() -> None:
+    data = escalated(tier="edge", usage={"prefilled_tokens": 61},
+                     timings_ms={**escalated()["timings_ms"], "restore": 3.2, "prefill": 240.0, "decode": 90.0})
+    data["passages"] = [dict(data["passages"][0], kv=k) for k in ("hit", "miss", "hit")]
+    html = render.latency_chart(answered(data))
+    assert 'data-kv="hit,miss,hit"' in html
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "edge KV states: [1] hit · [2] miss · [3] hit — restore 3 ms, prefill 240 ms (61 tokens), decode 90 ms" in text
+
+
+def test_no_kv_line_for_the_joint_reading() -> None:
+    assert "ecqa-kv" not in render.latency_chart(answered(escalated()))

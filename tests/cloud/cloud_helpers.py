@@ -5,7 +5,9 @@ proxy, a listener that drops connections, and raw edge access to the gateway."""
 from __future__ import annotations
 
 import json
+import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,21 +23,42 @@ from cloud.wire import ANSWER_PATH, DIRECTION_REQUEST, Envelope
 
 CANARY = "QX7-CANARY-f3b9e1"  # appears nowhere in the code, the data or the protocol
 FAKE_MODEL = "fake-llm"
+# The fake probe's default P(yes): above the packaged cloud_min_answerable, so its answers are kept.
+FAKE_P_YES = 0.95
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 
 
 class FakeOpenAI:
-    """A tiny OpenAI-compatible completions server that records every completion request.
+    """A tiny OpenAI-compatible server (``/v1/chat/completions`` and ``/v1/completions``) that
+    records every request body in :attr:`calls`, in the order they came.
 
-    :param text: completion text returned.
-    :param logprobs: token logprobs returned.
+    A request for one token with top logprobs is the gateway's answerability probe: its first
+    token is "Yes", with the top alternatives "Yes"/"No" in the ratio ``p_yes`` : ``1 - p_yes`` (and
+    a tenth of the mass on an unrelated token, which must not count). Any other request gets
+    ``text`` with ``logprobs``, in the format of the endpoint it came to.
+
+    :param text: the answer's text.
+    :param logprobs: the answer's token logprobs.
+    :param p_yes: the probe's P(yes) / (P(yes) + P(no)).
     """
 
-    def __init__(self, text: str = " Miret", logprobs: tuple[float, ...] = (-0.05, -0.1)) -> None:
+    # Usage the fake reports: the probe's prompt is longer (the yes/no question is appended)
+    # and mostly cached, as with a prefix-caching server.
+    ANSWER_PROMPT_TOKENS = 321
+    PROBE_PROMPT_TOKENS = 333
+    PROBE_CACHED_TOKENS = 320
+
+    def __init__(self, text: str = " Miret", logprobs: tuple[float, ...] = (-0.05, -0.1), p_yes: float = FAKE_P_YES) -> None:
         self.text = text
         self.logprobs = list(logprobs)
+        self.p_yes = p_yes
         self.status = 200
+        self.error_message = ""  # the error text sent with a non-200 status ('' = one quoting the prompt)
+        self.max_model_len: int | None = None  # reported by /v1/models, as vLLM does
         self.delay_s = 0.0
         self.calls: list[dict[str, Any]] = []
+        self.paths: list[str] = []  # the endpoint of each call, parallel to calls
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,25 +77,27 @@ class FakeOpenAI:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802
-                self._send(200, {"object": "list", "data": [{"id": FAKE_MODEL, "object": "model"}]})
+                card: dict[str, Any] = {"id": FAKE_MODEL, "object": "model"}
+                if fake.max_model_len:
+                    card["max_model_len"] = fake.max_model_len
+                self._send(200, {"object": "list", "data": [card]})
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path not in (CHAT_PATH, COMPLETIONS_PATH):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
                 fake.calls.append(body)
+                fake.paths.append(self.path)
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
                 if fake.status != 200:
-                    self._send(fake.status, {"error": {"message": f"boom: {body['prompt'][-40:]}"}})
+                    # Like real servers, the error message quotes the request (the gateway must not).
+                    self._send(fake.status, {"error": {"message": fake.error_message or f"boom: {prompt_text(body)[-40:]}"}})
                     return
-                self._send(200, {
-                    "model": FAKE_MODEL,
-                    "choices": [{"index": 0, "text": fake.text, "finish_reason": "stop",
-                                 "logprobs": {"token_logprobs": fake.logprobs}}],
-                    "usage": {"prompt_tokens": 321, "completion_tokens": len(fake.logprobs)},
-                })
+                self._send(200, fake._reply(body, chat=self.path == CHAT_PATH))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
@@ -80,9 +105,82 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    @property
+    def probe_calls(self) -> list[dict[str, Any]]:
+        """The answerability probes among :attr:`calls`."""
+        return [c for c in self.calls if is_probe(c)]
+
+    @property
+    def answer_calls(self) -> list[dict[str, Any]]:
+        """The calls that are not probes: the answer requests."""
+        return [c for c in self.calls if not is_probe(c)]
+
+    def probe_top(self) -> dict[str, float]:
+        """The probe's first-token top logprobs (tokens with probability 0 left out)."""
+        mass = {"Yes": 0.9 * self.p_yes, "No": 0.9 * (1.0 - self.p_yes), " The": 0.1}
+        return {t: math.log(p) for t, p in mass.items() if p > 0}
+
+    def _reply(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
+        probe = is_probe(body)
+        if probe:
+            top = self.probe_top()
+            text, tokens, lps, tops = "Yes", ["Yes"], [top["Yes"]], [top]
+            usage = {"prompt_tokens": self.PROBE_PROMPT_TOKENS, "completion_tokens": 1,
+                     "prompt_tokens_details": {"cached_tokens": self.PROBE_CACHED_TOKENS}}
+        else:
+            text, lps, tops = self.text, list(self.logprobs), []
+            tokens = _pieces(text, len(lps))
+            usage = {"prompt_tokens": self.ANSWER_PROMPT_TOKENS, "completion_tokens": len(lps)}
+        if chat:
+            alternatives = [[{"token": k, "logprob": v, "bytes": None} for k, v in top.items()] for top in tops]
+            content = [{"token": tok, "logprob": lp, "bytes": None,
+                        "top_logprobs": alternatives[i] if i < len(alternatives) else []}
+                       for i, (tok, lp) in enumerate(zip(tokens, lps))]
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                      "logprobs": {"content": content} if body.get("logprobs") else None}
+        else:
+            logprobs: dict[str, Any] = {"token_logprobs": lps}
+            if probe:  # with the top alternatives asked for, the tokens come too
+                logprobs |= {"tokens": tokens, "top_logprobs": tops}
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": logprobs}
+        return {"model": FAKE_MODEL, "choices": [choice], "usage": usage}
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up during delay_s (a timeout test, a gateway stopped mid-call) resets
+        # the connection: expected, not worth a traceback on stderr.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def is_probe(call: dict[str, Any]) -> bool:
+    """Whether a recorded request is the answerability probe: one token, with top logprobs."""
+    logprobs = call.get("logprobs")
+    tops = call.get("top_logprobs") or (logprobs if isinstance(logprobs, int) and not isinstance(logprobs, bool)
+                                        and logprobs > 1 else 0)
+    return call.get("max_tokens") == 1 and bool(tops)
+
+
+def prompt_text(call: dict[str, Any]) -> str:
+    """What the model was given: the completion prompt, or the chat messages' contents joined."""
+    if "messages" in call:
+        return "\n".join(str(m.get("content", "")) for m in call["messages"])
+    return str(call.get("prompt", ""))
+
+
+def _pieces(text: str, n: int) -> list[str]:
+    """``text`` cut into ``n`` non-empty tokens (as many as there are logprobs)."""
+    if n <= 0:
+        return []
+    cuts = [round(i * len(text) / n) for i in range(n + 1)]
+    return [text[a:b] or "·" for a, b in zip(cuts, cuts[1:])]
 
 
 class RecordingProxy:
@@ -217,11 +315,19 @@ class SharedBackend:
         self.inner = inner
         self.name = inner.name
 
+    @property
+    def prompt_family(self) -> str:
+        return str(self.inner.prompt_family)
+
     def warm_up(self) -> None:
         self.inner.warm_up()
 
-    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> Any:
-        return self.inner.complete(prompt, max_tokens, stop)
+    def complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...], top_logprobs: int = 0) -> Any:
+        return self.inner.complete(prompt, max_tokens, stop, top_logprobs)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: tuple[str, ...] = (),
+             top_logprobs: int = 0) -> Any:
+        return self.inner.chat(messages, max_tokens, stop, top_logprobs)
 
     def close(self) -> None:
         pass

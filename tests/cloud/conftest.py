@@ -61,7 +61,8 @@ def gateway(material_dir: Path, fake_backend: FakeOpenAI) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="session")
 def embedded_backend() -> Iterator[EmbeddedBackend]:
-    """The real default backend (gemma-3-270m in a child process), started once for the slow tests."""
+    """The real default backend (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, chat family, in a child process),
+    started once for the slow tests."""
     backend = EmbeddedBackend(n_ctx=2048)
     backend.warm_up()
     yield backend

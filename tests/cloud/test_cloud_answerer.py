@@ -13,9 +13,11 @@ import pytest
 from cloud_helpers import (
     CANARY,
     FAKE_MODEL,
+    FAKE_P_YES,
     CountingListener,
     FakeOpenAI,
     RecordingProxy,
+    prompt_text,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +37,7 @@ from cloud.errors import (
     MaterialError,
 )
 from cloud.gateway import Gateway
+from cloud.wire import Passage
 
 pytestmark = pytest.mark.network
 
@@ -53,8 +56,11 @@ def answerer(url: str, cloud_dir: Path, **kwargs) -> CloudAnswerer:  # type: ign
 def test_output_has_the_edge_answerer_shape(gateway: Gateway, edge1_dir: Path, fake_backend: FakeOpenAI) -> None:
     cloud = answerer(gateway.url, edge1_dir, passage_chars=30, max_tokens=12)
     out = cloud.run(question="What is the capital of Zorvath Island?", documents=DOCS)
-    assert set(out) == {"answer", "confidence", "passages", "usage", "timings", "bytes_up", "bytes_down", "model"}
-    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {"prompt_tokens": 321, "completion_tokens": 2})
+    assert set(out) == {"answer", "confidence", "p_answerable", "passages", "usage", "timings", "bytes_up", "bytes_down",
+                        "model"}
+    # Usage covers both backend calls: the answer (321 + 2) and the probe's uncached prompt (333 - 320) + 1.
+    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {"prompt_tokens": 334, "completion_tokens": 3})
+    assert out["p_answerable"] == pytest.approx(FAKE_P_YES)
     # exp(mean(-0.05, -0.1)) = 0.93, halved: "Miret" is in no passage as sent (cut at 30 characters).
     assert 0.43 < out["confidence"] < 0.47
     assert [p["id"] for p in out["passages"]] == ["d1", "d2"]
@@ -64,8 +70,9 @@ def test_output_has_the_edge_answerer_shape(gateway: Gateway, edge1_dir: Path, f
     # The span was found in the text sent up (30 chars: "Miret" is cut off), so the parser found none…
     assert first["answer_span"] is None and out["passages"][1]["answer_span"] is None
     # …because only passage_chars characters travelled, and max_tokens too:
-    assert "Passage: Zorvath Island is a volcanic i\nPassage: The Kelvane glacier feeds the\n" in fake_backend.calls[0]["prompt"]
-    assert fake_backend.calls[0]["max_tokens"] == 12
+    sent = "Passage 1 (Zorvath Island): Zorvath Island is a volcanic i\n\nPassage 2 (Kelvane): The Kelvane glacier feeds the\n\n"
+    assert [sent in prompt_text(c) for c in fake_backend.calls] == [True, True]  # the probe and the answer
+    assert [c["max_tokens"] for c in fake_backend.answer_calls] == [12]
     t = out["timings"]
     assert set(t) == {"seal", "network", "cloud", "generate", "open"}
     assert t["cloud"] >= t["generate"] > 0 and t["network"] >= 0 and t["seal"] > 0
@@ -96,7 +103,9 @@ def test_nothing_readable_on_the_wire(gateway: Gateway, edge1_dir: Path, fake_ba
     finally:
         proxy.stop()
     # The plaintext really travelled (the backend saw it, the edge got the answer back)…
-    assert f"{CANARY}-passage" in fake_backend.calls[0]["prompt"] and f"{CANARY}-question" in fake_backend.calls[0]["prompt"]
+    assert len(fake_backend.calls) == 2
+    for call in fake_backend.calls:  # the probe and the answer
+        assert f"{CANARY}-passage" in prompt_text(call) and f"{CANARY}-question" in prompt_text(call)
     assert out["answer"] == f"{CANARY}-answer"
     # …through the proxy…
     assert proxy.connections == 1 and len(proxy.up) > out["bytes_up"] and len(proxy.down) > out["bytes_down"]
@@ -169,7 +178,9 @@ def test_read_timeout_is_not_retried(gateway: Gateway, edge1_dir: Path, fake_bac
     with pytest.raises(CloudTimeoutError, match="did not answer within 0.5 s — raise ECQA_CLOUD_READ_TIMEOUT_S"):
         answerer(gateway.url, edge1_dir, read_timeout_s=0.5, retries=3).run(question="q?", documents=DOCS)
     time.sleep(1.2)  # let a (wrong) retry reach the backend if there were one
-    assert len(fake_backend.calls) == 1
+    # One probe: a retry would have sent a second one by now. (The gateway goes on to ask for the
+    # answer after the probe's 1.5 s, whether the edge still waits or not.)
+    assert len(fake_backend.probe_calls) == 1 and len(fake_backend.answer_calls) <= 1
 
 
 def test_configuration_errors_say_how_to_fix(tmp_path: Path) -> None:
@@ -191,9 +202,13 @@ def test_timeout_s_bounds_the_whole_call(gateway: Gateway, edge1_dir: Path, fake
     fake_backend.delay_s = 2.0
     cloud = answerer(gateway.url, edge1_dir, read_timeout_s=30.0)
     started = time.monotonic()
-    with pytest.raises(CloudTimeoutError, match="did not answer within 0.6 s"):
+    with pytest.raises(CloudTimeoutError) as info:
         cloud.run(question="q?", documents=DOCS, timeout_s=0.6)
     assert 0.55 < time.monotonic() - started < 1.8  # not the 2 s the backend takes
+    # Defect #12.1: the why-line blamed the gateway's read timeout for a budget spent before the call.
+    message = str(info.value)
+    assert "did not answer within the 0.6 s left of the question's time budget" in message
+    assert "--budget-ms" in message and "ECQA_CLOUD_READ_TIMEOUT_S" not in message
     # Retries of connection errors stay inside the budget too (a listener that drops every connection).
     down = CountingListener()
     try:
@@ -204,3 +219,35 @@ def test_timeout_s_bounds_the_whole_call(gateway: Gateway, edge1_dir: Path, fake
     finally:
         down.stop()
     cloud.close()
+
+
+def test_the_edge_never_sends_a_prompt_over_the_backend_context(material_dir: Path, edge1_dir: Path,
+                                                                  fake_backend: FakeOpenAI) -> None:
+    """Defect #12.9: the edge cuts passages to what the backend's context holds, so the gateway never has
+    to refuse its request; what the cascade reports as sent is what was sent."""
+    from cloud.prompting import prompt_char_limit, prompt_chars
+    from pipelines.cloud_client import AnswererClient
+    from pipelines.cloud_path import cloud_answerer_from
+    from pipelines.settings import load_settings
+
+    fake_backend.max_model_len = 1024  # the gateway would refuse anything over it (413 prompt_too_long)
+    gw = Gateway(load_server_material(material_dir), OpenAIBackend(fake_backend.url), port=0).start()
+    docs = [Document(id=f"d{i}", content=f"Passage {i}: " + "Rollo was a Viking leader. " * 200, meta={"title": f"t{i}"})
+            for i in range(10)]
+    settings = load_settings(cloud_url=gw.url, cloud_dir=edge1_dir, cloud_n_ctx=1024, cloud_max_tokens=8,
+                             cloud_passage_chars=5000)
+    client = AnswererClient(cloud_answerer_from(settings))
+    try:
+        limit = prompt_char_limit(1024, 8)
+        assert client.answerer.max_prompt_chars == limit
+        passages = [{"id": d.id, "title": d.meta["title"], "text": d.content} for d in docs]
+        reply = client.ask("Who was Rollo?", passages, timeout_s=10)
+        prompts = [prompt_text(c) for c in fake_backend.calls]
+        assert len(prompts) == 2 and all(len(p) <= limit for p in prompts)  # the probe and the answer
+        assert prompts[1].endswith("Question: Who was Rollo?")
+        sent = reply.sent["passages"]
+        assert 0 < len(sent) < len(docs) and all(docs[i].content.startswith(p["text"]) for i, p in enumerate(sent))
+        assert prompt_chars("Who was Rollo?", [Passage(p["title"], p["text"]) for p in sent]) <= limit
+    finally:
+        client.answerer.close()
+        gw.stop()

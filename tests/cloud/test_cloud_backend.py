@@ -4,36 +4,81 @@ the reply parsing (no model loaded: the real model is in test_cloud_embedded.py)
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
-from cloud_helpers import FAKE_MODEL, FakeOpenAI
+from cloud_helpers import CHAT_PATH, COMPLETIONS_PATH, FAKE_MODEL, FakeOpenAI
 
-from cloud.backend import OpenAIBackend, _answer_logprobs, check_backend_url
-from cloud.backend_server import BadRequest, parse_completion_request
+import cloud.prompting
+import reading.prompts
+from cloud.backend import EmbeddedBackend, OpenAIBackend, _answer_logprobs, check_backend_url
+from cloud.backend_server import BadRequest, parse_chat_request, parse_completion_request
 from cloud.errors import BackendError, CloudModelError
-from cloud.models import model_cache_dir, resolve_model_path
-from cloud.prompting import (
-    EXAMPLES,
-    NO_ANSWER_WORD,
-    build_prompt,
-    clean_reply,
-    find_span,
-    parse_reply,
-)
+from cloud.prompting import parse_reply, read_passages
 from cloud.wire import Passage
+
+GREEDY = {"temperature": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: y"}]
 
 
 @pytest.mark.network
-def test_client_sends_greedy_requests_and_parses_logprobs(fake_backend: FakeOpenAI) -> None:
+def test_completions_client_sends_greedy_requests_and_parses_logprobs(fake_backend: FakeOpenAI) -> None:
     fake_backend.logprobs = [-0.5, -1.5]
-    backend = OpenAIBackend(fake_backend.url + "/v1/")  # base URL given with /v1: accepted
+    backend = OpenAIBackend(fake_backend.url + "/v1/", prompt_family="base")  # base URL given with /v1: accepted
+    assert backend.prompt_family == "base"
+    backend.warm_up()
     comp = backend.complete("Passage: x\nQuestion: y\nAnswer:", 7, ("\n",))
     assert backend.name == FAKE_MODEL  # resolved from /v1/models
     assert (comp.text, comp.token_logprobs, comp.prompt_tokens, comp.completion_tokens) == (" Miret", (-0.5, -1.5), 321, 2)
-    assert (comp.finish_reason, comp.model) == ("stop", FAKE_MODEL)
-    call = fake_backend.calls[0]
-    assert call == {"model": FAKE_MODEL, "prompt": "Passage: x\nQuestion: y\nAnswer:", "max_tokens": 7, "temperature": 0.0,
-                    "stop": ["\n"], "logprobs": 1, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
+    assert (comp.finish_reason, comp.model, comp.top_logprobs) == ("stop", FAKE_MODEL, ())
+    assert fake_backend.paths == [COMPLETIONS_PATH]
+    assert fake_backend.calls[0] == {"model": FAKE_MODEL, "prompt": "Passage: x\nQuestion: y\nAnswer:", "max_tokens": 7,
+                                     "stop": ["\n"], "logprobs": 1, **GREEDY}
+    # Top alternatives: `logprobs` is their number in the completions API.
+    fake_backend.p_yes = 0.75
+    probe = backend.complete("Is it stated (yes or no)?", 1, (), top_logprobs=20)
+    assert fake_backend.calls[1]["logprobs"] == 20 and fake_backend.calls[1]["max_tokens"] == 1
+    assert probe.top_logprobs == (fake_backend.probe_top(),)
+    assert probe.top_logprobs[0]["Yes"] == pytest.approx(math.log(0.9 * 0.75))
+    assert (probe.prompt_tokens, probe.cached_prompt_tokens) == (333, 320)
+    backend.close()
+
+
+@pytest.mark.network
+def test_chat_client_sends_messages_and_parses_chat_logprobs(fake_backend: FakeOpenAI) -> None:
+    fake_backend.text, fake_backend.logprobs = " Amara Velt", [-0.25, -0.5, -0.125]
+    backend = OpenAIBackend(fake_backend.url)
+    assert backend.prompt_family == "chat"  # the default: an instruct model behind vLLM
+    backend.warm_up()
+    assert backend.name == FAKE_MODEL
+    comp = backend.chat(MESSAGES, 9)
+    assert (comp.text, comp.token_logprobs, comp.prompt_tokens, comp.completion_tokens) == (
+        " Amara Velt", (-0.25, -0.5, -0.125), 321, 3)
+    assert (comp.finish_reason, comp.model, comp.top_logprobs) == ("stop", FAKE_MODEL, ())
+    assert fake_backend.paths == [CHAT_PATH]
+    # Chat logprobs are a flag; no top_logprobs field unless alternatives are asked for.
+    assert fake_backend.calls[0] == {"model": FAKE_MODEL, "messages": MESSAGES, "max_tokens": 9, "stop": [],
+                                     "logprobs": True, **GREEDY}
+    fake_backend.p_yes = 0.3
+    probe = backend.chat(MESSAGES, 1, (), top_logprobs=20)
+    assert {k: fake_backend.calls[1][k] for k in ("logprobs", "top_logprobs", "max_tokens")} == (
+        {"logprobs": True, "top_logprobs": 20, "max_tokens": 1})
+    assert probe.text == "Yes" and probe.token_logprobs == pytest.approx((math.log(0.9 * 0.3),))
+    assert probe.top_logprobs == (fake_backend.probe_top(),) and set(probe.top_logprobs[0]) == {"Yes", "No", " The"}
+    assert reading.prompts.p_yes(probe.top_logprobs[0]) == pytest.approx(0.3)
+    backend.close()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("endpoint", ["chat", "complete"])
+def test_first_request_names_the_model_resolved_from_the_server(fake_backend: FakeOpenAI, endpoint: str) -> None:
+    # No explicit warm_up(): the first request connects, resolves the model id and must send it.
+    backend = OpenAIBackend(fake_backend.url)
+    if endpoint == "chat":
+        backend.chat(MESSAGES, 4)
+    else:
+        backend.complete("p", 4, ())
+    assert [c["model"] for c in fake_backend.calls] == [FAKE_MODEL]
     backend.close()
 
 
@@ -43,9 +88,12 @@ def test_client_errors_say_what_to_do(fake_backend: FakeOpenAI) -> None:
         OpenAIBackend(fake_backend.url, model="other").warm_up()
     fake_backend.status = 503
     backend = OpenAIBackend(fake_backend.url)
-    with pytest.raises(BackendError, match="backend answered HTTP 503 — check the backend's own log") as info:
+    with pytest.raises(BackendError, match="backend answered HTTP 503 to /v1/completions — check the backend's own log") as info:
         backend.complete("secret prompt", 4, ("\n",))
     assert "secret" not in str(info.value)  # the backend's message quotes the prompt; the error does not
+    with pytest.raises(BackendError, match="backend answered HTTP 503 to /v1/chat/completions — check") as info:
+        backend.chat([{"role": "user", "content": "secret question"}], 4)
+    assert "secret" not in str(info.value)
     backend.close()
     fake_backend.stop()
     with pytest.raises(BackendError, match=r"does not answer \(ConnectError\) — start it \(e.g. `vllm serve MODEL --port 8000`\)"):
@@ -71,8 +119,12 @@ def test_backend_url_check() -> None:
         ({"prompt": ""}, "'prompt' must be one non-empty string"),
         ({"prompt": ["a", "b"]}, "'prompt' must be one non-empty string"),
         ({"prompt": "p", "max_tokens": 0}, "'max_tokens' must be an integer"),
+        ({"prompt": "p", "max_tokens": 2049}, "'max_tokens' must be an integer from 1 to 2048"),
         ({"prompt": "p", "stop": [""]}, "'stop' must be"),
-        ({"prompt": "p", "logprobs": 5}, "'logprobs' must be 0 or 1"),
+        ({"prompt": "p", "logprobs": 21}, "'logprobs' must be an integer from 0 to 20"),
+        ({"prompt": "p", "logprobs": -1}, "'logprobs' must be an integer from 0 to 20"),
+        ({"prompt": "p", "logprobs": True}, "'logprobs' must be an integer from 0 to 20"),
+        ({"prompt": "p", "logprobs": "5"}, "'logprobs' must be an integer from 0 to 20"),
     ],
 )
 def test_embedded_server_refuses_what_it_does_not_do(body: dict, fragment: str) -> None:
@@ -80,48 +132,100 @@ def test_embedded_server_refuses_what_it_does_not_do(body: dict, fragment: str) 
         parse_completion_request(body, n_ctx=2048)
 
 
-def test_embedded_server_accepts_the_gateway_request() -> None:
+def test_embedded_server_accepts_the_gateway_completion_requests() -> None:
     body = {"model": "m", "prompt": ["the prompt"], "max_tokens": 24, "temperature": 0, "stop": "\n", "logprobs": 1,
             "repeat_penalty": 1.0, "repetition_penalty": 1.0}
     assert parse_completion_request(body, n_ctx=2048) == ("the prompt", 24, ["\n"], 1)
+    # The probe asks for the top 20 alternatives; 0 = the chosen token only; absent = no logprobs.
+    assert parse_completion_request({**body, "logprobs": 20, "max_tokens": 1}, n_ctx=2048)[1:] == (1, ["\n"], 20)
+    assert parse_completion_request({**body, "logprobs": 0}, n_ctx=2048)[3] == 0
+    assert parse_completion_request({"prompt": "p"}, n_ctx=2048) == ("p", 16, [], None)
 
 
-def test_prompt_is_few_shot_completion_ending_with_the_question() -> None:
-    prompt = build_prompt("Who  founded\nit?", [Passage("T", "Amara Velt founded\nthe orchestra."), Passage("", "Other.")])
-    assert prompt.startswith("Answer each question with a short phrase copied from its passages.")
-    assert prompt.count("\nAnswer:") == len(EXAMPLES) + 1 and f"Answer: {NO_ANSWER_WORD}\n" in prompt
-    assert prompt.endswith("Passage: Amara Velt founded the orchestra.\nPassage: Other.\nQuestion: Who founded it?\nAnswer:")
-    # The instruction and examples are a fixed prefix (KV/prefix caches reuse it).
-    assert build_prompt("x?", []).split("Passage: (no passage)")[0] == prompt.split("Passage: Amara")[0]
+CHAT = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({**CHAT, "messages": []}, "'messages' must be a non-empty list"),
+        ({**CHAT, "messages": "hello"}, "'messages' must be a non-empty list"),
+        ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "'messages' must be .*role: system\\|user\\|assistant"),
+        ({**CHAT, "messages": [{"role": "user", "content": ["x"]}]}, "content: string"),
+        ({**CHAT, "messages": [{"role": "user"}]}, "'messages' must be"),
+        ({**CHAT, "messages": ["user: x"]}, "'messages' must be"),
+        ({"max_tokens": 8}, "'messages' must be"),
+        ({**CHAT, "logprobs": 1}, "'logprobs' must be true or false"),
+        ({**CHAT, "logprobs": "true"}, "'logprobs' must be true or false"),
+        ({**CHAT, "top_logprobs": 5}, "'top_logprobs' needs 'logprobs': true"),
+        ({**CHAT, "logprobs": False, "top_logprobs": 5}, "'top_logprobs' needs 'logprobs': true"),
+        ({**CHAT, "logprobs": True, "top_logprobs": 21}, "'top_logprobs' must be an integer from 0 to 20"),
+        ({**CHAT, "logprobs": True, "top_logprobs": -1}, "'top_logprobs' must be an integer from 0 to 20"),
+        ({**CHAT, "logprobs": True, "top_logprobs": 2.5}, "'top_logprobs' must be an integer from 0 to 20"),
+        ({**CHAT, "temperature": 0.2}, "decodes greedily"),
+        ({**CHAT, "max_tokens": 0}, "'max_tokens' must be an integer"),
+        ({**CHAT, "stream": True}, "'stream' is not supported"),
+        ([MESSAGES], "the body must be a JSON object"),
+    ],
+)
+def test_embedded_server_refuses_bad_chat_requests(body: object, fragment: str) -> None:
+    with pytest.raises(BadRequest, match=fragment):
+        parse_chat_request(body, n_ctx=2048)
+
+
+def test_embedded_server_accepts_the_gateway_chat_requests() -> None:
+    # The answer and the probe as OpenAIBackend.chat sends them (extra keys such as "model" are ignored).
+    answer = {**CHAT, "model": "m", "stop": [], "logprobs": True, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
+    assert parse_chat_request(answer, n_ctx=2048) == (MESSAGES, 8, [], True, 0)
+    probe = {**answer, "max_tokens": 1, "top_logprobs": 20}
+    assert parse_chat_request(probe, n_ctx=2048) == (MESSAGES, 1, [], True, 20)
+    # Without logprobs; extra message keys (e.g. "name") are dropped.
+    named = [{"role": "user", "content": "q", "name": "edge"}]
+    assert parse_chat_request({"messages": named}, n_ctx=2048) == ([{"role": "user", "content": "q"}], 16, [], False, 0)
+
+
+def test_the_gateway_prompts_are_the_shared_reading_ones() -> None:
+    # One copy of the prompts for both tiers (they are tested in tests/reading/test_prompts.py).
+    for name in ("answer_messages", "probe_messages", "base_answer_prompt", "base_probe_prompt", "BASE_STOP", "p_yes"):
+        assert getattr(cloud.prompting, name) is getattr(reading.prompts, name), name
+    read = read_passages([Passage("T", "Amara Velt founded it."), Passage("", "Other.")])
+    assert read == [reading.prompts.Passage("T", "Amara Velt founded it."), reading.prompts.Passage("", "Other.")]
 
 
 def test_reply_parsing_answer_no_answer_confidence_spans() -> None:
     passages = [Passage("", "It performs in the Copperdome concert hall."), Passage("", "Founded by Amara Velt.")]
-    answer, conf, spans = parse_reply(' "Amara Velt."', [-0.1, -0.3], passages)
+    question = "Who founded the orchestra?"
+    answer, conf, spans = parse_reply(' "Amara Velt."', [-0.1, -0.3], question, passages)
     assert (answer, spans) == ("Amara Velt", (None, (11, 21)))
     assert conf == pytest.approx(math.exp(-0.2), abs=1e-4)
-    answer, conf, spans = parse_reply(" the Copperdome concert hall", [-0.2], passages)
-    assert spans == ((15, 42), None)
-    answer, conf, spans = parse_reply(" Paris", [-0.2], passages)  # not in any passage: halved
+    # A sentence reply is cut down to the passage span that answers (the words the question lacks).
+    answer, conf, spans = parse_reply("The orchestra was founded by Amara Velt.", [-0.1, -0.3], question, passages)
+    assert (answer, spans) == ("Amara Velt", (None, (11, 21))) and conf == pytest.approx(math.exp(-0.2), abs=1e-4)
+    answer, conf, spans = parse_reply(" the Copperdome concert hall", [-0.2], "Where does it play?", passages)
+    assert (answer, spans) == ("Copperdome concert hall", ((19, 42), None))
+    answer, conf, spans = parse_reply(" Paris", [-0.2], question, passages)  # not in any passage: halved
     assert answer == "Paris" and conf == pytest.approx(0.5 * math.exp(-0.2), abs=1e-4) and spans == (None, None)
     for reply in (" unanswerable", " Unanswerable.", "", " The passage does not say"):
-        answer, conf, spans = parse_reply(reply, [-0.05], passages)
-        assert answer == "" and spans == (None, None)
-    assert parse_reply(" x", [], passages)[1] == 0.0
-    assert clean_reply("Answer: 1066.") == "1066." and clean_reply(" U.S.") == "U.S."
-    assert find_span("an apple", "She ate apple pie") == (8, 13) and find_span("", "x") is None
+        answer, conf, spans = parse_reply(reply, [-0.05], question, passages)
+        assert answer == "" and spans == (None, None), reply
+    assert parse_reply(" Amara Velt", [], question, passages)[1] == 0.0  # no logprobs: no confidence
 
 
-def test_model_path_resolution(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(CloudModelError, match="does not exist — set ECQA_CLOUD_MODEL_PATH"):
-        resolve_model_path(str(tmp_path / "nope.gguf"))
+def test_embedded_backend_model_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resolved before any child process starts; reading's errors become the cloud's CloudModelError."""
+    monkeypatch.setenv("ECQA_MODELS_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(CloudModelError, match="cloud model: model qwen2.5-coder-1.5b-instruct is not pulled — run "
+                                              "`ecqa models pull qwen2.5-coder-1.5b-instruct`"):
+        EmbeddedBackend().warm_up()  # '' = the default cloud model
+    with pytest.raises(CloudModelError, match="model gemma-3-270m is not pulled — run `ecqa models pull gemma-3-270m`"):
+        EmbeddedBackend(model_path="gemma-3-270m").warm_up()
+    with pytest.raises(CloudModelError, match="is neither a model name nor a file — give the path of a GGUF file"):
+        EmbeddedBackend(model_path=str(tmp_path / "nope.gguf")).warm_up()
     (tmp_path / "x.gguf").write_bytes(b"NOTGGUF")
-    with pytest.raises(CloudModelError, match="is not a GGUF file"):
-        resolve_model_path(str(tmp_path / "x.gguf"))
-    (tmp_path / "y.gguf").write_bytes(b"GGUF....")
-    assert resolve_model_path(str(tmp_path / "y.gguf")) == tmp_path / "y.gguf"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert model_cache_dir() == tmp_path / "cache" / "ecqa" / "models"
+    backend = EmbeddedBackend(model_path=str(tmp_path / "x.gguf"))
+    with pytest.raises(CloudModelError, match="cloud model: .*x.gguf is not a GGUF file — convert it"):
+        backend.warm_up()
+    assert backend.pid is None  # no child was started
 
 
 def test_logprobs_cover_the_answer_tokens_only() -> None:
@@ -131,3 +235,45 @@ def test_logprobs_cover_the_answer_tokens_only() -> None:
     assert _answer_logprobs("", {"tokens": ["\n"], "token_logprobs": [-0.2]}) == []
     # No token list (llama.cpp-style servers that already exclude the stop token): all kept, None/inf dropped.
     assert _answer_logprobs(" x", {"token_logprobs": [-0.5, None, float("-inf"), -0.25]}) == [-0.5, -0.25]
+
+
+@pytest.mark.network
+def test_embedded_server_refuses_requests_without_its_token() -> None:
+    """Defect #12.4: the embedded backend was plain HTTP on 127.0.0.1 with no auth, so any local process
+    could use the model past the gateway's mutual TLS. The real server class (refused requests never
+    reach a model, so none is loaded)."""
+    import threading
+
+    import httpx
+
+    from cloud.backend_server import BackendServer
+
+    server = BackendServer("127.0.0.1", 0, reader=None, model_name="m", token="s3cret-token")  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=5) as http:
+            body = {"prompt": "hi", "max_tokens": 1, "temperature": 0}
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+                for resp in (http.get("/v1/models", headers=headers), http.post("/v1/completions", json=body, headers=headers)):
+                    assert resp.status_code == 401, (headers, resp.text)
+                    assert "bearer token is required" in resp.json()["error"]["message"]
+            ok = http.get("/v1/models", headers={"Authorization": "Bearer s3cret-token"})
+            assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "m"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_passages_are_cut_from_the_end_to_fit_the_prompt_limit() -> None:
+    from cloud.prompting import MIN_PASSAGE_CHARS, fit_passages, prompt_char_limit, prompt_chars
+
+    passages = [Passage(f"t{i}", f"{i} " + "word " * 300) for i in range(4)]
+    whole = prompt_chars("Q?", passages)
+    assert fit_passages("Q?", passages, whole) == tuple(passages)  # fits: unchanged
+    limit = whole - 2000
+    cut = fit_passages("Q?", passages, limit)
+    assert prompt_chars("Q?", cut) <= limit
+    assert cut[:2] == tuple(passages[:2]) and all(p.text == passages[i].text[: len(p.text)] for i, p in enumerate(cut))
+    assert all(len(p.text) >= MIN_PASSAGE_CHARS for p in cut)
+    assert fit_passages("Q?", passages, 10) == ()  # not even the fixed prompt fits: nothing is sent
+    assert prompt_char_limit(4096, 64) == 12096 and prompt_char_limit(10, 64) == 0

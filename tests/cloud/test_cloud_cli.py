@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from cloud_helpers import FakeOpenAI
+from cloud_helpers import FAKE_P_YES, EdgeClient, FakeOpenAI, question_payload
 from haystack import Document
 from typer.testing import CliRunner
 
 from app.cli import app
+from cloud.certs import init_material, load_server_material
 from cloud.cloud_answerer import CloudAnswerer
 
 runner = CliRunner()
@@ -101,6 +102,31 @@ def test_serve_bad_input(tmp_path: Path, material_dir: Path, fake_backend: FakeO
     assert bad_port.exit_code == 2 and "less than or equal to 65535" in " ".join(bad_port.stderr.split())
 
 
+@pytest.mark.parametrize("rel", ["aes.key", "server.key"])
+def test_serve_refuses_a_key_others_can_read(tmp_path: Path, fake_backend: FakeOpenAI, rel: str) -> None:
+    """Defect #12.5: a world-readable aes.key only warned and the gateway started; refused like ssh
+    refuses such a private key, unless --allow-insecure-key-permissions."""
+    d = tmp_path / "cloud"
+    init_material(d)
+    (d / rel).chmod(0o644)
+    # A subprocess with a deadline: a gateway that starts anyway serves until stopped.
+    proc = subprocess.run([ECQA, "cloud", "serve", "--dir", str(d), "--port", "0", "--backend-url", fake_backend.url],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = lines[0]
+    assert f"{d / rel} is accessible by other users (mode 644)" in line and f"chmod 600 {d / rel}" in line
+    assert "--allow-insecure-key-permissions" in line and "listening" not in proc.stdout
+
+
+def test_insecure_key_permissions_can_be_allowed_explicitly(tmp_path: Path) -> None:
+    d = tmp_path / "cloud"
+    init_material(d)
+    (d / "aes.key").chmod(0o644)
+    material = load_server_material(d, allow_insecure_key_permissions=True)
+    assert list(material.keyring) == [json.loads((d / "aes.key").read_text())["kid"]]
+
+
 def _start_serve(args: list[str], timeout_s: float = 60.0) -> tuple[subprocess.Popen[str], str]:
     """Start `ecqa cloud serve` and return it with the line where it says where it listens."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
@@ -137,10 +163,44 @@ def test_serve_answers_and_stops_on_ctrl_c(material_dir: Path, edge1_dir: Path, 
         cloud = CloudAnswerer(url=url, cloud_dir=str(edge1_dir))
         out = cloud.run(question="What is the capital?", documents=[Document(content="The capital is Miret.")])
         cloud.close()
-        assert out["answer"] == "Miret" and len(fake_backend.calls) == 1
+        assert out["answer"] == "Miret" and out["p_answerable"] == pytest.approx(FAKE_P_YES)
+        assert len(fake_backend.probe_calls) == 1 and len(fake_backend.answer_calls) == 1
     finally:
         code, rest = _stop(proc, signal.SIGINT)
     assert code == 0 and "cloud gateway stopped" in rest
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_an_envelope_captured_before_a_restart_is_still_a_replay(tmp_path: Path, fake_backend: FakeOpenAI,
+                                                                 stop: int) -> None:
+    """Defect #12.3: the nonce cache lived only in memory, so an envelope captured before a restart was
+    accepted again within its ±30 s window. Real gateway processes, killed even without a goodbye."""
+    d = tmp_path / "cloud"
+    init_material(d)
+    proc, line = _start_serve(["--dir", str(d), "--backend-url", fake_backend.url])
+    url = line.split("listening on ")[1].split()[0]
+    edge = EdgeClient(d, url)
+    try:
+        captured = edge.seal(question_payload()).to_bytes()
+        assert edge.post(captured).status_code == 200 and len(fake_backend.answer_calls) == 1
+    finally:
+        edge.close()
+        proc.send_signal(stop)
+        proc.communicate(timeout=20)
+    proc, line = _start_serve(["--dir", str(d), "--backend-url", fake_backend.url])
+    url = line.split("listening on ")[1].split()[0]
+    edge = EdgeClient(d, url)
+    try:
+        replayed = edge.post(captured)
+        fresh = edge.post(edge.seal(question_payload()).to_bytes())
+    finally:
+        edge.close()
+        _stop(proc, signal.SIGTERM)
+    assert replayed.status_code == 409 and replayed.json()["error"]["reason"] == "replay"
+    assert fresh.status_code == 200
+    assert len(fake_backend.answer_calls) == 2  # the replay never reached the backend
+    assert stat.S_IMODE((d / "replay-window.log").stat().st_mode) == 0o600
 
 
 @pytest.mark.slow
@@ -148,7 +208,7 @@ def test_serve_answers_and_stops_on_ctrl_c(material_dir: Path, edge1_dir: Path, 
 def test_serve_with_embedded_backend_stops_its_child(material_dir: Path) -> None:
     proc, line = _start_serve(["--dir", str(material_dir)], timeout_s=120)
     try:
-        assert "backend embedded gemma-3-270m-q4_k_m (pid " in line
+        assert "backend embedded qwen2.5-coder-1.5b-instruct (pid " in line  # the default cloud model
         child = int(line.split("(pid ")[1].split(",")[0])
         assert os.path.exists(f"/proc/{child}")
     finally:

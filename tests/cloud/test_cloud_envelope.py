@@ -22,6 +22,7 @@ from cloud.envelope import (
 )
 from cloud.errors import (
     BadPayloadError,
+    CloudProtocolError,
     MalformedError,
     SealError,
     StaleTimestampError,
@@ -179,6 +180,27 @@ def test_request_and_reply_shapes() -> None:
         with pytest.raises(BadPayloadError):
             AnswerRequest.from_dict(bad)
     reply = AnswerReply(answer="Miret", confidence=0.9, answer_spans=((3, 8), None), usage={"prompt_tokens": 3},
-                        timings_ms={"backend": 1.5}, model="m")
+                        timings_ms={"backend": 1.5}, model="m", p_answerable=0.73)
+    assert reply.to_dict()["p_answerable"] == 0.73
     assert AnswerReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    # p(answerable) is a probability, and a reply without it is not this version's.
+    for bad in (1.5, -0.01, float("nan"), None, "high"):
+        with pytest.raises(CloudProtocolError, match="does not have the expected shape"):
+            AnswerReply.from_dict({**reply.to_dict(), "p_answerable": bad})
+    missing = reply.to_dict()
+    del missing["p_answerable"]
+    with pytest.raises(CloudProtocolError):
+        AnswerReply.from_dict(missing)
     assert len(new_request_id()) == 32 and new_request_id() != new_request_id()
+
+
+@pytest.mark.parametrize("change", [{"usage": {"prompt_tokens": float("inf")}}, {"timings_ms": {"total": float("inf")}},
+                                    {"timings_ms": {"total": float("nan")}}, {"confidence": float("nan")}])
+def test_a_reply_with_numbers_json_cannot_carry_is_a_protocol_error(change: dict) -> None:
+    """Found by the fuzz harness: an infinite token count was an OverflowError, an infinite timing reached
+    the edge's --json output as Infinity (not JSON)."""
+    from cloud.errors import CloudProtocolError
+
+    reply = {"answer": "Miret", "confidence": 0.9, "answer_spans": [], "usage": {}, "timings_ms": {}, "model": "m", **change}
+    with pytest.raises(CloudProtocolError, match="expected shape"):
+        AnswerReply.from_dict(reply)

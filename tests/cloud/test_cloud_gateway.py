@@ -14,17 +14,21 @@ import httpx
 import pytest
 from cloud_helpers import (
     CANARY,
+    CHAT_PATH,
+    COMPLETIONS_PATH,
     FAKE_MODEL,
+    FAKE_P_YES,
     EdgeClient,
     FakeOpenAI,
     question_payload,
     wait_for,
 )
 
-from cloud.certs import load_edge_material
+from cloud.backend import OpenAIBackend
+from cloud.certs import load_edge_material, load_server_material
 from cloud.envelope import AesKey, now_ms, unseal
-from cloud.gateway import Gateway
-from cloud.wire import ANSWER_PATH, DIRECTION_REPLY, AnswerReply, Envelope
+from cloud.gateway import Gateway, GatewayService
+from cloud.wire import ANSWER_PATH, DIRECTION_REPLY, AnswerReply, AnswerRequest, Envelope, Passage
 
 pytestmark = pytest.mark.network
 
@@ -50,6 +54,18 @@ def refused(gateway: Gateway, reason: str) -> float:
     return metric(gateway, "ecqa_gateway_refusals_total", reason=reason)
 
 
+SYSTEM = ("Answer the question with a short phrase copied from the passages. If the passages do not contain the "
+          "answer, reply: unanswerable")
+PROBE_QUESTION = "Is the answer to this question stated in the passages? Reply yes or no."
+USER = (f"Passage 1 (Zorvath): Zorvath Island's capital is Miret. {CANARY}\n\n"
+        f"Question: What is the capital of Zorvath Island? {CANARY}")
+
+
+def open_reply(edge_client: EdgeClient, resp: httpx.Response) -> AnswerReply:
+    env = Envelope.from_bytes(resp.content)
+    return AnswerReply.from_dict(unseal(env, edge_client.material.aes, edge="edge-1", direction=DIRECTION_REPLY))
+
+
 def test_answers_a_sealed_request(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
     env = edge_client.seal(question_payload())
     resp = edge_client.post(env.to_bytes())
@@ -57,22 +73,70 @@ def test_answers_a_sealed_request(gateway: Gateway, edge_client: EdgeClient, fak
     reply_env = Envelope.from_bytes(resp.content)
     assert reply_env.rid == env.rid and reply_env.nonce != env.nonce
     assert CANARY not in resp.text and "Miret" not in resp.text  # the reply is sealed too
-    reply = AnswerReply.from_dict(unseal(reply_env, edge_client.material.aes, edge="edge-1", direction=DIRECTION_REPLY))
+    reply = open_reply(edge_client, resp)
     assert (reply.answer, reply.model) == ("Miret", FAKE_MODEL)
     assert reply.answer_spans == ((28, 33),)
     assert 0.86 < reply.confidence < 0.93  # exp(mean(-0.05, -0.1))
-    assert reply.usage == {"prompt_tokens": 321, "completion_tokens": 2}
+    assert reply.p_answerable == pytest.approx(FAKE_P_YES)  # the fake's P(yes) / (P(yes) + P(no))
+    # The answer's prompt (321) + the probe's uncached tokens (333 - 320); the answer's 2 + the probe's 1.
+    assert reply.usage == {"prompt_tokens": 334, "completion_tokens": 3}
     assert {"open", "prompt", "backend", "parse", "total"} <= set(reply.timings_ms)
     assert reply.timings_ms["total"] >= reply.timings_ms["backend"] > 0
-    # The backend got one greedy completion request built from the question and the passage.
-    assert len(fake_backend.calls) == 1
-    call = fake_backend.calls[0]
-    assert call["prompt"].endswith(f"Passage: Zorvath Island's capital is Miret. {CANARY}\n"
-                                   f"Question: What is the capital of Zorvath Island? {CANARY}\nAnswer:")
-    assert (call["temperature"], call["repeat_penalty"], call["repetition_penalty"], call["logprobs"]) == (0.0, 1.0, 1.0, 1)
-    assert (call["stop"], call["max_tokens"], call["model"]) == (["\n"], 8, FAKE_MODEL)
+    # The backend got two greedy chat requests, the probe first: both carry the passage and the question.
+    assert fake_backend.paths == [CHAT_PATH, CHAT_PATH]
+    assert len(fake_backend.probe_calls) == 1 and fake_backend.answer_calls == fake_backend.calls[1:]
+    call = fake_backend.answer_calls[0]
+    assert call["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+    assert (call["temperature"], call["repeat_penalty"], call["repetition_penalty"], call["logprobs"]) == (0.0, 1.0, 1.0, True)
+    assert (call["stop"], call["max_tokens"], call["model"]) == ([], 8, FAKE_MODEL)
+    assert "top_logprobs" not in call  # the answer needs its own tokens' logprobs only
     assert metric(gateway, "ecqa_gateway_requests_total", path=ANSWER_PATH, code="200") == 1
     assert metric(gateway, "ecqa_gateway_backend_latency_seconds_count") == 1
+
+
+@pytest.mark.parametrize("p_yes", [0.93, 0.12])
+def test_reply_carries_the_probes_p_answerable(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI,
+                                               p_yes: float) -> None:
+    fake_backend.p_yes = p_yes
+    resp = edge_client.post(edge_client.seal(question_payload()).to_bytes())
+    assert resp.status_code == 200
+    reply = open_reply(edge_client, resp)
+    assert reply.p_answerable == pytest.approx(p_yes, abs=1e-6)
+    assert reply.answer == "Miret"  # the gateway reports p(answerable); the edge decides what to do with it
+    # The probe: one chat token with the top 20 alternatives, sent before the answer…
+    probe, answer = fake_backend.calls
+    assert fake_backend.probe_calls == [probe]
+    assert {k: probe[k] for k in ("max_tokens", "logprobs", "top_logprobs", "temperature", "stop", "model")} == (
+        {"max_tokens": 1, "logprobs": True, "top_logprobs": 20, "temperature": 0.0, "stop": [], "model": FAKE_MODEL})
+    # …whose messages are the answer's with the yes/no question appended: the same passages and question
+    # (and a shared prefix for a prefix-caching backend).
+    assert probe["messages"][0] == answer["messages"][0] == {"role": "system", "content": SYSTEM}
+    assert probe["messages"][1] == {"role": "user", "content": answer["messages"][1]["content"] + "\n\n" + PROBE_QUESTION}
+    assert answer["messages"][1]["content"] == USER
+
+
+def test_base_family_backend_gets_completion_prompts(fake_backend: FakeOpenAI, material_dir: Path) -> None:
+    """A base model (gemma-3-270m) has no chat template: the probe and the answer go to /v1/completions."""
+    fake_backend.p_yes = 0.4
+    backend = OpenAIBackend(fake_backend.url, prompt_family="base")
+    backend.warm_up()
+    service = GatewayService(load_server_material(material_dir).keyring, backend)
+    question = "What is the capital of Zorvath Island?"
+    reply = service.answer(AnswerRequest(question, (Passage("Zorvath", "Zorvath Island's capital is Miret."),), 8))
+    backend.close()
+    assert (reply.answer, reply.answer_spans, reply.model) == ("Miret", ((28, 33),), FAKE_MODEL)
+    assert reply.p_answerable == pytest.approx(0.4, abs=1e-6)
+    assert reply.usage == {"prompt_tokens": 334, "completion_tokens": 3}
+    assert fake_backend.paths == [COMPLETIONS_PATH, COMPLETIONS_PATH]
+    probe, answer = fake_backend.calls
+    block = f"Passage: Zorvath Island's capital is Miret.\nQuestion: {question}\n"
+    assert probe["prompt"].endswith(block + "Is the answer stated in the passages (yes or no)?")
+    assert (probe["max_tokens"], probe["logprobs"], probe["stop"]) == (1, 20, [])
+    assert answer["prompt"].endswith(block + "Answer:")
+    assert (answer["max_tokens"], answer["logprobs"], answer["stop"]) == (8, 1, ["\n"])
+    # Both start with the same instruction (a cacheable prefix); the few-shot examples teach each cue.
+    assert probe["prompt"][:100] == answer["prompt"][:100]
+    assert "ecqa_gateway_backend_latency_seconds_count 1\n" in service.metrics.render()  # one observation for both calls
 
 
 # --- refused at the TLS handshake --------------------------------------------------------------
@@ -154,14 +218,16 @@ def test_timestamp_outside_the_window(gateway: Gateway, edge_client: EdgeClient,
 
 def test_timestamp_inside_the_window_is_accepted(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
     env = edge_client.seal(question_payload(), ts_ms=now_ms() - 25_000)
-    assert edge_client.post(env.to_bytes()).status_code == 200 and len(fake_backend.calls) == 1
+    assert edge_client.post(env.to_bytes()).status_code == 200
+    assert len(fake_backend.probe_calls) == 1 and len(fake_backend.answer_calls) == 1
 
 
 def test_replayed_nonce(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
     body = edge_client.seal(question_payload()).to_bytes()
     assert edge_client.post(body).status_code == 200
     assert "already received" in refusal(edge_client.post(body), 409, "replay")
-    assert len(fake_backend.calls) == 1 and refused(gateway, "replay") == 1
+    # Only the first request reached the backend (its probe and its answer).
+    assert len(fake_backend.probe_calls) == 1 and len(fake_backend.answer_calls) == 1 and refused(gateway, "replay") == 1
 
 
 def test_oversized_envelope_is_not_even_read(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
@@ -201,9 +267,44 @@ def test_authenticated_but_invalid_payload(gateway: Gateway, edge_client: EdgeCl
 def test_backend_failure_is_a_502_that_quotes_nothing(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
     fake_backend.status = 500  # its error message quotes the prompt (with the canary)
     resp = edge_client.post(edge_client.seal(question_payload()).to_bytes())
-    assert "backend answered HTTP 500" in refusal(resp, 502, "backend_error")
-    assert len(fake_backend.calls) == 1
+    message = refusal(resp, 502, "backend_error")
+    assert "backend answered HTTP 500 to /v1/chat/completions" in message and "boom" not in message
+    assert fake_backend.calls == fake_backend.probe_calls and len(fake_backend.calls) == 1  # no answer after a failed probe
     assert metric(gateway, "ecqa_gateway_backend_errors_total") == 1
+
+
+# Defect #12.9: an over-long request was reported as a backend failure (502 backend_error).
+LONG_PASSAGES = [{"title": f"t{i}", "text": ("Rollo was a Viking leader. " * 3700)[:100_000]} for i in range(10)]
+
+
+def test_a_prompt_the_backend_context_refuses_is_a_413_not_a_502(gateway: Gateway, edge_client: EdgeClient,
+                                                                 fake_backend: FakeOpenAI) -> None:
+    fake_backend.status = 400  # as the embedded server words it (vLLM and llama.cpp say it their way)
+    fake_backend.error_message = "the prompt has 250123 tokens; with max_tokens 8 it exceeds the context window 4096"
+    resp = edge_client.post(edge_client.seal({"question": "Who was Rollo?", "passages": LONG_PASSAGES}).to_bytes())
+    message = refusal(resp, 413, "prompt_too_long")
+    assert "250123 tokens" in message and "4096-token context" in message and "fewer or shorter passages" in message
+    assert "ECQA_CLOUD_N_CTX=4096" in message
+    assert refused(gateway, "prompt_too_long") == 1 and metric(gateway, "ecqa_gateway_backend_errors_total") == 0
+
+
+def test_a_prompt_over_a_known_context_is_refused_before_the_backend(material_dir: Path, fake_backend: FakeOpenAI) -> None:
+    from cloud.backend import OpenAIBackend
+
+    fake_backend.max_model_len = 2048  # as vLLM reports it in /v1/models
+    gw = Gateway(load_server_material(material_dir), OpenAIBackend(fake_backend.url), port=0).start()
+    client = EdgeClient(material_dir, gw.url)
+    try:
+        resp = client.post(client.seal({"question": "Who was Rollo?", "passages": LONG_PASSAGES, "max_tokens": 8}).to_bytes())
+        message = refusal(resp, 413, "prompt_too_long")
+        fits = (2048 - 8) * 3  # prompt_char_limit: 3 characters per token
+        assert f"over the {fits} that the backend's 2048-token context holds with 8 tokens" in message
+        assert fake_backend.calls == []  # refused before any backend call
+        ok = client.post(client.seal(question_payload()).to_bytes())
+        assert ok.status_code == 200 and len(fake_backend.answer_calls) == 1
+    finally:
+        client.close()
+        gw.stop()
 
 
 # --- health, metrics, logs -----------------------------------------------------------------------
@@ -242,3 +343,30 @@ def test_logs_never_contain_plaintext_keys_or_ciphertext(
     for secret in (CANARY, "Zorvath", "Miret", key.hex(), base64.b64encode(key).decode(),
                    base64.b64encode(envs[0].ct).decode()[:24], base64.b64encode(envs[0].nonce).decode()):
         assert secret not in logged, secret
+
+
+def test_the_replay_window_file_keeps_live_nonces_across_processes(tmp_path: Path) -> None:
+    """Defect #12.3, the file itself: what a new process reads back, what it skips, what it rewrites."""
+    import stat
+
+    from cloud.errors import ReplayError
+    from cloud.gateway import ReplayCache
+
+    path = tmp_path / "replay-window.log"
+    now = 1_700_000_000_000
+    first = ReplayCache(30, path=path)
+    first.open(now)
+    first.check_and_add("k-1", b"a" * 12, ts_ms=now, now=now)  # live for 30 s
+    first.check_and_add("k-1", b"b" * 12, ts_ms=now - 29_000, now=now)  # leaves the window after 1 s
+    first.close()  # no goodbye needed: each nonce was written when it was accepted
+    with path.open("a") as fh:
+        fh.write("not a record\n123 k-1 !!!\n9999999999999 k-1 YWFh")  # foreign text, a line cut by a crash
+    second = ReplayCache(30, path=path)
+    second.open(now + 10_000)
+    with pytest.raises(ReplayError, match="already received"):
+        second.check_and_add("k-1", b"a" * 12, ts_ms=now, now=now + 10_000)
+    second.check_and_add("k-1", b"b" * 12, ts_ms=now + 10_000, now=now + 10_000)  # expired: a fresh nonce again
+    second.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and all(len(line.split(" ")) == 3 for line in lines)  # rewritten: live nonces only
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -25,14 +25,14 @@ from haystack import Document
 
 from cloud.cloud_answerer import CloudAnswerer
 from cloud.errors import CloudRefusedError
-from cloud.models import model_cache_dir
+from reading.models import models_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM = Path(os.environ.get("ECQA_VLLM_BIN", REPO / ".venv-vllm" / "bin" / "vllm"))
-MODEL_DIR = Path(os.environ.get("ECQA_VLLM_MODEL_DIR", model_cache_dir() / "gemma-3-270m-hf"))
-SERVED_NAME = "gemma-3-270m"
+SERVED_NAME = "qwen2.5-coder-1.5b-instruct"
+MODEL_DIR = Path(os.environ.get("ECQA_VLLM_MODEL_DIR", models_dir() / f"{SERVED_NAME}-hf"))
 ECQA = str(Path(sys.executable).parent / "ecqa")
 PASSAGE = ("The Brindlewick Orchestra was founded in 1887 by the cellist Amara Velt. It performs every winter in the "
            "Copperdome concert hall.")
@@ -68,7 +68,8 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(VLLM), "serve", str(MODEL_DIR), "--served-model-name", SERVED_NAME, "--host", "127.0.0.1",
-             "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--max-num-seqs", "4"],
+             "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--max-num-seqs", "4",
+             "--enable-prefix-caching"],
             stdout=out, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -125,8 +126,10 @@ def test_answers_through_the_gateway_from_vllm(gateway_url: str, vllm_url: str, 
     assert "Copperdome" in out["answer"] and out["model"] == SERVED_NAME
     assert out["passages"][0]["answer_span"] is not None
     assert 0.0 < out["confidence"] <= 1.0  # from vLLM's token logprobs
-    assert out["usage"]["prompt_tokens"] > 150 and out["timings"]["generate"] > 0
-    assert vllm_requests(vllm_url) == before + 1
+    assert out["p_answerable"] > 0.5  # from the top logprobs of the probe's first token
+    # The chat prompt (~90 tokens with the passage) plus the probe's tokens that vLLM did not report cached.
+    assert out["usage"]["prompt_tokens"] > 90 and out["timings"]["generate"] > 0
+    assert vllm_requests(vllm_url) == before + 2  # the answerability probe, then the answer
 
 
 def test_refusals_never_reach_vllm(gateway_url: str, vllm_url: str, material_dir: Path) -> None:

@@ -5,7 +5,8 @@ import math
 import pytest
 from haystack import Document
 
-from edge.answer_parser import AnswerParser, clean_reply, is_no_answer
+from edge.answer_parser import AnswerParser
+from reading.text import clean_reply, is_no_answer
 
 DOCS = [
     Document(id="d1", content="Normandy is a region in France.", score=0.8, meta={"title": "Normans"}),

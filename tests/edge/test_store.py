@@ -82,3 +82,45 @@ def test_unreachable_server_is_one_clear_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(StoreUnreachableError, match="did not answer"):
         DocumentStore(url=f"http://127.0.0.1:{port}").open()
+
+
+def test_drop_refuses_the_backing_collection_of_an_alias(memory_store: DocumentStore) -> None:
+    """Defect #12.10: `index drop good__v…` silently removed the live data behind the alias `good`."""
+    from edge.errors import StoreError
+
+    backing = _put(memory_store, "good", ["one", "two"])
+    memory_store.publish("good", backing, {})
+    with pytest.raises(StoreError) as exc:
+        memory_store.drop(backing)
+    assert "'good'" in str(exc.value) and "ecqa index drop good" in str(exc.value)
+    assert memory_store.resolve("good") == backing and memory_store.info("good").documents == 2
+    leftover = _put(memory_store, "good", ["three"])  # an unpublished version (an interrupted build) may go
+    assert memory_store.drop(leftover) == leftover and leftover not in memory_store._collections()
+
+
+@pytest.mark.parametrize("name", ["a" * 233, "é" * 120, "bad name", "", "x/y"])
+def test_create_version_refuses_names_qdrant_cannot_hold(memory_store: DocumentStore, name: str) -> None:
+    """Defect #12.6: a 233-character name (ValueError in Qdrant) or 120 × 'é' (OSError: file name too long)."""
+    from edge.errors import StoreError
+
+    with pytest.raises(StoreError) as exc:
+        memory_store.create_version(name, 3, hybrid=False)
+    assert "collection name" in str(exc.value) and " — " in str(exc.value)
+    assert memory_store._collections() == []
+
+
+def test_longest_allowed_name_builds_in_a_local_folder(tmp_path: Path) -> None:
+    from edge.store import MAX_COLLECTION_NAME_BYTES
+
+    name = "é" * (MAX_COLLECTION_NAME_BYTES // 2)  # 232 bytes: the longest a backing folder can carry
+    with DocumentStore(path=tmp_path / "q") as store:
+        store.publish(name, _put(store, name, ["one"]), {})
+        assert store.info(name).documents == 1
+
+
+def test_a_name_no_build_can_make_is_not_suggested_to_build(memory_store: DocumentStore) -> None:
+    """Found by the fuzz harness: `index drop $'\\r'` printed the name raw in "--collection \\r" (two lines)."""
+    with pytest.raises(CollectionNotFoundError) as exc:
+        memory_store.drop("bad\r\nname")
+    msg = str(exc.value)
+    assert "'bad\\r\\nname' not found" in msg and "check the name" in msg and "\n" not in msg and "\r" not in msg

@@ -4,7 +4,7 @@ import pytest
 
 from edge import sparse
 from edge.fusion import fuse
-from edge.text import find_span, normalize_answer
+from reading.text import find_span, normalize_answer
 
 
 def test_normalize_answer_drops_case_punctuation_articles_and_spaces() -> None:

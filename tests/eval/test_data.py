@@ -34,3 +34,25 @@ def test_file_without_questions_or_with_broken_qas(tmp_path: Path) -> None:
     broken.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [{"q": 1}]}]}]}))
     with pytest.raises(InputFormatError, match="needs 'id' and 'question'"):
         load_questions(broken)
+
+
+@pytest.mark.parametrize("answers", ["Rollo", [{"text": 3}], ["Rollo"], {"text": "Rollo"}, 7])
+def test_answers_of_the_wrong_shape_name_the_question(tmp_path: Path, answers: object) -> None:
+    """Defect #12.7: "answers": "Rollo" was an AttributeError traceback in `ecqa eval` / `ecqa score`."""
+    path = tmp_path / "bad.json"
+    qas = [{"id": "ok1", "question": "Fine?", "answers": [{"text": "c", "answer_start": 0}]},
+           {"id": "q-rollo", "question": "Who?", "answers": answers}]
+    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": qas}]}]}))
+    with pytest.raises(InputFormatError) as exc:
+        load_questions(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "'q-rollo'" in msg and "'answers'" in msg and " — " in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(("qas", "fragment"), [(5, "'qas' that is not a list"), ([{"id": {"a": 1}, "question": "Q?"}],
+                                                                                  "'id' that is not a string")])
+def test_qas_and_ids_of_the_wrong_shape(tmp_path: Path, qas: object, fragment: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": qas}]}]}))
+    with pytest.raises(InputFormatError, match=fragment):
+        load_questions(path)

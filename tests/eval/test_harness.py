@@ -1,5 +1,5 @@
 """`ecqa eval` run the way an engineer runs it, on a SQuAD v2 file the project has never seen:
-real MiniLM, real Qdrant, real SmolLM2 on the edge, a real gateway with gemma behind real TLS
+real MiniLM, real Qdrant, real Qwen2.5-Coder-0.5B on the edge, a real gateway with Qwen2.5-Coder-1.5B behind real TLS
 over an emulated link. The report's figures are recomputed from the files it writes."""
 
 from __future__ import annotations
@@ -121,6 +121,21 @@ def test_score_bad_predictions(unseen_squad: Path, tmp_path: Path) -> None:
     assert "not JSON" in one_error_line(ecqa("score", str(p), "--data", str(unseen_squad)))
 
 
+@pytest.mark.parametrize("command", ["eval", "score"])
+def test_answers_as_a_string_is_one_line_naming_the_question(command: str, tmp_path: Path) -> None:
+    """Defect #12.7: "answers": "Rollo" was an AttributeError traceback in both commands."""
+    data = tmp_path / "rollo.json"
+    qa = {"id": "q-rollo", "question": "Who founded Normandy?", "answers": "Rollo"}
+    data.write_text(json.dumps({"data": [{"title": "Normans", "paragraphs": [{"context": "Rollo ...", "qas": [qa]}]}]}))
+    preds = tmp_path / "p.json"
+    preds.write_text('{"q-rollo": "Rollo"}')
+    args = ["eval", "--data", str(data), "--out", str(tmp_path / "o")] if command == "eval" else \
+        ["score", str(preds), "--data", str(data)]
+    line = one_error_line(ecqa(*args))
+    assert "'q-rollo'" in line and "'answers'" in line
+    assert not (tmp_path / "o" / "records.jsonl").exists()  # nothing evaluated, nothing indexed
+
+
 # --- a real run -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory, unseen_squad: Path, tiny_squad: Path) -> Path:
@@ -157,7 +172,13 @@ def test_report_schema_and_files(report_dir: Path) -> None:
     assert 2 <= len(sweep) <= 21 and [r["threshold"] for r in sweep] == sorted(r["threshold"] for r in sweep)
     assert sweep[0]["cloud_call_rate"] == 0.0 and sweep[-1]["cloud_call_rate"] == 1.0  # edge for all … cloud for all
     assert sweep[-1]["f1"] == pytest.approx(rep["policies"]["cloud"]["f1"], abs=0.01)  # no abstention: all to the cloud
-    assert sweep[0]["f1"] == pytest.approx(rep["policies"]["edge"]["f1"], abs=0.01)
+    # Threshold 0, abstention off: the edge answers all (the edge policy itself may abstain on its own gate).
+    from eval.records import read_records
+    from eval.replay import edge_answer
+
+    records = read_records(report_dir / "records.jsonl").values()
+    answers_all = 100 * sum(edge_answer(r)[1] for r in records) / len(records)
+    assert sweep[0]["f1"] == pytest.approx(answers_all, abs=0.01)
     md = (report_dir / "report.md").read_text()
     assert "Table 1" in md and "Table 2" in md and "always no-answer (baseline)" in md
     for plot in ("latency.png", "stages.png", "sweep_latency.png", "sweep_cloud_rate.png", "cpu.png"):
@@ -253,3 +274,21 @@ def test_live_mode_answers_through_the_cascade_per_policy(unseen_squad: Path, tm
 def test_live_and_oracle_context_do_not_combine(unseen_squad: Path, tmp_path: Path) -> None:
     line = one_error_line(ecqa("eval", "--data", str(unseen_squad), "--live", "--oracle-context", "--out", str(tmp_path / "o")))
     assert "--oracle-context" in line and "--live" in line
+
+
+def test_records_of_other_models_or_prompts_are_not_resumed(unseen_squad: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output folder keeps the records of one model pair and one set of prompts: changing the cloud
+    model, the passage lengths or the prompts' text makes the run refuse the folder."""
+    from eval.harness import EvalConfig, fingerprint, prompts_fingerprint
+    from pipelines.settings import load_settings
+
+    cfg = EvalConfig(data=unseen_squad, out=tmp_path)
+    base = fingerprint(cfg, load_settings(), "embedded")
+    assert base["prompts_sha256"] == prompts_fingerprint() and len(base["prompts_sha256"]) == 16
+    assert fingerprint(cfg, load_settings(cloud_model_path="gemma-3-270m"), "embedded") != base
+    assert fingerprint(cfg, load_settings(cloud_passage_chars=1500), "embedded") != base
+    assert fingerprint(cfg, load_settings(slm_reading="joint"), "embedded") != base
+    assert fingerprint(cfg, load_settings(kv_type="f16"), "embedded") != base
+    monkeypatch.setattr("eval.harness.prompts_fingerprint", lambda: "another-prompt")
+    assert fingerprint(cfg, load_settings(), "embedded") != base

@@ -18,7 +18,7 @@ PASSAGE = "Zorvath Island is a volcanic island. Its capital is Miret, a harbour 
 
 
 def record(i: int, has_answer: bool, edge_f1: float, cloud_answer_text: str, cloud_conf: float,
-           p: float = 0.5) -> dict:
+           p: float = 0.5, cloud_p_answerable: float = 0.9) -> dict:
     feats = {f: 0.0 for f in FEATURES}
     feats["mean_logprob"] = p
     return {
@@ -27,28 +27,38 @@ def record(i: int, has_answer: bool, edge_f1: float, cloud_answer_text: str, clo
         # an edge answer whose F1 against the gold is edge_f1 (1 or 0)
         "edge": {"answer": ("Miret" if has_answer else "") if edge_f1 else ("Paris" if has_answer else "Paris"),
                  "features": feats, "total_ms": 2000.0, "f1": edge_f1},
-        "cloud": {"answer": cloud_answer_text, "confidence": cloud_conf, "timings": {"network": 40.0, "cloud": 700.0},
+        "cloud": {"answer": cloud_answer_text, "confidence": cloud_conf, "p_answerable": cloud_p_answerable,
+                  "timings": {"network": 40.0, "cloud": 700.0},
                   "bytes_up": 1500, "bytes_down": 400, "usage": {"completion_tokens": 3}, "total_ms": 800.0},
     }
 
 
-def test_verify_answer_keeps_grounded_confident_spans_only() -> None:
-    assert verify_answer("miret", 0.9, "capital?", [PASSAGE], 0.5) == "Miret"
-    assert verify_answer("The capital is Miret", 0.9, "What is the capital?", [PASSAGE], 0.5) == "Miret"
-    assert verify_answer("Paris", 0.9, "capital?", [PASSAGE], 0.5) == ""  # not grounded
-    assert verify_answer("Miret", 0.3, "capital?", [PASSAGE], 0.5) == ""  # under the floor
-    assert verify_answer("", 0.9, "capital?", [PASSAGE], 0.0) == ""
+GATE = {"cloud_min_confidence": 0.5, "cloud_min_answerable": 0.6}
+
+
+def test_verify_answer_keeps_grounded_confident_answerable_spans_only() -> None:
+    assert verify_answer("miret", 0.9, 0.9, "capital?", [PASSAGE], GATE) == "Miret"
+    assert verify_answer("The capital is Miret", 0.9, 0.9, "What is the capital?", [PASSAGE], GATE) == "Miret"
+    assert verify_answer("Paris", 0.9, 0.9, "capital?", [PASSAGE], GATE) == ""  # not grounded
+    assert verify_answer("Miret", 0.3, 0.9, "capital?", [PASSAGE], GATE) == ""  # under the confidence floor
+    assert verify_answer("Miret", 0.9, 0.59, "capital?", [PASSAGE], GATE) == ""  # its model says "not stated"
+    assert verify_answer("Miret", 0.9, 0.0, "capital?", [PASSAGE], {}) == "Miret"  # no gate
+    assert verify_answer("", 0.9, 0.9, "capital?", [PASSAGE], {}) == ""
 
 
 def test_cloud_answer_scores_the_verified_answer() -> None:
-    assert cloud_answer(record(0, True, 0.0, "Miret", 0.9), 0.5) == ("Miret", 1.0)
-    assert cloud_answer(record(1, False, 0.0, "Paris", 0.9), 0.5) == ("", 1.0)  # dropped: right for unanswerable
+    assert cloud_answer(record(0, True, 0.0, "Miret", 0.9), GATE) == ("Miret", 1.0)
+    assert cloud_answer(record(1, False, 0.0, "Paris", 0.9), GATE) == ("", 1.0)  # dropped: right for unanswerable
+    assert cloud_answer(record(2, False, 0.0, "Miret", 0.9, cloud_p_answerable=0.2), GATE) == ("", 1.0)
 
 
 def test_route_records_composes_latency_per_route() -> None:
     recs = [record(0, True, 1.0, "Miret", 0.9), record(1, False, 0.0, "Miret", 0.9)]
     edge = route_records(recs, EdgePolicy(), lambda r: (0.5, 0.0, 0.5), 4000)
     assert [x.latency_ms for x in edge] == [2000.0, 2000.0] and [x.f1 for x in edge] == [1.0, 0.0]
+    # the edge alone abstains where its calibrated p(unanswerable) reaches its gate
+    gated = route_records(recs, EdgePolicy(0.5, 0.8), lambda r: (0.5, 0.0 if r["id"] == "q0" else 0.9, 0.5), 4000)
+    assert [(x.route, x.f1) for x in gated] == [("edge", 1.0), ("abstain", 1.0)]
     cloud = route_records(recs, CloudPolicy(), lambda r: (0.5, 0.0, 0.5), 4000)
     assert [x.latency_ms for x in cloud] == [830.0, 830.0]  # retrieval + cloud, no SLM
     casc = route_records(recs, CascadePolicy(0.6, 0.8), lambda r: (0.9, 0.0, 0.5) if r["id"] == "q0" else (0.1, 0.9, 0.5),
@@ -75,7 +85,10 @@ def test_fit_learns_a_separable_signal_and_round_trips(tmp_path: Path) -> None:
                            p=float(rng.normal(1.0 if good else -1.0, 0.3))))
     data = fit(recs, max_cloud_rate=0.4, budget_ms=4000, provenance={"test": True})
     assert data["metrics"]["correct"]["auroc"] > 0.95
-    assert set(data["thresholds"]) >= {"cascade", "latency", "learned", "abstain", "cloud_min_confidence"}
+    assert set(data["thresholds"]) >= {"cascade", "latency", "learned", "abstain", "edge_abstain",
+                                       "cloud_min_confidence", "cloud_min_answerable"}
+    assert set(data["metrics"]["answerability"]) == {"edge", "cloud"}
+    assert data["metrics"]["answerability"]["cloud"]["auroc"] == pytest.approx(0.5)  # a constant p(answerable)
     path = tmp_path / "cal.json"
     path.write_text(json.dumps(data))
     cal = Calibration.load(path)

@@ -330,6 +330,39 @@ def test_jsonl_title_that_is_not_a_string(tmp_path: Path) -> None:
     _raises(InputFormatError, path, "line 1 has a 'title' that is not a string")
 
 
+# Defect #12.6: an escaped lone surrogate passes json.loads and crashed the build (UnicodeEncodeError).
+LONE = "\\ud800"  # the six characters of the JSON escape, as they are in the file
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ("context", "paragraph 1 of article 'Art'"), ("question", "paragraph 1 of article 'Art'"),
+    ("title", "the title of article 0"),
+])
+def test_squad_with_an_escaped_lone_surrogate_is_refused(tmp_path: Path, where: str, expected: str) -> None:
+    path = tmp_path / "lone.json"
+    bad = {"context": "Rollo's text", "qas": [{"id": "q", "question": "Who?", "answers": []}]}
+    text = _squad({"title": "Art", "paragraphs": [{"context": "fine"}, bad]})
+    marker = {"context": "Rollo's text", "question": "Who?", "title": "Art"}[where]
+    text = text.replace(json.dumps(marker), json.dumps(marker)[:-1] + LONE + '"', 1)
+    path.write_text(text, encoding="utf-8")
+    _raises(InputFormatError, path, expected, "lone surrogate", "\\ud800")
+
+
+@pytest.mark.parametrize("line", ['{"text": "a' + LONE + 'b"}', '{"text": "ok", "title": "' + LONE + '"}',
+                                  '{"text": "ok", "id": {"k": "' + LONE + '"}}'])
+def test_jsonl_with_an_escaped_lone_surrogate_is_refused(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "lone.jsonl"
+    path.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+    _raises(InputFormatError, path, "line 2", "lone surrogate")
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "pair.jsonl"
+    path.write_text('{"text": "smile \\ud83d\\ude00"}\n', encoding="utf-8")
+    passages, _ = load_passages([path])
+    assert passages[0].text == "smile \U0001F600"
+
+
 @pytest.mark.parametrize("name", ["table.csv", "paper.pdf", "Makefile"])
 def test_unsupported_extension_lists_the_supported_ones(tmp_path: Path, name: str) -> None:
     path = tmp_path / name

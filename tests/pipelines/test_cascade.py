@@ -105,7 +105,7 @@ def test_confident_edge_answer_stays_on_the_edge(edge: EdgeQA, cloud_dir: Path) 
     assert "≥ 0.50 → edge answer kept" in d["reason"]
     assert d["measured_total_ms"] == pytest.approx(r.timings_ms["total"], abs=0.1)
     assert d["predicted_total_ms"] > r.timings_ms["generate"]
-    assert r.bytes_up == 0 and set(r.features) >= {"top_dense", "is_span", "no_answer_logprob"}
+    assert r.bytes_up == 0 and set(r.features) >= {"top_dense", "is_span", "p_answerable"}
 
 
 def test_unanswerable_evidence_abstains_without_cloud_call(edge: EdgeQA, cloud_dir: Path) -> None:

@@ -119,3 +119,28 @@ def test_circuit_breaker_opens_probes_and_closes() -> None:
     assert b.allow()
     b.record(True)
     assert b.state == "closed" and b.allow()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), 2.0, -1.0, 1.0001, "0.5", None, True])
+def test_a_threshold_outside_0_1_or_not_finite_is_refused(bad: object) -> None:
+    """Defect #12.8: --threshold nan / 2 / -1 ran, and --json printed "threshold": NaN."""
+    from pipelines.policies import check_threshold
+
+    with pytest.raises(PipelineError) as exc:
+        check_threshold(bad)
+    msg = str(exc.value)
+    assert "threshold" in msg and "from 0 to 1" in msg and " — " in msg and "\n" not in msg
+    if bad != 1.0001:  # a policy also takes "above every score" (up to 1.01), as the evaluation's sweep does
+        with pytest.raises(PipelineError, match="threshold"):
+            CascadePolicy(threshold=bad)  # type: ignore[arg-type]
+
+
+def test_thresholds_at_the_ends_of_the_range_are_kept() -> None:
+    from pipelines.policies import ABSTAIN_OFF, check_threshold
+
+    assert [check_threshold(v) for v in (0, 0.0, 0.25, 1)] == [0.0, 0.0, 0.25, 1.0]
+    policy = CascadePolicy(threshold=1, abstain_threshold=ABSTAIN_OFF)  # 1.01: the "never abstain" gate
+    assert (policy.threshold, policy.abstain_threshold) == (1.0, 1.01)
+    assert CascadePolicy(threshold=1.0 + 1e-9).threshold > 1.0  # the sweep's "escalate everything"
+    with pytest.raises(PipelineError, match="abstain threshold"):
+        CascadePolicy(threshold=0.5, abstain_threshold=float("nan"))

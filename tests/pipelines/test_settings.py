@@ -67,3 +67,52 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_field_is_described() -> None:
     assert all(f.description for f in Settings.model_fields.values())
+
+
+@pytest.mark.parametrize(("env", "value"), [("ECQA_BUDGET_MS", "nan"), ("ECQA_BUDGET_MS", "inf"),
+                                            ("ECQA_CACHE_THRESHOLD", "nan"), ("ECQA_DENSE_WEIGHT", "nan"),
+                                            ("ECQA_CLOUD_READ_TIMEOUT_S", "inf")])
+def test_non_finite_numbers_are_refused(monkeypatch: pytest.MonkeyPatch, env: str, value: str) -> None:
+    """Defect #12.8: a NaN or infinite setting must not reach the cascade (or its JSON)."""
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    msg = str(exc.value)
+    assert env in msg and "finite" in msg and "\n" not in msg
+
+
+def test_calibration_file_with_a_bad_threshold_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from pipelines.calibration import DEFAULT_CALIBRATION, Calibration
+
+    doc = json.loads(DEFAULT_CALIBRATION.read_text())
+    for bad in (float("nan"), 2.0, -0.5):
+        doc["thresholds"]["cascade"] = bad
+        path = tmp_path / "cal.json"
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError) as exc:
+            Calibration.load(path)
+        assert "cascade" in str(exc.value) and "make calibrate" in str(exc.value)
+
+
+@pytest.mark.parametrize(("name", "fragment"), [("a" * 233, "233 bytes"), ("é" * 120, "240 bytes"),
+                                                ("bad name", "characters other than")])
+def test_collection_names_are_checked_in_bytes_and_charset(name: str, fragment: str) -> None:
+    """Defect #12.6: the length that matters is the backing collection's folder name, in bytes."""
+    with pytest.raises(ConfigError) as exc:
+        load_settings(collection=name)
+    msg = str(exc.value)
+    assert fragment in msg and "ECQA_COLLECTION" in msg and "\n" not in msg
+    assert load_settings(collection="a" * 232).collection == "a" * 232
+
+
+def test_an_unknown_key_in_the_toml_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Found by the fuzz harness: a TOML key holding a line break was printed raw (two lines)."""
+    cfg = tmp_path / "ecqa.toml"
+    cfg.write_text('"top_k\\r\\nx" = 3\n')
+    monkeypatch.setenv("ECQA_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    msg = str(exc.value)
+    assert "unknown setting 'top_k\\r\\nx'" in msg and "ecqa config show" in msg and "\n" not in msg and "\r" not in msg

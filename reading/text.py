@@ -1,9 +1,15 @@
-"""Small text helpers shared by the edge components: answer normalisation and span finding."""
+"""Reading a model's reply: answer normalisation, cleaning, "no answer" detection and span finding.
+
+Both tiers parse replies with these (the edge reader and the cloud gateway), so an answer means
+the same on either side.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import string
+from collections.abc import Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -85,3 +91,47 @@ def extract_answer_span(reply: str, question: str, passages: list[str]) -> str |
                     best = (content, -a, passage[start : start + len(text)])
                     break
     return best[2] if best else None
+
+
+# Replies that mean "the passages do not say" (checked on the lower-cased reply).
+_NO_ANSWER = re.compile(
+    r"^(unanswerable|no answer|none|n/?a|unknown|i (do not|don't) know|not (mentioned|stated|given|provided|specified))\b"
+    r"|\b(unanswerable|cannot be answered|can't be answered|does not (say|mention|contain|provide)|"
+    r"is not (mentioned|stated|provided|given)|no information)\b"
+)
+# A reply that is not a span of any passage is less likely right (SQuAD answers are spans).
+NOT_A_SPAN_FACTOR = 0.5
+
+
+def clean_reply(reply: str) -> str:
+    """First line of the reply without wrapping quotes, 'Answer:' prefixes or a final period."""
+    text = reply.strip().splitlines()[0].strip() if reply.strip() else ""
+    text = re.sub(r"^(answer|a)\s*:\s*", "", text, flags=re.IGNORECASE)
+    text = text.strip().strip("\"'`").strip()
+    if text.endswith(".") and not re.search(r"\b[A-Z]\.$|\d\.$", text):
+        text = text[:-1].rstrip()
+    return text
+
+
+def is_no_answer(text: str) -> bool:
+    """Does a cleaned reply say that the passages hold no answer?"""
+    return not text or bool(_NO_ANSWER.search(text.lower()))
+
+
+def parse_answer(reply: str, question: str, passages: Sequence[str]) -> str:
+    """The answer in a model reply ('' = no answer): cleaned, and cut down to the passage span
+    that carries what the question lacks when the reply is a sentence or echoes the question."""
+    text = clean_reply(reply)
+    if is_no_answer(text):
+        return ""
+    return extract_answer_span(text, question, list(passages)) or text
+
+
+def reply_confidence(token_logprobs: Sequence[float], is_span: bool, has_answer: bool) -> float:
+    """The reply's geometric-mean token probability, discounted for an answer that is no
+    passage's span; in [0, 1]."""
+    lps = [lp for lp in token_logprobs if math.isfinite(lp)]
+    confidence = math.exp(sum(lps) / len(lps)) if lps else 0.0
+    if has_answer and not is_span:
+        confidence *= NOT_A_SPAN_FACTOR
+    return round(min(max(confidence, 0.0), 1.0), 4)

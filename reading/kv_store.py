@@ -1,0 +1,197 @@
+"""The passage KV store: llama.cpp's per-sequence state of each [system + passage] prompt prefix,
+on disk, so that reading a passage for a question prefills only the question.
+
+One file per state, named by its key: the SHA-256 of the model file's SHA-256, the prompt
+template's hash, the KV cache type and the prefix text (which holds the passage). A change of any of
+them is another key, so a stale state is never found; the old file ages out by LRU.
+
+- **Written atomically**: to a temporary file in the same folder, then renamed. Two processes
+  sharing a folder never read a half-written state.
+- **Checked on read**: a header carries the payload's length and SHA-256; a file that does not
+  match (truncated, corrupt, another format) is deleted and reported as a miss, never loaded.
+- **Bounded**: a byte budget; past it, the least recently used files go (a hit refreshes a file's
+  modification time).
+- **Never an error to the user**: a folder that is read-only, full or deleted while running
+  degrades to plain prefill with one warning (per store) in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"ECQAKV1\n"
+_HEADER = struct.Struct("<8sQ32s")  # magic, payload length, payload SHA-256
+SUFFIX = ".kv"
+DEFAULT_BUDGET_BYTES = 2 * 1024**3
+
+
+def state_key(model_sha256: str, template_sha256: str, kv_type: str, prefix: str) -> str:
+    """The key of one prefix state: any change of model, template, cache type or passage is a new key."""
+    h = hashlib.sha256()
+    for part in (model_sha256, template_sha256, kv_type, prefix):
+        data = part.encode("utf-8", errors="surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+@dataclass
+class StoreStats:
+    """What a store did since it was opened."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    evictions: int = 0
+    corrupt: int = 0
+    errors: int = 0
+
+
+class PassageStateStore:
+    """States on disk under ``folder``, at most ``budget_bytes`` in all.
+
+    :param folder: created if missing (a failure to create it is a warning; the store then stays empty).
+    :param budget_bytes: the most bytes the folder's states may take; 0 = store nothing.
+    """
+
+    def __init__(self, folder: Path | str, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+        self.folder = Path(folder)
+        self.budget_bytes = max(0, int(budget_bytes))
+        self.stats = StoreStats()
+        self._warned = False
+        self._lock = threading.Lock()
+        self._bytes: int | None = None  # the folder's size as last counted
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._warn(f"cannot create {self.folder}: {exc.strerror or exc}")
+
+    def _warn(self, what: str) -> None:
+        self.stats.errors += 1
+        if not self._warned:
+            self._warned = True
+            logger.warning("passage KV store: %s — reading passages with plain prefill", what)
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}{SUFFIX}"
+
+    def get(self, key: str) -> bytes | None:
+        """The stored state, or None (missing, corrupt, unreadable)."""
+        path = self.path(key)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        except OSError as exc:
+            self._warn(f"cannot read {path.name}: {exc.strerror or exc}")
+            self.stats.misses += 1
+            return None
+        payload = self._unpack(raw)
+        if payload is None:
+            self.stats.misses += 1
+            self.discard(key, "it failed its checksum")
+            return None
+        try:
+            os.utime(path)  # LRU: a hit is a use
+        except OSError:
+            pass
+        self.stats.hits += 1
+        return payload
+
+    def discard(self, key: str, why: str) -> None:
+        """Delete a state that could not be used."""
+        self.stats.corrupt += 1
+        logger.warning("passage KV store: %s: %s — deleted, the passage is prefilled again", self.path(key).name, why)
+        try:
+            self.path(key).unlink()
+        except OSError:
+            pass
+
+    @staticmethod
+    def _unpack(raw: bytes) -> bytes | None:
+        if len(raw) < _HEADER.size:
+            return None
+        magic, length, digest = _HEADER.unpack_from(raw)
+        payload = raw[_HEADER.size:]
+        if magic != MAGIC or length != len(payload) or hashlib.sha256(payload).digest() != digest:
+            return None
+        return payload
+
+    def put(self, key: str, payload: bytes) -> bool:
+        """Store a state atomically; False when it could not be written (warned once)."""
+        size = _HEADER.size + len(payload)
+        if size > self.budget_bytes:
+            return False
+        header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=self.folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.write(payload)
+            os.replace(tmp, self.path(key))
+            tmp = None
+        except OSError as exc:
+            self._warn(f"cannot write to {self.folder}: {exc.strerror or exc}")
+            return False
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        self.stats.writes += 1
+        with self._lock:
+            if self._bytes is not None:
+                self._bytes += size
+            self._evict()
+        return True
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        out = []
+        try:
+            with os.scandir(self.folder) as it:
+                for e in it:
+                    if e.name.endswith(SUFFIX) and not e.name.startswith(".tmp-"):
+                        try:
+                            st = e.stat()
+                        except OSError:
+                            continue
+                        out.append((st.st_mtime, st.st_size, Path(e.path)))
+        except OSError:
+            return []
+        return out
+
+    def _evict(self) -> None:
+        if self._bytes is not None and self._bytes <= self.budget_bytes:
+            return
+        entries = self._entries()
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.budget_bytes:
+                break
+            try:
+                path.unlink()
+                self.stats.evictions += 1
+            except OSError:
+                pass
+            total -= size
+        self._bytes = total
+
+    def size_bytes(self) -> int:
+        """Bytes of states in the folder now."""
+        return sum(size for _, size, _ in self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())

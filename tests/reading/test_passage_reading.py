@@ -1,0 +1,129 @@
+"""Per-passage reading with the real edge model (Qwen2.5-Coder-0.5B-Instruct GGUF): the same answers
+with and without the passage KV store, states restored instead of prefilled, and invalidation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reading.kv_store import PassageStateStore
+from reading.models import model_path
+from reading.prompts import Passage
+from reading.reader import LlamaReader
+
+pytestmark = pytest.mark.slow
+
+PASSAGES = [
+    Passage("Zorvath Island", "Zorvath Island is a volcanic island in the Quellan Sea. Its capital is Miret, "
+            "a harbour town of about 4,000 people founded by salt traders in 1612."),
+    Passage("Brindlewick Orchestra", "The Brindlewick Orchestra was founded in 1887 by the cellist Ada Fenwright. "
+            "It plays in the Copperhall, a concert hall that seats 1,900 listeners."),
+    Passage("Normans", "The Normans were the people who in the 10th and 11th centuries gave their name to "
+            "Normandy, a region in France. They were descended from Norse raiders and pirates from Denmark, "
+            "Iceland and Norway."),
+]
+QUESTIONS = [
+    ("What is the capital of Zorvath Island?", "Miret"),
+    ("Who founded the Brindlewick Orchestra?", "Ada Fenwright"),
+    ("In what country is Normandy located?", "France"),
+]
+
+
+@pytest.fixture(scope="module", params=["f16", "q8_0"])
+def reader(request: pytest.FixtureRequest) -> LlamaReader:
+    r = LlamaReader(str(model_path("qwen2.5-coder-0.5b-instruct")), n_ctx=1024, kv_type=request.param)
+    r.warm_up()
+    return r
+
+
+def _cold(reader: LlamaReader) -> None:
+    reader._llm.n_tokens = 0  # nothing of an earlier prompt stays in the cache
+
+
+def test_each_passage_is_read_on_its_own_and_the_answer_comes_from_the_one_that_states_it(reader: LlamaReader) -> None:
+    for question, gold in QUESTIONS:
+        _cold(reader)
+        r = reader.read_each(question, PASSAGES, 16)
+        assert gold in r.reply, (question, r)
+        assert PASSAGES[r.chosen].title in {"Zorvath Island", "Brindlewick Orchestra", "Normans"}
+        assert gold in PASSAGES[r.chosen].text
+        assert len(r.passage_p_answerable) == 3 and r.p_answerable == max(r.passage_p_answerable)
+        assert r.kv == ("miss", "miss", "miss")
+
+
+def test_the_same_answers_with_and_without_the_store_and_only_the_question_prefilled(reader: LlamaReader,
+                                                                                    tmp_path: Path) -> None:
+    store = PassageStateStore(tmp_path / "kv")
+    for question, _ in QUESTIONS:
+        _cold(reader)
+        plain = reader.read_each(question, PASSAGES, 16)
+        _cold(reader)
+        first = reader.read_each(question, PASSAGES, 16, store)  # fills the store (misses after the first question)
+        _cold(reader)
+        stored = reader.read_each(question, PASSAGES, 16, store)
+        assert stored.kv == ("hit", "hit", "hit")
+        assert stored.reply == plain.reply == first.reply
+        assert stored.passage_p_answerable == pytest.approx(plain.passage_p_answerable, abs=1e-4)
+        assert stored.chosen == plain.chosen
+        prefix_tokens = stored.cached_prompt_tokens
+        assert prefix_tokens > 150  # three system+passage prefixes came from the store
+        # Only the question suffixes (probe, then the answer cue): plain prefilled the passages too (less
+        # the system prompt's tokens, which the cache kept from one passage to the next).
+        assert stored.prefilled_tokens < 4 * 50 and plain.prefilled_tokens - stored.prefilled_tokens > 100
+        assert stored.timings["restore"] > 0
+    assert len(store) == 3 and store.stats.corrupt == 0
+
+
+def test_a_corrupt_state_is_recomputed_never_loaded(reader: LlamaReader, tmp_path: Path) -> None:
+    store = PassageStateStore(tmp_path / "kv")
+    question = QUESTIONS[0][0]
+    _cold(reader)
+    good = reader.read_each(question, PASSAGES[:1], 16, store)
+    path = store.path(reader.state_key(reader.passage_prompt(question, PASSAGES[0]).prefix))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    _cold(reader)
+    again = reader.read_each(question, PASSAGES[:1], 16, store)
+    assert again.kv == ("miss",) and again.reply == good.reply and store.stats.corrupt == 1
+    _cold(reader)
+    assert reader.read_each(question, PASSAGES[:1], 16, store).kv == ("hit",)  # stored again, intact
+
+
+def test_a_changed_model_template_or_passage_misses(reader: LlamaReader, tmp_path: Path) -> None:
+    store = PassageStateStore(tmp_path / "kv")
+    question = QUESTIONS[0][0]
+    _cold(reader)
+    reader.read_each(question, PASSAGES[:1], 8, store)
+    _cold(reader)
+    assert reader.read_each(question, PASSAGES[:1], 8, store).kv == ("hit",)
+    sha, template = reader._model_sha256, reader.template_sha256
+    try:
+        reader._model_sha256 = "0" * 64  # another model file
+        _cold(reader)
+        assert reader.read_each(question, PASSAGES[:1], 8, store).kv == ("miss",)
+        reader._model_sha256 = sha
+        reader.template_sha256 = "1" * 64  # another chat template
+        _cold(reader)
+        assert reader.read_each(question, PASSAGES[:1], 8, store).kv == ("miss",)
+    finally:
+        reader._model_sha256, reader.template_sha256 = sha, template
+    edited = Passage(PASSAGES[0].title, PASSAGES[0].text.replace("1612", "1613"))
+    _cold(reader)
+    assert reader.read_each(question, [edited], 8, store).kv == ("miss",)
+    assert len(store) == 4
+
+
+def test_the_model_hash_of_a_manifest_file_is_the_manifest_one(reader: LlamaReader) -> None:
+    from reading.models import get_spec
+
+    assert reader.model_sha256 == get_spec("qwen2.5-coder-0.5b-instruct").sha256
+
+
+def test_prepare_stores_what_reading_then_restores(reader: LlamaReader, tmp_path: Path) -> None:
+    store = PassageStateStore(tmp_path / "kv")
+    assert reader.prepare(PASSAGES, store) == ["miss", "miss", "miss"]
+    assert reader.prepare(PASSAGES, store) == ["hit", "hit", "hit"]
+    _cold(reader)
+    assert reader.read_each(QUESTIONS[1][0], PASSAGES, 8, store).kv == ("hit", "hit", "hit")
