@@ -198,9 +198,9 @@ BENCH_MODELS_N ?= 300
 OLD_MODELS := ECQA_SLM_MODEL_PATH=smollm2-135m-instruct ECQA_CLOUD_MODEL_PATH=gemma-3-270m ECQA_SLM_READING=joint
 EVAL_DATA := --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json
 
-# The new edge reads passages from the KV states `make bench-kv` stored (those of its 200
-# questions); any other passage is stored on first use.
-bench-models: export ECQA_KV_DIR = $(CURDIR)/bench/kv/store-q8_0
+# The new edge reads passages from the KV states that `ecqa index build --kv` stored in `make bench-kv`'s
+# last step (every passage of the bundled collection); without them each passage is stored on first use.
+bench-models: export ECQA_KV_DIR = $(CURDIR)/bench/kv/index-kv
 bench-models: $(STAMP)  ## new vs old default models: always-empty, edge, cloud, cascade on 300 held-out questions (~1.5 h) -> BENCHMARKS.md
 	$(BIN)/python -m eval.records --calibration-n 130 --eval-n 0 --network wifi --out bench/models
 	$(BIN)/python -m eval.calibrate --records bench/models/records-calibration.jsonl
@@ -213,7 +213,7 @@ bench-models: $(STAMP)  ## new vs old default models: always-empty, edge, cloud,
 	  --limit $(BENCH_MODELS_N) --skip-calibration-split --network wifi --policies edge,cloud \
 	  --out bench/models-old/eval --qdrant-path bench/models/qdrant-eval
 	$(BIN)/python -m benchmarks.models bench/models/eval bench/models-old/eval --old-calibration bench/models-old/calibration.json
-	test ! -f bench/kv/kv.json || $(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv --eval bench/models/eval
+	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/models/eval
 
 .PHONY: bench-kv
 BENCH_KV_N ?= 200

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,31 +128,52 @@ def test_insecure_key_permissions_can_be_allowed_explicitly(tmp_path: Path) -> N
     assert list(material.keyring) == [json.loads((d / "aes.key").read_text())["kid"]]
 
 
-def _start_serve(args: list[str], timeout_s: float = 60.0) -> tuple[subprocess.Popen[str], str]:
+class _Serve(subprocess.Popen[str]):
+    """`ecqa cloud serve` with its stdout read line by line in a thread, so that nothing it prints
+    is lost between waiting for the listening line and stopping it."""
+
+    lines: list[str]
+    errors: list[str]
+    readers: list[threading.Thread]
+
+
+def _start_serve(args: list[str], timeout_s: float = 60.0) -> tuple[_Serve, str]:
     """Start `ecqa cloud serve` and return it with the line where it says where it listens."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
-    proc = subprocess.Popen([ECQA, "cloud", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = _Serve([ECQA, "cloud", "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+    proc.lines, proc.errors = [], []
+    proc.readers = [threading.Thread(target=lambda f=f, into=into: into.extend(iter(f.readline, "")), daemon=True)
+                    for f, into in ((proc.stdout, proc.lines), (proc.stderr, proc.errors))]
+    for reader in proc.readers:
+        reader.start()
     deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "listening on" in line:
-            return proc, line
-        if not line and proc.poll() is not None:
+        for line in list(proc.lines):
+            if "listening on" in line:
+                return proc, line
+        if proc.poll() is not None:
             break
+        time.sleep(0.05)
     proc.kill()
-    raise AssertionError(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+    proc.wait(timeout=10)
+    for reader in proc.readers:
+        reader.join(timeout=5)
+    raise AssertionError(f"serve did not start: {''.join(proc.lines)} {''.join(proc.errors)}")
 
 
-def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str]:
+def _stop(proc: _Serve, sig: int) -> tuple[int, str]:
+    """Send ``sig`` to a gateway that must still be serving; its exit code and what it printed after listening."""
+    assert proc.poll() is None, f"the gateway stopped on its own: {''.join(proc.lines)}"
     proc.send_signal(sig)
     try:
-        rest, _ = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    return proc.returncode, rest
+    for reader in proc.readers:
+        reader.join(timeout=5)
+    return proc.returncode, "".join(proc.lines).split("listening on", 1)[-1] + "".join(proc.errors)
 
 
 @pytest.mark.network
@@ -186,8 +208,7 @@ def test_an_envelope_captured_before_a_restart_is_still_a_replay(tmp_path: Path,
         assert edge.post(captured).status_code == 200 and len(fake_backend.answer_calls) == 1
     finally:
         edge.close()
-        proc.send_signal(stop)
-        proc.communicate(timeout=20)
+        _stop(proc, stop)
     proc, line = _start_serve(["--dir", str(d), "--backend-url", fake_backend.url])
     url = line.split("listening on ")[1].split()[0]
     edge = EdgeClient(d, url)
