@@ -213,7 +213,17 @@ bench-models: $(STAMP)  ## new vs old default models: always-empty, edge, cloud,
 	  --limit $(BENCH_MODELS_N) --skip-calibration-split --network wifi --policies edge,cloud \
 	  --out bench/models-old/eval --qdrant-path bench/models/qdrant-eval
 	$(BIN)/python -m benchmarks.models bench/models/eval bench/models-old/eval --old-calibration bench/models-old/calibration.json
-	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/models/eval
+	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/models/eval --command "make bench-models"
+
+# The cascade (its edge reading from the states of `make bench-kv`'s index build --kv) against
+# cloud-only over wifi, with the packaged calibration: the last line of the bench-kv block.
+.PHONY: bench-kv-cascade
+BENCH_KV_CASCADE_N ?= 150
+bench-kv-cascade: export ECQA_KV_DIR = $(CURDIR)/bench/kv/index-kv
+bench-kv-cascade: $(STAMP)  ## cascade against cloud-only mean latency, edge reading from stored KV states (~35 min) -> BENCHMARKS.md
+	$(BIN)/ecqa eval $(EVAL_DATA) --limit $(BENCH_KV_CASCADE_N) --skip-calibration-split --network wifi \
+	  --policies edge,cloud,cascade --out bench/kv/eval --qdrant-path bench/models/qdrant-eval
+	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/kv/eval --command "make bench-kv-cascade"
 
 .PHONY: bench-kv
 BENCH_KV_N ?= 200

@@ -15,8 +15,8 @@ The KV cache is emptied before every reading, so no variant profits from the one
 Writes ``<out>/kv.json`` and the block between the bench-kv markers in BENCHMARKS.md.
 
 ``--index-build`` (the last step of `make bench-kv`) times `ecqa index build` of the bundled
-collection with and without ``--kv``; ``--eval FOLDER`` (the last step of `make bench-models`)
-reads the cascade's and cloud-only's mean latency from that evaluation. Both go to
+collection with and without ``--kv``; ``--eval FOLDER`` (`make bench-kv-cascade`, and the last step
+of `make bench-models`) reads the cascade's and cloud-only's mean latency from that evaluation. Both go to
 ``<out>/product.json`` and the bench-kv-product block.
 """
 
@@ -218,13 +218,13 @@ def product_block(p: dict[str, Any]) -> str:
     c = p.get("cascade")
     if c:
         lines.append(
-            f"- **Cascade against cloud-only** over the `{c['network']}` link ({c['date']}; `make bench-models`, "
+            f"- **Cascade against cloud-only** over the `{c['network']}` link ({c['date']}; `{c['command']}`, "
             f"{c['n']} held-out questions, the edge reading its passages from the states above): mean "
             f"{c['cascade_ms']:.0f} ms against {c['cloud_ms']:.0f} ms, **ratio {c['cascade_ms'] / c['cloud_ms']:.2f}** "
             f"(aim ≤ 0.35); F1 {c['cascade_f1']:.1f} against {c['cloud_f1']:.1f} (aim ≥ cloud − 1), "
             f"{100 * c['cloud_rate']:.0f}% of questions sent to the cloud.")
     else:
-        lines.append("- **Cascade against cloud-only**: not measured yet — `make bench-models`'s last step does.")
+        lines.append("- **Cascade against cloud-only**: not measured yet — `make bench-kv-cascade` does.")
     return "\n".join([*lines, "", PRODUCT_END]) + "\n"
 
 
@@ -287,7 +287,7 @@ def main() -> None:
         if args.index_build:
             product["index_build"] = index_build(args)
         if args.eval:
-            product["cascade"] = cascade_vs_cloud(args.eval)
+            product["cascade"] = {**cascade_vs_cloud(args.eval), "command": args.command}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(product, indent=1))
         replace_block(args.md, PRODUCT_START, PRODUCT_END, product_block(product),

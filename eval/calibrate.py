@@ -83,9 +83,11 @@ def choose_thresholds(records: list[dict[str, Any]], oof: dict[str, np.ndarray],
                 best_gate = (f1, gate)
     assert best_gate is not None
     gate = best_gate[1]
-    # The edge alone: the abstain gate that serves it best.
+    # The edge alone: the abstain gate that serves it best, searched over the same range as the
+    # cascade's (≥ 0.2, ties to the higher gate): a gate of 0 would make the edge policy abstain on
+    # every question, stated or not, whenever its answers do not beat the empty one on average.
     edge_best = max(((summarize(route_records(records, EdgePolicy(0.5, ta), scores, budget_ms), records)["f1"], ta)
-                     for ta in [*grid, 1.01]), key=lambda x: x[0])
+                     for ta in [*grid[4:], 1.01]))
     best: tuple[float, float, float] | None = None
     for ta in [*grid[4:], 1.01]:
         for tc in grid:
