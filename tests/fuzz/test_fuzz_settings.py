@@ -34,6 +34,18 @@ def _check_settings(s: Settings) -> None:
     assert collection_name_problem(s.collection) is None
 
 
+def _load_and_check() -> None:
+    """Settings from the environment as it stands: refused in one line, or accepted and well-formed."""
+    try:
+        s = load_settings()
+    except USER_ERRORS as exc:
+        check_user_error(exc)
+        event("refused")
+        return
+    event("accepted")
+    _check_settings(s)
+
+
 @given(field=st.sampled_from(FIELDS), value=st.one_of(JSON_VALUES, NUMBERS, ANY_TEXT))
 def test_settings_from_flags(field: str, value: Any) -> None:
     try:
@@ -68,14 +80,7 @@ def _env(**values: str) -> Iterator[None]:
                                                       st.sampled_from(["nan", "inf", "-inf", "1e999", "true", "[]", "{}"])))
 def test_settings_from_env(field: str, value: str) -> None:
     with _env(**{f"ECQA_{field.upper()}": value}):
-        try:
-            s = load_settings()
-        except USER_ERRORS as exc:
-            check_user_error(exc)
-            event("refused")
-            return
-    event("accepted")
-    _check_settings(s)
+        _load_and_check()
 
 
 TOML_VALUE = st.one_of(
@@ -95,14 +100,7 @@ def test_settings_from_toml_file(tmp_path_factory: pytest.TempPathFactory, text:
     path = tmp_path_factory.getbasetemp() / "fuzz-ecqa.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     with _env(ECQA_CONFIG=str(path)):
-        try:
-            s = load_settings()
-        except USER_ERRORS as exc:
-            check_user_error(exc)
-            event("refused")
-            return
-    event("accepted")
-    _check_settings(s)
+        _load_and_check()
 
 
 NAMES = st.one_of(

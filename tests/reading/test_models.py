@@ -92,13 +92,6 @@ class Tiny:
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "models"
-    monkeypatch.setenv("ECQA_MODELS_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> Tiny:
     return Tiny(tmp_path, monkeypatch)
 
