@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help env test test-fast chromium run index bench-edge clean rebuild-llama llama-wheelhouse
+.PHONY: help env test test-fast chromium redis-server run index bench-edge clean rebuild-llama llama-wheelhouse
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -87,7 +87,7 @@ rebuild-llama:  ## rebuild llama-cpp-python from source for this machine (drops 
 # The old defaults stay selectable by name, and tests read with them: pulled (verified, cached) here.
 TEST_MODELS := smollm2-135m-instruct gemma-3-270m
 
-test: $(STAMP) chromium  ## run every test (slow, network and browser ones included)
+test: $(STAMP) chromium redis-server  ## run every test (slow, network and browser ones included)
 	$(BIN)/ecqa models pull $(TEST_MODELS)
 	$(BIN)/python -m pytest -q
 
@@ -99,6 +99,14 @@ chromium:  ## install Debian's chromium for the browser tests if it is missing
 	  echo "installing chromium (Debian) for the browser tests"; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# The Redis-backed registry's tests start a real redis-server (Debian's), installed here when missing.
+redis-server:  ## install Debian's redis-server for the registry tests if it is missing
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing redis-server (Debian) for the registry tests"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
 
 test-fast: $(STAMP)  ## tests that load no language model
 	$(BIN)/python -m pytest -q -m 'not slow'
@@ -224,6 +232,14 @@ bench-kv-cascade: $(STAMP)  ## cascade against cloud-only mean latency, edge rea
 	$(BIN)/ecqa eval $(EVAL_DATA) --limit $(BENCH_KV_CASCADE_N) --skip-calibration-split --network wifi \
 	  --policies edge,cloud,cascade --out bench/kv/eval --qdrant-path bench/models/qdrant-eval
 	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/kv/eval --command "make bench-kv-cascade"
+
+# Many edges: real `ecqa edge serve` workers measured alone, read latency with workers contending for
+# the cores, the simulator checked against 3 real workers (5 min per policy), then the 1-hour
+# 8-edge simulation built from the measured workers (seconds).
+.PHONY: bench-dispatch
+bench-dispatch: $(STAMP)  ## many edges: measured workers, contention p99, simulator vs 3 real workers, 1-hour 8-edge simulation (~25 min) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch
+	$(BIN)/python -m benchmarks.dispatch_sim --profiles bench/dispatch/profiles.json --out bench/dispatch
 
 .PHONY: bench-kv
 BENCH_KV_N ?= 200

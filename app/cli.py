@@ -19,6 +19,7 @@ from rich.table import Table
 
 from app.cli_cloud import cloud_app
 from app.cli_doctor import register as register_doctor
+from app.cli_edge import edge_app
 from app.cli_eval import register as register_eval
 from app.cli_link import link_app
 from app.cli_models import models_app
@@ -36,6 +37,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(link_app, name="link")
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(models_app, name="models")
+app.add_typer(edge_app, name="edge")
 register_eval(app)
 register_ui(app)
 register_doctor(app)

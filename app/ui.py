@@ -78,6 +78,11 @@ def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
                                           interactive=service.has_cloud, elem_id="network")
                     link = gr.HTML(f'<div class="ecqa-muted">{escape(service.describe_link())}</div>',
                                    elem_id="link")
+                    if service.has_workers:  # edge workers behind the dispatcher: their live load
+                        gr.Markdown("#### Edge workers")
+                        workers = gr.HTML(render.workers_html(service.workers()), elem_id="workers")
+                        gr.Timer(2.0).tick(lambda: render.workers_html(service.workers()), None, workers,
+                                           show_progress="hidden")
             gr.Markdown("#### This session's questions")
             history = gr.HTML(render.history_table([]), elem_id="history")
             session = gr.State([])

@@ -81,8 +81,44 @@ def answer_card(a: Answered) -> str:
         f'<span>confidence <b class="ecqa-confidence">{r["confidence"]:.2f}</b></span>'
         f'<span class="ecqa-muted">{total:.0f} ms · policy {escape(str((r.get("decision") or {}).get("policy", "")))}</span>'
         f"</div>{answer}"
-        f'<div class="ecqa-why">why: {escape(why_line(a))}</div></div>'
+        f'<div class="ecqa-why">why: {escape(why_line(a))}</div>{dispatch_line(r)}</div>'
     )
+
+
+def dispatch_line(result: dict[str, Any]) -> str:
+    """Which edge worker read the question, or why none did and what the redirection cost ('' without workers)."""
+    d = result.get("dispatch")
+    if not d:
+        return ""
+    tried = "".join(f" · {escape(str(x['worker']))} {escape(str(x['outcome']))}" for x in d.get("attempts", [])
+                    if x.get("outcome") != "served")
+    if d.get("redirected"):
+        cost = f" · cloud cost ${d['cloud_cost_usd']:.6f}" if "cloud_cost_usd" in d else ""
+        return (f'<div class="ecqa-dispatch ecqa-muted" data-worker="" data-redirected="1">no edge worker could take it '
+                f'({escape(str(d.get("policy", "")))}){tried} → redirected to the cloud{cost}</div>')
+    return (f'<div class="ecqa-dispatch ecqa-muted" data-worker="{escape(str(d["worker"]))}">read by edge worker '
+            f'<b>{escape(str(d["worker"]))}</b> ({escape(str(d.get("worker_model", "")))}) · policy '
+            f'{escape(str(d.get("policy", "")))}{tried}</div>')
+
+
+def workers_html(loads: list[dict[str, Any]] | None) -> str:
+    """The edge workers' live load: W_i of its limit as a bar, what each served and refused."""
+    if loads is None:
+        return ""
+    if not loads:
+        return '<div class="ecqa-muted" data-workers="0">no live edge worker — start one with <code>ecqa edge serve</code></div>'
+    rows = []
+    for w in loads:
+        share = min(1.0, w["in_flight"] / max(w["limit"], 1))
+        rows.append(f'<tr data-worker="{escape(str(w["id"]))}" data-in-flight="{w["in_flight"]}"><td>'
+                    f'<b>{escape(str(w["id"]))}</b><br><span class="ecqa-muted">{escape(str(w["model"]))}</span></td>'
+                    f'<td class="ecqa-num">{w["in_flight"]} / {w["limit"]}<div class="ecqa-track" style="height:6px">'
+                    f'<div class="ecqa-bar" style="width:{share * 100:.0f}%;background:#0072B2"></div></div></td>'
+                    f'<td class="ecqa-num">{w["capacity_tps"]:.0f}</td><td class="ecqa-num">{w["served"]}</td>'
+                    f'<td class="ecqa-num">{w["rejected"]}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("worker", "load W_i", "tok/s C_i", "served", "refused"))
+    return (f'<table class="ecqa-history" data-workers="{len(loads)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 def why_line(a: Answered) -> str:

@@ -28,7 +28,7 @@ from pipelines.answer import (
     latency_model_for,
 )
 from pipelines.cascade import Cascade
-from pipelines.errors import PipelineError
+from pipelines.errors import USER_ERRORS, PipelineError
 from pipelines.latency import LatencyModel
 from pipelines.policies import policy_class
 from pipelines.settings import Settings
@@ -116,7 +116,7 @@ class UiService:
         try:
             linked = link.enter_context(emulated_link(settings))
             cascade = build_cascade(linked, store)
-            cascade.edge.warm_up()  # the first question should not pay for loading the models
+            cascade.warm_up()  # the first question should not pay for loading the models (none: workers hold them)
         except BaseException:
             link.close()
             store.close()
@@ -239,6 +239,19 @@ class UiService:
             p = get_profile(self.settings.network)
             return f"{p.name} link ({p.rtt_ms:g} ms RTT, {p.bandwidth_mbit:g} Mbit/s) → gateway {self.gateway_url}"
         return f"direct → gateway {self.gateway_url}"
+
+    @property
+    def has_workers(self) -> bool:
+        return self.cascade.dispatcher is not None
+
+    def workers(self) -> list[dict[str, Any]] | None:
+        """The edge workers' live loads (None: the edge reads in this process)."""
+        if self.cascade.dispatcher is None:
+            return None
+        try:
+            return self.cascade.dispatcher.loads(fresh=True)
+        except USER_ERRORS:  # a registry that went away: shown as no workers, the page keeps working
+            return []
 
     # --- the index ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

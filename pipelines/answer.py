@@ -9,14 +9,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from edge.answer_cache import AnswerCache
+from edge.registry import open_registry
 from edge.store import DocumentStore
 from pipelines.calibration import Calibration
 from pipelines.cascade import Cascade
+from pipelines.dispatch import Dispatcher
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import REGISTRY, check_threshold, policy_class
-from pipelines.settings import Settings
+from pipelines.settings import Settings, default_data_dir
 from pipelines.types import AskResult
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)
@@ -110,7 +112,21 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
         cloud.answerer.warm_up()
     breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
     return Cascade(edge, calibration, cloud=cloud, cache=answer_cache_from(settings),
-                   latency=latency_model_for(settings.network), breaker=breaker, budget_ms=settings.budget_ms)
+                   latency=latency_model_for(settings.network), breaker=breaker, budget_ms=settings.budget_ms,
+                   dispatcher=dispatcher_from(settings),
+                   prices=(settings.cloud_price_prompt_per_1k, settings.cloud_price_completion_per_1k))
+
+
+def dispatcher_from(settings: Settings) -> Dispatcher | None:
+    """The dispatcher over the configured workers' registry, or None (the edge reads in this process).
+
+    :raises RegistryError: a malformed Redis URL.
+    """
+    spec = settings.effective_registry()
+    if not spec:
+        return None
+    registry = open_registry(spec, default_data_dir() / "registry", settings.registry_ttl_s)
+    return Dispatcher(registry, settings.dispatch_policy, settings.dispatch_overflow)
 
 
 def check_ask_options(threshold: Any = None, budget_ms: Any = None, top_k: Any = None) -> tuple[float | None, float | None, int | None]:

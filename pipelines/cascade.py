@@ -7,6 +7,10 @@
                                                                    ├─ ok ─► cloud answer
                                                                    └─ error/slow ─► edge answer, degraded
 
+With edge workers configured (a :class:`~pipelines.dispatch.Dispatcher`), the SLM step runs in the
+worker the dispatch policy picks; when none can take the question it is rejected
+(:class:`~pipelines.dispatch.EdgeOverflow`) or redirected to the cloud, costed, as the settings say.
+
 The UI, the CLI and the evaluation all call :meth:`Cascade.answer`, so what the benchmark
 measures is what a user gets.
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipelines.calibration import Calibration
+from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
 from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import Decision, Policy, Signals
@@ -77,11 +82,14 @@ class Cascade:
     :param latency: the online latency model.
     :param breaker: the cloud circuit breaker.
     :param budget_ms: the latency budget Tmax.
+    :param dispatcher: edge workers to read with (None: the edge model of this process reads).
+    :param prices: cloud USD per 1000 prompt and completion tokens (the cost of a redirection).
     """
 
     def __init__(self, edge: EdgeQA, calibration: Calibration, cloud: CloudClient | None = None,
                  cache: AnswerCacheLike | None = None, latency: LatencyModel | None = None,
-                 breaker: CircuitBreaker | None = None, budget_ms: float = 4000.0) -> None:
+                 breaker: CircuitBreaker | None = None, budget_ms: float = 4000.0,
+                 dispatcher: Dispatcher | None = None, prices: tuple[float, float] = (0.0, 0.0)) -> None:
         self.edge = edge
         self.calibration = calibration
         self.cloud = cloud
@@ -89,6 +97,8 @@ class Cascade:
         self.latency = latency or LatencyModel()
         self.breaker = breaker or CircuitBreaker()
         self.budget_ms = budget_ms
+        self.dispatcher = dispatcher
+        self.prices = prices
         self._cached_version = ""
 
     def make_policy(self, name: str, threshold: float | None = None) -> Policy:
@@ -101,6 +111,8 @@ class Cascade:
         (no cloud, breaker not closed) and the edge answers after all.
         """
         self.edge.warm_up_retrieval()
+        if self.dispatcher is not None:
+            return self  # the workers hold the edge models
         if policy != "cloud" or self.cloud is None or self.breaker.state != "closed":
             self.edge.warm_up_generator()
         return self
@@ -143,7 +155,29 @@ class Cascade:
         passages_up = [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in retrieved.documents]
         cloud_ok = self.cloud is not None and pol.uses_cloud and self.breaker.allow()
         edge_ans: EdgeAnswer | None = None
-        if pol.name == "cloud" and cloud_ok:
+        dispatch: dict[str, Any] | None = None
+        if self.dispatcher is not None and not (pol.name == "cloud" and cloud_ok):
+            try:
+                edge_ans, dispatch = self._dispatch(q, retrieved, budget, t0)
+            except EdgeOverflow as exc:
+                can_redirect = (self.dispatcher.overflow == "cloud" and pol.uses_cloud and self.cloud is not None
+                                and self.breaker.allow())
+                if not can_redirect:
+                    raise
+                dispatch = {"policy": self.dispatcher.policy.name, "worker": None, "attempts": exc.attempts,
+                            "loads": exc.loads, "redirected": True, "reason": str(exc).split(" — ")[0]}
+                elapsed = (time.perf_counter() - t0) * 1000.0
+                assert self.cloud is not None
+                predicted = self.latency.predict(elapsed, self.cloud.estimate_bytes_up(q, passages_up)).total_ms
+                signals = Signals(0.0, 0.0, 1.0, predicted, budget, True)
+                decision = Decision("cloud", f"{dispatch['reason']} → redirected to the cloud", 0.0, 0.0,
+                                    predicted > budget)
+                result = self._finish(q, pol, decision, signals, retrieved, None, passages_up, budget, t0, dispatch)
+                return result  # a redirection is not cached: the next time an edge may be free
+        if edge_ans is not None:
+            signals = self._signals(edge_ans, retrieved, q, passages_up, budget, t0, cloud_ok)
+            decision = pol.decide(signals)
+        elif pol.name == "cloud" and cloud_ok:
             assert self.cloud is not None
             elapsed = (time.perf_counter() - t0) * 1000.0  # retrieval only: the SLM does not run
             predicted = self.latency.predict(elapsed, self.cloud.estimate_bytes_up(q, passages_up)).total_ms
@@ -156,12 +190,29 @@ class Cascade:
         if pol.uses_cloud and cloud_ok is False and self.cloud is not None and self.breaker.state != "closed":
             decision = Decision(decision.route, decision.reason + " (circuit breaker open)", decision.confidence,
                                 decision.threshold, decision.over_budget)
-        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, passages_up, budget, t0)
+        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, passages_up, budget, t0, dispatch)
         if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
             self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, scope)
         return result
 
     # --- pieces -----------------------------------------------------------------------------
+    def _edge_read(self, q: str, retrieved: Retrieved, budget: float, t0: float) -> tuple[EdgeAnswer, dict[str, Any] | None]:
+        """The edge's reading: by a worker when workers are configured, else in this process."""
+        if self.dispatcher is None:
+            return self.edge.generate(q, retrieved), None
+        return self._dispatch(q, retrieved, budget, t0)
+
+    def _dispatch(self, q: str, retrieved: Retrieved, budget: float, t0: float) -> tuple[EdgeAnswer, dict[str, Any]]:
+        """:raises EdgeOverflow: no worker could take it."""
+        assert self.dispatcher is not None
+        left_s = max(0.05, (budget - (time.perf_counter() - t0) * 1000.0) / 1000.0)
+        d = self.dispatcher.read(q, retrieved.documents, timeout_s=left_s)
+        ans = d.answer
+        ans = EdgeAnswer(ans.answer, ans.confidence, ans.passages, ans.features, {**ans.timings, **d.timings}, ans.usage)
+        info = {"policy": self.dispatcher.policy.name, "worker": d.worker.id, "worker_model": d.worker.model,
+                "worker_url": d.worker.url, "attempts": d.attempts, "loads": d.loads, "redirected": False}
+        return ans, info
+
     def _signals(self, edge_ans: EdgeAnswer, retrieved: Retrieved, q: str, passages_up: list[dict[str, Any]],
                  budget: float, t0: float, cloud_ok: bool) -> Signals:
         f = edge_ans.features
@@ -173,7 +224,8 @@ class Cascade:
                        cloud_ok)
 
     def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,
-                edge_ans: EdgeAnswer | None, passages_up: list[dict[str, Any]], budget: float, t0: float) -> AskResult:
+                edge_ans: EdgeAnswer | None, passages_up: list[dict[str, Any]], budget: float, t0: float,
+                dispatch: dict[str, Any] | None = None) -> AskResult:
         timings: dict[str, float] = dict(retrieved.timings)
         usage: dict[str, int] = {}
         if edge_ans is not None:
@@ -188,6 +240,10 @@ class Cascade:
         sent: dict[str, Any] = {}
         cloud_usage: dict[str, int] = {}
         models = self.edge.models()
+        if dispatch is not None:
+            models.pop("slm", None)
+            if dispatch.get("worker_model"):
+                models["slm"] = dispatch["worker_model"]
         if decision.route == "cloud" and self.cloud is not None:
             remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
             try:
@@ -200,12 +256,20 @@ class Cascade:
                 degraded = True
                 reason = f"{decision.reason}; cloud failed ({_short(exc)}) → edge answer, degraded"
                 logger.warning("cloud call failed: %s", _short(exc))
-                if edge_ans is None:  # cloud-only policy: the edge answers after all
-                    edge_ans = self.edge.generate(q, retrieved)
-                    timings.update(edge_ans.timings)
-                    usage.update(edge_ans.usage)
-                    passages = edge_ans.passages
-                answer, confidence = edge_ans.answer, self.calibration.correct.predict(edge_ans.features)
+                if edge_ans is None and not (dispatch or {}).get("redirected"):  # cloud-only policy: the edge answers after all
+                    try:
+                        edge_ans, more = self._edge_read(q, retrieved, budget, t0)
+                        dispatch = more or dispatch
+                    except EdgeOverflow as overflow:
+                        reason += f"; {str(overflow).split(' — ')[0]}"
+                    if edge_ans is not None:
+                        timings.update(edge_ans.timings)
+                        usage.update(edge_ans.usage)
+                        passages = edge_ans.passages
+                if edge_ans is not None:
+                    answer, confidence = edge_ans.answer, self.calibration.correct.predict(edge_ans.features)
+                else:  # redirected because no edge could read it, and the cloud failed: no answer
+                    tier, answer, confidence = "abstain", "", 0.0
             else:
                 self.breaker.record(True)
                 tier, confidence = "cloud", reply.confidence
@@ -218,6 +282,8 @@ class Cascade:
                                            reply.timings.get("cloud", 0.0), reply.usage.get("completion_tokens", 0),
                                            reply.timings.get("cloud_decode"))
                 passages = _mark_spans(passages, answer)
+                if dispatch is not None and dispatch.get("redirected"):
+                    dispatch["cloud_cost_usd"] = round(redirect_cost_usd(reply.usage, *self.prices), 8)
         elif decision.route == "abstain":
             tier, answer = "abstain", ""
         else:
@@ -241,7 +307,7 @@ class Cascade:
             timings_ms=timings, usage={**usage, **{f"cloud_{k}": v for k, v in cloud_usage.items()}},
             collection=self.edge.settings.collection, models=models, decision=decision_out,
             bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
-            features=edge_ans.features if edge_ans is not None else {},
+            features=edge_ans.features if edge_ans is not None else {}, dispatch=dispatch,
         )
 
     def _from_cache(self, q: str, hit: Any, t0: float, pol: Policy, budget: float,

@@ -18,9 +18,9 @@ from haystack import Document, Pipeline
 
 from edge.answer_parser import AnswerParser
 from edge.errors import ModelError
-from edge.features import answer_features
 from edge.prompt_builder import EdgePromptBuilder
 from edge.question_embedder import QuestionEmbedder
+from edge.reader import EdgeAnswer, EdgeReader
 from edge.retriever import EdgeRetriever
 from edge.slm_generator import SlmGenerator
 from edge.store import DocumentStore
@@ -42,18 +42,6 @@ class Retrieved:
     @property
     def ids(self) -> list[str]:
         return [str(d.id) for d in self.documents]
-
-
-@dataclass(frozen=True)
-class EdgeAnswer:
-    """The SLM's parsed answer with the features the routing models read."""
-
-    answer: str
-    confidence: float
-    passages: list[dict[str, Any]]
-    features: dict[str, float]
-    timings: dict[str, float]
-    usage: dict[str, int]
 
 
 # An unpaired UTF-16 surrogate is no character: argv and stdin turn bytes that are not UTF-8 into
@@ -110,6 +98,11 @@ class EdgeQA:
         )
         self.parser = AnswerParser()
 
+    @property
+    def reader(self) -> EdgeReader:
+        """The edge model's reading (prompt, SLM, parse, features), as an edge worker does it too."""
+        return EdgeReader(self.prompt_builder, self.generator, self.parser)
+
     def for_collection(self, collection: str) -> EdgeQA:
         """The same models (loaded once, not again) over another collection of the same store."""
         other = EdgeQA(self.settings.model_copy(update={"collection": collection}), self.store)
@@ -152,19 +145,7 @@ class EdgeQA:
 
         :raises ModelError: the prompt does not fit the context window.
         """
-        docs = retrieved.documents
-        prompt = self.prompt_builder.run(documents=docs)
-        gen = self.generator.run(question=question, passages=prompt["passages"])
-        parsed = self.parser.run(
-            reply=gen["reply"], documents=docs, token_logprobs=gen["token_logprobs"], question=question
-        )
-        for i, passage in enumerate(parsed["passages"]):  # per-passage reading: where its prefix state came from
-            if i < len(gen["kv"]):
-                passage["kv"] = gen["kv"][i]
-                passage["read"] = i == gen["chosen"]
-        features = answer_features(question, parsed["answer"], docs, gen["token_logprobs"], gen["p_answerable"])
-        timings = {**prompt["timings"], **gen["timings"], **parsed["timings"]}
-        return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"])
+        return self.reader.read(question, retrieved.documents)
 
     def prepare_kv(self, documents: list[Document]) -> list[str]:
         """Store the edge model's prefix state of each document's passage ("hit": already stored,

@@ -185,6 +185,28 @@ class Settings(BaseSettings):
         default=0.0004, ge=0, description="Cloud price per 1000 completion tokens (USD), for the evaluation's cost estimate."
     )
 
+    # --- edge workers and dispatch ------------------------------------------------------------
+    edge_registry: str = Field(
+        default="", description="Where edge workers (`ecqa edge serve`) advertise: '' = none, the edge reads in this "
+        "process; 'file' = <user data dir>/ecqa/registry; a folder; or redis://host:port/db when edges span hosts.",
+    )
+    registry_ttl_s: float = Field(
+        default=6.0, gt=0, le=3600, description="Seconds a worker's registry entry lives without a heartbeat "
+        "(workers heartbeat every third of it).",
+    )
+    dispatch_policy: Literal["random", "weighted", "load-aware"] = Field(
+        default="load-aware", description="How the dispatcher picks a worker: random, weighted (by capacity C_i) or "
+        "load-aware (least R_i = W_i / C_i; fewest rejections in `make bench-dispatch`).",
+    )
+    dispatch_overflow: Literal["reject", "cloud"] = Field(
+        default="cloud", description="When no edge worker can take a question: reject it, or redirect it to the cloud "
+        "(costed at the cloud prices).",
+    )
+    worker_concurrency: int = Field(default=1, ge=1, le=16, description="Requests an edge worker reads at once "
+                                    "(one model instance each; the cores it is given are split between them).")
+    worker_queue: int = Field(default=2, ge=0, le=1000, description="Requests an edge worker admits beyond its "
+                              "concurrency, waiting for a slot; more are refused at once (HTTP 503).")
+
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str) -> str:
@@ -208,6 +230,10 @@ class Settings(BaseSettings):
     # --- derived ---------------------------------------------------------------------------
     def effective_qdrant_path(self) -> Path:
         return self.qdrant_path or default_data_dir() / "qdrant"
+
+    def effective_registry(self) -> str:
+        """The registry spec with 'file' resolved to the default folder ('' = no workers)."""
+        return str(default_data_dir() / "registry") if self.edge_registry == "file" else self.edge_registry
 
     def effective_kv_dir(self) -> Path:
         return self.kv_dir or default_data_dir() / "kv"

@@ -28,10 +28,15 @@ class AskResult:
     bytes_down: int = 0  # sealed reply bytes received
     sent: dict[str, Any] = field(default_factory=dict)  # what left the device, before sealing
     features: dict[str, float] = field(default_factory=dict)  # the routing models' inputs
+    # With edge workers: the policy, the worker that read it (None: redirected), the attempts, each
+    # worker's load when it was dispatched, and a redirection's cloud cost. None: read in this process.
+    dispatch: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         if self.decision is None:
             del out["decision"]
+        if self.dispatch is None:
+            del out["dispatch"]
         out["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
         return out

@@ -134,3 +134,25 @@ def test_the_chart_says_where_each_passage_kv_state_came_from() -> None:
 
 def test_no_kv_line_for_the_joint_reading() -> None:
     assert "ecqa-kv" not in render.latency_chart(answered(escalated()))
+
+
+def test_dispatch_line_names_the_worker_or_the_redirection_and_its_cost() -> None:
+    assert render.dispatch_line({}) == ""  # the edge read in this process: nothing to say
+    served = render.dispatch_line({"dispatch": {"policy": "load-aware", "worker": "edge-<2>", "worker_model": "q.gguf",
+                                                "attempts": [{"worker": "edge-1", "outcome": "full"},
+                                                             {"worker": "edge-<2>", "outcome": "served"}]}})
+    assert 'data-worker="edge-&lt;2&gt;"' in served and "read by edge worker <b>edge-&lt;2&gt;</b> (q.gguf)" in served
+    assert "edge-1 full" in served and "served" not in served.split("load-aware", 1)[1]
+    moved = render.dispatch_line({"dispatch": {"policy": "random", "worker": None, "redirected": True,
+                                               "cloud_cost_usd": 0.000126, "attempts": [{"worker": "a", "outcome": "full"}]}})
+    assert 'data-redirected="1"' in moved and "a full → redirected to the cloud · cloud cost $0.000126" in moved
+
+
+def test_workers_panel_shows_each_load_against_its_limit() -> None:
+    assert render.workers_html(None) == ""
+    assert 'data-workers="0"' in render.workers_html([]) and "ecqa edge serve" in render.workers_html([])
+    html = render.workers_html([{"id": "a", "model": "m", "in_flight": 3, "limit": 3, "capacity_tps": 210.4,
+                                 "served": 7, "rejected": 2}, {"id": "b", "model": "n", "in_flight": 0, "limit": 2,
+                                                              "capacity_tps": 90.0, "served": 0, "rejected": 0}])
+    assert 'data-workers="2"' in html and 'data-worker="a" data-in-flight="3"' in html
+    assert "width:100%" in html and "width:0%" in html and ">3 / 3<" in html and ">210<" in html

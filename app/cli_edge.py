@@ -1,0 +1,116 @@
+"""``ecqa edge``: run an edge worker (serve) and show the workers' registry (list)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from typing import Annotated
+
+import typer
+
+from app.console import AsJson, emit_json, err, out, stop_on_ctrl_c, user_errors
+
+edge_app = typer.Typer(
+    help="Edge workers: serve the edge model over HTTP behind the dispatcher (serve), show the registry (list).",
+    no_args_is_help=True,
+)
+
+Registry_ = Annotated[str | None, typer.Option(
+    "--registry", help="Where workers advertise: 'file' (<user data dir>/ecqa/registry), a folder, or redis://host:port/db "
+    "[env ECQA_EDGE_REGISTRY].")]
+
+
+@edge_app.command("serve")
+@user_errors
+def edge_serve(
+    worker_id: Annotated[str | None, typer.Option("--id", help="Registry id [default edge-<hostname>-<port>].")] = None,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1, 0 = any free one.")] = 0,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (and to advertise).")] = "127.0.0.1",
+    registry: Registry_ = None,
+    model: Annotated[str | None, typer.Option("--model", help="Edge model: a manifest name or a GGUF path "
+                                              "[env ECQA_SLM_MODEL_PATH; default qwen2.5-coder-0.5b-instruct].")] = None,
+    cores: Annotated[str | None, typer.Option("--cores", help="CPUs it runs on, e.g. 0 or 0-1 [default: all it may use]; "
+                                              "its threads follow them.")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=0, max=256, help="Threads per model instance, 0 = cores / "
+                                         "concurrency.")] = 0,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=16, help="Requests read at once "
+                                                    "[env ECQA_WORKER_CONCURRENCY; default 1].")] = None,
+    queue: Annotated[int | None, typer.Option("--queue", min=0, max=1000, help="Requests admitted beyond that, "
+                                              "waiting [env ECQA_WORKER_QUEUE; default 2].")] = None,
+) -> None:
+    """Run an edge worker until Ctrl-C: it loads its model, measures its speed, then serves and heartbeats."""
+    from edge.registry import check_worker_id, open_registry
+    from edge.worker import make_server
+    from pipelines.settings import default_data_dir, load_settings
+    from pipelines.workers import build_worker, parse_cores
+
+    if worker_id is not None:
+        check_worker_id(worker_id)
+    s = load_settings(edge_registry=registry, slm_model_path=model, worker_concurrency=concurrency, worker_queue=queue)
+    cpus = parse_cores(cores)
+    spec = s.effective_registry() or str(default_data_dir() / "registry")
+    reg = open_registry(spec, default_data_dir() / "registry", s.registry_ttl_s)
+    stop_on_ctrl_c()
+    server = None
+    worker = None
+    try:
+        probe = socket.socket()  # a busy port fails before the model loads
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            from pipelines.errors import PipelineError
+
+            raise PipelineError(f"cannot listen on {host}:{port}: {exc.strerror or exc} — pick another --port") from None
+        finally:
+            probe.close()
+        err.print(f"[dim]loading {s.slm_model_path or 'qwen2.5-coder-0.5b-instruct'} on CPUs {cores or 'all'} and "
+                  "measuring its speed…[/]", highlight=False)
+        worker = build_worker(s, worker_id or "pending", cpus, s.worker_concurrency, s.worker_queue, reg, threads)
+        server = make_server(worker, host, port)
+        url = f"http://{host}:{server.server_address[1]}"
+        wid = worker_id or f"edge-{socket.gethostname()[:40]}-{server.server_address[1]}"
+        worker.entry = replace(worker.entry, id=wid, url=url)
+        worker.start_heartbeat()
+        e = worker.entry
+        out.print(f"edge worker [bold]{wid}[/] listening on [bold]{url}[/] · {e.model} · {e.threads} threads on CPUs "
+                  f"{e.cores} · {e.prompt_tps:.0f} prompt tok/s, {e.gen_tps:.1f} gen tok/s · concurrency "
+                  f"{e.concurrency}, queue {e.queue} · registry {reg.describe()}", highlight=False, soft_wrap=True)
+        out.print("[dim]Ctrl-C stops it[/]", highlight=False)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.server_close()
+    out.print("edge worker stopped", highlight=False)
+
+
+@edge_app.command("list")
+@user_errors
+def edge_list(registry: Registry_ = None, as_json: AsJson = False) -> None:
+    """Show the live workers of the registry: model, speed, limits and load (W_i, R_i = W_i / C_i)."""
+    from rich.table import Table
+
+    from edge.registry import open_registry
+    from pipelines.settings import default_data_dir, load_settings
+
+    s = load_settings(edge_registry=registry)
+    spec = s.effective_registry() or str(default_data_dir() / "registry")
+    reg = open_registry(spec, default_data_dir() / "registry", s.registry_ttl_s)
+    entries = reg.entries()
+    if as_json:
+        emit_json({"registry": reg.describe(), "workers": [{**e.to_json(), "capacity": round(e.capacity, 1),
+                                                            "keys": e.keys()} for e in entries]})
+        return
+    if not entries:
+        out.print(f"no live edge worker in {reg.describe()} — start one with `ecqa edge serve`", highlight=False)
+        return
+    table = Table("id", "url", "model", "params", "quant", "threads", "cores", "prompt tok/s", "gen tok/s",
+                  "W_i / limit", "R_i", "served", "refused", title=f"edge workers in {reg.describe()}")
+    for e in entries:
+        table.add_row(e.id, e.url, e.model, e.parameters, e.quantization, str(e.threads), e.cores, f"{e.prompt_tps:.0f}",
+                      f"{e.gen_tps:.1f}", f"{e.in_flight} / {e.limit}", f"{e.in_flight / e.capacity:.4f}", str(e.served),
+                      str(e.rejected))
+    out.print(table)

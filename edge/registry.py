@@ -1,0 +1,230 @@
+"""The capability registry: edge workers advertise what they are and how loaded, under a TTL.
+
+Each worker puts its :class:`WorkerEntry` again every ``ttl / 3`` seconds (its heartbeat); an entry
+not renewed within its TTL is gone on its own, so a dead worker drops out without anyone removing it.
+
+- :class:`FileRegistry` (the default; no server): one JSON file per worker in a folder, written
+  atomically, its age read from the entry's own timestamp. Workers and dispatchers on one host share it.
+- :class:`RedisRegistry` (edges on several hosts): one key per worker, ``SET … PX ttl``, so Redis
+  itself expires a worker whose heartbeat stops.
+
+Keys read like DNS names (the capability metadata store of the collaborative edge-AI design):
+``/edge/<id>/model``, ``/edge/<id>/quantization``, ``/edge/<id>/prompt_tps`` … (:meth:`WorkerEntry.keys`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError
+
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RegistryError(EdgeError):
+    """The registry cannot be reached or read."""
+
+
+@dataclass(frozen=True)
+class WorkerEntry:
+    """One worker's capabilities and load, as it advertises them.
+
+    ``capacity`` (C_i) is what the dispatcher weighs: prompt tokens per second over all its slots.
+    """
+
+    id: str
+    url: str
+    model: str
+    parameters: str = ""  # e.g. "0.5B"
+    quantization: str = ""  # e.g. "Q4_K_M"
+    n_ctx: int = 0
+    threads: int = 0
+    cores: str = ""  # the CPUs it runs on, e.g. "0-1"
+    prompt_tps: float = 0.0  # measured by the worker itself at start-up
+    gen_tps: float = 0.0
+    concurrency: int = 1
+    queue: int = 0
+    in_flight: int = 0  # W_i: admitted requests, running and queued
+    served: int = 0
+    rejected: int = 0
+    healthy: bool = True
+    pid: int = 0
+    heartbeat: float = 0.0  # time.time() of the put
+
+    @property
+    def capacity(self) -> float:
+        return max(self.prompt_tps, 1e-9) * max(self.concurrency, 1)
+
+    @property
+    def limit(self) -> int:
+        return self.concurrency + self.queue
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerEntry:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def keys(self) -> dict[str, Any]:
+        """The entry as DNS-like keys: ``/edge/<id>/<field>``."""
+        return {f"/edge/{self.id}/{k}": v for k, v in self.to_json().items() if k != "id"}
+
+
+def check_worker_id(worker_id: str) -> str:
+    """:raises RegistryError: an id that is not 1-64 letters, digits, '_', '.' or '-'."""
+    if not _ID.match(worker_id or ""):
+        raise RegistryError(f"worker id {worker_id[:80]!r} is not 1-64 letters, digits, '_', '.' or '-' — pick another --id")
+    return worker_id
+
+
+class Registry(ABC):
+    """Where workers advertise; what the dispatcher and `ecqa edge list` read."""
+
+    def __init__(self, ttl_s: float) -> None:
+        if not ttl_s > 0:
+            raise RegistryError("the registry TTL must be above 0 s — set ECQA_REGISTRY_TTL_S")
+        self.ttl_s = ttl_s
+
+    @abstractmethod
+    def put(self, entry: WorkerEntry) -> None:
+        """Advertise (or renew) ``entry`` for ``ttl_s`` seconds from now."""
+
+    @abstractmethod
+    def entries(self) -> list[WorkerEntry]:
+        """The live entries (renewed within their TTL), by id."""
+
+    @abstractmethod
+    def remove(self, worker_id: str) -> None:
+        """Withdraw a worker (it stops cleanly); a missing one is no error."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the registry is, for messages."""
+
+
+class FileRegistry(Registry):
+    """Entries as ``<folder>/<id>.json``; an entry older than the TTL is dead (and swept).
+
+    :param folder: the registry folder (created on first put).
+    :param ttl_s: seconds an entry lives without a heartbeat.
+    :param clock: the wall clock (tests pass their own).
+    """
+
+    def __init__(self, folder: str | Path, ttl_s: float = 6.0, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ttl_s)
+        self.folder = Path(folder)
+        self.clock = clock
+
+    def put(self, entry: WorkerEntry) -> None:
+        check_worker_id(entry.id)
+        entry = replace(entry, heartbeat=self.clock())
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{entry.id}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(entry.to_json()))
+            os.replace(tmp, self.folder / f"{entry.id}.json")  # atomic: a reader never sees half an entry
+        except OSError as exc:
+            raise RegistryError(f"cannot write the registry {self.folder}: {exc.strerror or exc} — check the folder "
+                                "(ECQA_REGISTRY) is writable") from None
+
+    def entries(self) -> list[WorkerEntry]:
+        now = self.clock()
+        out = []
+        try:
+            paths = sorted(self.folder.glob("*.json"))
+        except OSError:
+            return []
+        for path in paths:
+            try:
+                entry = WorkerEntry.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue  # removed while read, or not an entry
+            if now - entry.heartbeat <= self.ttl_s:
+                out.append(entry)
+        return out
+
+    def remove(self, worker_id: str) -> None:
+        check_worker_id(worker_id)
+        (self.folder / f"{worker_id}.json").unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return str(self.folder)
+
+
+class RedisRegistry(Registry):
+    """Entries as Redis keys ``<prefix><id>`` holding the entry's JSON, each expiring after the TTL.
+
+    :param url: ``redis://host:port/db``.
+    :param ttl_s: seconds an entry lives without a heartbeat (Redis expires it).
+    :param prefix: key prefix, so several deployments can share one Redis.
+    """
+
+    def __init__(self, url: str, ttl_s: float = 6.0, prefix: str = "ecqa:edge:") -> None:
+        super().__init__(ttl_s)
+        import redis  # only a Redis-backed registry needs the client
+
+        self.url = url
+        self.prefix = prefix
+        self._redis_errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        try:
+            self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        except ValueError as exc:
+            raise RegistryError(f"bad Redis URL {url!r}: {exc} — use redis://host:port/db") from None
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except self._redis_errors as exc:
+            raise RegistryError(f"Redis registry {self.url} unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                                " — start redis-server or fix ECQA_REGISTRY") from None
+
+    def put(self, entry: WorkerEntry) -> None:
+        check_worker_id(entry.id)
+        entry = replace(entry, heartbeat=time.time())
+        self._call(lambda: self._client.set(self.prefix + entry.id, json.dumps(entry.to_json()),
+                                            px=max(1, int(self.ttl_s * 1000))))
+
+    def entries(self) -> list[WorkerEntry]:
+        keys = sorted(self._call(lambda: list(self._client.scan_iter(match=self.prefix + "*", count=100))))
+        if not keys:
+            return []
+        values = self._call(lambda: self._client.mget(keys))
+        out = []
+        for raw in values:
+            if raw is None:  # expired between SCAN and MGET
+                continue
+            try:
+                out.append(WorkerEntry.from_json(json.loads(raw)))
+            except (ValueError, TypeError):
+                continue
+        return out
+
+    def remove(self, worker_id: str) -> None:
+        check_worker_id(worker_id)
+        self._call(lambda: self._client.delete(self.prefix + worker_id))
+
+    def describe(self) -> str:
+        return self.url
+
+
+def open_registry(spec: str, default_folder: Path, ttl_s: float) -> Registry:
+    """The registry named by ``spec``: ``redis://…`` (or ``rediss://…``), else a folder ('' or
+    "file" = ``default_folder``).
+
+    :raises RegistryError: a bad Redis URL.
+    """
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return RedisRegistry(spec, ttl_s)
+    if spec in ("", "file"):
+        return FileRegistry(default_folder, ttl_s)
+    return FileRegistry(Path(spec.removeprefix("file:")).expanduser(), ttl_s)

@@ -1,0 +1,94 @@
+"""Build an edge worker from the settings: its cores, threads, model instances and self-measured speed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from edge.answer_parser import AnswerParser
+from edge.prompt_builder import EdgePromptBuilder
+from edge.reader import EdgeReader
+from edge.registry import Registry, WorkerEntry, check_worker_id
+from edge.slm_generator import SlmGenerator
+from edge.worker import EdgeWorker
+from pipelines.errors import PipelineError
+from pipelines.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PARAMS = re.compile(r"(?<![a-z0-9])(\d+(?:\.\d+)?[mb])(?![a-z0-9])", re.I)
+_QUANT = re.compile(r"(?<![a-z0-9])((?:iq|q)\d(?:_[a-z0-9]+)*|bf16|f16|f32)(?![a-z0-9])", re.I)
+
+
+def parse_cores(spec: str | None) -> list[int]:
+    """CPU numbers from "0,2-3"; None or '' = the CPUs this process may run on now.
+
+    :raises PipelineError: malformed, or CPUs this machine does not let the process use.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if not spec:
+        return allowed
+    cores: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            a, b = int(lo), int(hi or lo)
+            if a > b:
+                raise ValueError
+            cores.update(range(a, b + 1))
+    except ValueError:
+        raise PipelineError(f"--cores {spec[:40]!r} is not a CPU list — write it like 0 or 0,1 or 0-3") from None
+    missing = sorted(cores - set(allowed))
+    if missing:
+        raise PipelineError(f"CPU {missing[0]} is not available here (available: {_ranges(allowed)}) — pick from those")
+    return sorted(cores)
+
+
+def _ranges(cores: list[int]) -> str:
+    out, start = [], None
+    for i, c in enumerate(cores):
+        start = c if start is None else start
+        if i + 1 == len(cores) or cores[i + 1] != c + 1:
+            out.append(f"{start}-{c}" if c != start else str(c))
+            start = None
+    return ",".join(out)
+
+
+def describe_model(file_name: str) -> tuple[str, str]:
+    """Parameter count and quantization from a GGUF file name ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")."""
+    stem = Path(file_name).stem
+    params = _PARAMS.search(stem)
+    quant = _QUANT.findall(stem)
+    return (params.group(1).upper() if params else "", quant[-1].upper() if quant else "")
+
+
+def build_worker(settings: Settings, worker_id: str, cores: list[int], concurrency: int, queue: int,
+                 registry: Registry | None, threads: int = 0) -> EdgeWorker:
+    """A worker pinned to ``cores`` with ``concurrency`` loaded model instances, its speed measured.
+
+    Each instance gets ``len(cores) // concurrency`` threads (at least 1) unless ``threads`` is given:
+    more threads than cores made llama.cpp stall (`make bench-dispatch`, contention table).
+
+    :raises PipelineError: a bad id; :raises ModelError: the model does not load.
+    """
+    check_worker_id(worker_id)
+    os.sched_setaffinity(0, cores)  # the process's threads (llama.cpp's included) stay on its cores
+    per = threads or max(1, len(cores) // concurrency)
+    readers = []
+    for _ in range(concurrency):
+        gen = SlmGenerator(model_path=settings.slm_model_path, n_ctx=settings.slm_n_ctx, n_threads=per,
+                           max_tokens=settings.slm_max_tokens, reading=settings.slm_reading,
+                           kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
+                           kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024, kv_type=settings.kv_type)
+        readers.append(EdgeReader(EdgePromptBuilder(passage_chars=settings.slm_passage_chars), gen, AnswerParser())
+                       .warm_up())
+    llama = readers[0].generator.reader
+    prompt_tps, gen_tps = llama.measure_speed()
+    params, quant = describe_model(llama.name)
+    logger.info("worker %s: %s, %.0f prompt tok/s, %.1f gen tok/s", worker_id, llama.name, prompt_tps, gen_tps)
+    entry = WorkerEntry(id=worker_id, url="", model=llama.name, parameters=params, quantization=quant,
+                        n_ctx=settings.slm_n_ctx, threads=per, cores=_ranges(cores), prompt_tps=round(prompt_tps, 1),
+                        gen_tps=round(gen_tps, 2))
+    return EdgeWorker(readers, entry, queue, registry)
