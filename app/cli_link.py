@@ -26,7 +26,7 @@ def link_measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from edge.link import TOLERANCE, measure_link, select_profiles
+    from netem.link import TOLERANCE, measure_link, select_profiles
 
     profiles = select_profiles(profile)
     results: list[dict[str, Any]] = []
@@ -56,7 +56,7 @@ def link_proxy(
     listen: Annotated[int, typer.Option("--listen", help="Port on 127.0.0.1 to listen on; 0 picks a free one.")] = 0,
 ) -> None:
     """Forward 127.0.0.1:PORT to HOST:PORT over an emulated link until Ctrl-C."""
-    from edge.link import LinkEmulator, get_profile, parse_hostport
+    from netem.link import LinkEmulator, get_profile, parse_hostport
 
     prof = get_profile(profile)
     host, port = parse_hostport(target)

@@ -100,8 +100,8 @@ def up_command(
     run), the edge, the web UI — and stop all of it on Ctrl-C."""
     from app.ui import serve_until_interrupted
     from app.ui_service import UiService
-    from edge.link import get_profile
-    from eval.stack import embedded_stack
+    from pipelines.link import get_profile
+    from pipelines.stack import embedded_stack
     from pipelines.answer import check_policy
     from pipelines.cloud_path import cloud_dir_of
     from pipelines.store import open_store

@@ -31,7 +31,7 @@ from typing import Any
 
 from sklearn.metrics import roc_auc_score
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.data import load_questions
 from eval.report import percentile
 from eval.squad_metrics import evaluate

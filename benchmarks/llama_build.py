@@ -82,7 +82,7 @@ def main() -> None:
             print(name, rows[name][-1], flush=True)
     med = {n: {k: statistics.median(r[k] for r in rs) for k in ("prompt_tok_s", "gen_tok_s")} for n, rs in rows.items()}
     variant = {n: rs[0]["variant"] for n, rs in rows.items()}
-    from eval.benchmarks_md import replace_block
+    from benchmarks.markdown import replace_block
     from reading.llama_runtime import relevant_cpu_flags
 
     ratio = {k: med["portable"][k] / med["native"][k] for k in ("prompt_tok_s", "gen_tok_s")}

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.features import FEATURES
 from eval.records import labelled
 from eval.replay import cloud_answer, edge_answer, route_records, summarize
-from pipelines.calibration import DEFAULT_CALIBRATION, Calibration, LogisticModel
+from pipelines.calibration import DEFAULT_CALIBRATION, FEATURES, Calibration, LogisticModel
 from pipelines.policies import CascadePolicy, CloudPolicy, EdgePolicy, LearnedPolicy
 
 

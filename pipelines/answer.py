@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from urllib.parse import urlsplit
 from collections.abc import Iterator
 from typing import Any
 
 from edge.answer_cache import AnswerCache
 from edge.registry import open_registry
 from edge.store import DocumentStore
+from netem.link import LinkEmulator, get_profile
 from pipelines.calibration import Calibration
 from pipelines.cascade import Cascade
 from pipelines.dispatch import Dispatcher
@@ -58,10 +60,6 @@ def emulated_link(settings: Settings) -> Iterator[Settings]:
     if not settings.network or not settings.cloud_url:
         yield settings
         return
-    from urllib.parse import urlsplit
-
-    from edge.link import LinkEmulator, get_profile
-
     profile = get_profile(settings.network)
     parts = urlsplit(settings.cloud_url)
     if not parts.hostname or not parts.port:
@@ -78,8 +76,6 @@ def latency_model_for(network: str | None, **priors: float) -> LatencyModel:
     :raises EdgeError: unknown profile.
     """
     if network:
-        from edge.link import get_profile
-
         profile = get_profile(network)
         priors = {"rtt_ms": profile.rtt_ms, "bandwidth_mbit": profile.bandwidth_mbit, **priors}
     return LatencyModel(**priors)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.features import logistic
+from edge.features import FEATURES, logistic
 from pipelines.errors import ConfigError, PipelineError
 
 if TYPE_CHECKING:

@@ -71,7 +71,7 @@ def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s:
         gateway_url = url[0]
         cloud_url = gateway_url
         if network:
-            from edge.link import LinkEmulator
+            from netem.link import LinkEmulator
 
             host, gw_port = gateway_url.removeprefix("https://").rsplit(":", 1)
             emulator = LinkEmulator(network, (host, int(gw_port)))

@@ -7,7 +7,7 @@ the guard refuses the ones that differ in negation, numbers or comparatives; the
 hits. ``wrong answer`` counts the false hits whose gold answers share nothing, i.e. where serving
 the cached answer would score 0.
 
-Usage: ``python -m eval.cache_threshold [--limit 600] [--examples 0.93]``
+Usage: ``python -m benchmarks.cache_threshold [--limit 600] [--examples 0.93]``
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -32,13 +34,6 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 # --- retrieval ------------------------------------------------------------------------------
@@ -168,15 +163,15 @@ def edge_child(args: argparse.Namespace) -> None:
     prefill_tok_s = [(p - c) / (t / 1000) for p, c, t in zip(prompt_tokens, cached, stages["prefill"]) if t > 0]
     out = {
         "n": len(questions),
-        "stages": {k: {"p50": pct(v, 50), "p95": pct(v, 95), "mean": statistics.mean(v)} for k, v in stages.items()},
+        "stages": {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "mean": statistics.mean(v)} for k, v in stages.items()},
         "decode_tokens_per_s": statistics.median(toks_per_s) if toks_per_s else 0.0,
         "prefill_tokens_per_s": statistics.median(prefill_tok_s) if prefill_tok_s else 0.0,
         "prompt_tokens_mean": statistics.mean(prompt_tokens),
         "cached_prompt_tokens_mean": statistics.mean(cached),
         "rss_after_warm_up_mib": rss_warm,
         "peak_rss_mib": peak_rss_mib(),
-        "pipeline_overhead": {"direct_p50_ms": pct(direct, 50), "pipeline_p50_ms": pct(piped, 50),
-                              "overhead_p50_ms": pct(piped, 50) - pct(direct, 50)},
+        "pipeline_overhead": {"direct_p50_ms": percentile(direct, 50), "pipeline_p50_ms": percentile(piped, 50),
+                              "overhead_p50_ms": percentile(piped, 50) - percentile(direct, 50)},
         "accuracy": {"edge": evaluate(questions, preds), "always_no_answer": evaluate(questions, {})},
     }
     store.close()
@@ -195,7 +190,7 @@ def bench_edge(data: Path, extra: Path, n: int) -> dict[str, Any]:
             build_index(store, SentenceEmbedder().load(), passages, sources, "bench")
         child_out = Path(tmp) / "edge.json"
         subprocess.run(
-            [sys.executable, "-m", "eval.bench_edge", "--child", "--qdrant-path", str(Path(tmp) / "q"),
+            [sys.executable, "-m", "benchmarks.edge_tier", "--child", "--qdrant-path", str(Path(tmp) / "q"),
              "--data", str(data), "--n", str(n), "--child-out", str(child_out)],
             check=True,
         )
@@ -265,7 +260,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     md = markdown(res, "make bench-edge")
-    from eval.benchmarks_md import replace_block
+    from benchmarks.markdown import replace_block
 
     replace_block(args.benchmarks_md, START, END, md, "## Edge — `make bench-edge`")
     print(md)

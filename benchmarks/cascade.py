@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.records import labelled, read_records
 from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
