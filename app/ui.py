@@ -7,6 +7,9 @@ events that touch a model or the store run one at a time in the queue slot
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import logging
 import os
 import time

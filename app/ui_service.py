@@ -8,6 +8,9 @@ per stage, whether the cloud was unreachable) and the run-time switch of the emu
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import contextlib
 import logging
 import threading
@@ -28,10 +31,10 @@ from pipelines.answer import (
 )
 from pipelines.cascade import Cascade
 from pipelines.errors import USER_ERRORS, PipelineError
-from pipelines.latency import LatencyModel
-from pipelines.policies import policy_class
 from pipelines.index import index_files
+from pipelines.latency import LatencyModel
 from pipelines.link import get_profile
+from pipelines.policies import policy_class
 from pipelines.settings import Settings
 from pipelines.stages import split_stages
 from pipelines.store import DocumentStore, open_store

@@ -12,6 +12,9 @@ Usage: ``python -m benchmarks.cache_threshold [--limit 600] [--examples 0.93]``
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import os
 import sys

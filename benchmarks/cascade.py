@@ -10,6 +10,9 @@ through :class:`Cascade`. Rewrites the bench-cascade block of BENCHMARKS.md.
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import json
 import statistics

@@ -6,6 +6,9 @@ Writes ``--out`` (JSON) and rewrites the block between the bench-edge markers in
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import json
 import os

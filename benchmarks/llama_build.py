@@ -8,6 +8,9 @@ table gives the medians and the portable/native ratio. Writes the BENCHMARKS.md 
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import json
 import os

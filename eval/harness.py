@@ -23,24 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.index import document_id, index_files
-from pipelines.link import check_network
-from pipelines.stages import split_stages
-from pipelines.store import DocumentStore
-from pipelines.text import prompts_fingerprint
 from eval.data import load_questions
 from eval.errors import EvalError
+from eval.plots import write_plots
 from eval.records import read_records, run_records
 from eval.replay import Routed, calibrated_scores, route_records
 from eval.report import SCHEMA, accuracy, markdown, policy_metrics, retrieval_recall, write_predictions
 from eval.resources import ResourceSampler, read_samples, summarize_samples
-from eval.squad_metrics import Question
-from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, latency_model_for
+from eval.squad_metrics import Question, score_question
+from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, emulated_link, latency_model_for
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA
+from pipelines.index import document_id, index_files
+from pipelines.link import check_network
 from pipelines.policies import policy_class
-from pipelines.settings import Settings
+from pipelines.settings import Settings, default_data_dir
+from pipelines.stack import embedded_stack
+from pipelines.stages import split_stages
+from pipelines.store import DocumentStore, open_store
+from pipelines.text import prompts_fingerprint
 
 # step name, done, total
 Progress = Callable[[str, int, int], None]
@@ -198,22 +202,17 @@ def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, fp: 
 def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) -> Iterator[tuple[CloudClient, str, int | None]]:
     """The cloud client of the run: the caller's, the configured gateway (through the emulated
     link), or an embedded gateway started for the run. Yields (client, what it is, gateway pid)."""
-    from pipelines.cloud_client import AnswererClient
-    from pipelines.cloud_path import cloud_answerer_from
 
     if given is not None:
         yield given, "given", None
         return
     if settings.cloud_url:
-        from pipelines.answer import emulated_link
 
         with emulated_link(settings.model_copy(update={"network": cfg.network})) as s:
             client = AnswererClient(cloud_answerer_from(s))
             client.answerer.warm_up()
             yield client, settings.cloud_url, None
         return
-    from pipelines.stack import embedded_stack
-    from pipelines.settings import default_data_dir
 
     with embedded_stack(default_data_dir(), network=cfg.network) as stack:
         s = settings.model_copy(update={"cloud_url": stack.cloud_url, "cloud_dir": stack.cloud_dir})
@@ -267,7 +266,6 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
     records_path = cfg.out / "records.jsonl"
     with contextlib.ExitStack() as stack:
         if store is None and not cfg.oracle_context:
-            from pipelines.store import open_store
 
             store = stack.enter_context(open_store(settings))
         collection = ensure_index(cfg, settings, store, fp, progress) if store is not None and not cfg.oracle_context else ""
@@ -328,8 +326,6 @@ def run_live(cfg: EvalConfig, settings: Settings, questions: Sequence[Question],
 
 def live_row(q: Question, r: Any) -> dict[str, Any]:
     """One live answer (an AskResult) as a routed row, with stages that add up to its total time."""
-    from eval.squad_metrics import score_question
-
     t, d = r.timings_ms, r.decision or {}
     route = d.get("route", r.tier)
     stages = split_stages(t, route)
@@ -398,7 +394,6 @@ def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question])
         "files": {"predictions": {n: f"predictions-{n}.json" for n in routed},
                   "records": [live_path(cfg.out, n).name for n in routed] if cfg.live else "records.jsonl"},
     }
-    from eval.plots import write_plots
 
     report["files"]["plots"] = write_plots(report, samples, cfg.out)
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1))

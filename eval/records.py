@@ -16,11 +16,17 @@ from typing import Any
 
 from haystack import Document
 
-from pipelines.index import document_id, index_files
-from pipelines.store import DocumentStore
+from eval.data import load_questions
 from eval.squad_metrics import Question, score_question
+from pipelines.calibration import in_calibration_split
 from pipelines.cascade import CloudClient
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA, Retrieved
+from pipelines.index import document_id, index_files
+from pipelines.settings import load_settings
+from pipelines.stack import embedded_stack
+from pipelines.store import DocumentStore
 
 Progress = Callable[[int, int], None]
 
@@ -131,12 +137,6 @@ def main() -> None:
     import argparse
     import tempfile
 
-    from eval.data import load_questions
-    from pipelines.stack import embedded_stack
-    from pipelines.calibration import in_calibration_split
-    from pipelines.cloud_path import cloud_answerer_from
-    from pipelines.cloud_client import AnswererClient
-    from pipelines.settings import load_settings
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))

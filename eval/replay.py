@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eval.stats import percentile
 from eval.squad_metrics import Question, score_question
+from eval.stats import percentile
 from pipelines.calibration import Calibration
 from pipelines.cascade import AnswerCacheLike, verify_answer
 from pipelines.latency import LatencyModel

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.replay import Routed
-from eval.stats import percentile
 from eval.squad_metrics import Question, evaluate
+from eval.stats import percentile
 
 SCHEMA = 1
 STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "client", "cloud_failed", "other", "cache")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from urllib.parse import urlsplit
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge.answer_cache import AnswerCache
 from edge.registry import open_registry
@@ -15,6 +15,8 @@ from edge.store import DocumentStore
 from netem.link import LinkEmulator, get_profile
 from pipelines.calibration import Calibration
 from pipelines.cascade import Cascade
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.dispatch import Dispatcher
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
@@ -99,8 +101,6 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
     edge.retriever.warm_up()  # a missing collection is the likelier mistake: report it first
     calibration = Calibration.load(settings.calibration_path)
     if cloud is None and settings.cloud_url:
-        from pipelines.cloud_client import AnswererClient
-        from pipelines.cloud_path import cloud_answerer_from
 
         cloud = AnswererClient(cloud_answerer_from(settings))
         # Configuration mistakes (bad URL, missing certificates) are errors now; only failures at

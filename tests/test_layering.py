@@ -89,3 +89,23 @@ def test_the_rules_catch_an_upward_import() -> None:
         "eval/y.py:9 imports edge/ — eval/ reaches the rest through pipelines/ only (add a front door there)",
         "app/ui.py:2 imports netem/ — app/ reaches the rest through pipelines/ (and eval/) only (add a front door there)",
     ]
+
+
+def test_imports_inside_functions_say_why() -> None:
+    """A project import belongs at the module's top; a file that imports inside functions says why, once,
+    in a comment that starts "# Imports inside functions:" (a type-only import under TYPE_CHECKING is fine)."""
+    silent = []
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            text = path.read_text()
+            tree = ast.parse(text)
+            guarded = {id(n) for node in tree.body if isinstance(node, ast.If) for n in ast.walk(node)}
+            top = {id(n) for n in tree.body} | guarded
+            inner = [node.lineno for node in ast.walk(tree)
+                     if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top
+                     and any(name.split(".")[0] in PACKAGES for name in
+                             ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]))]
+            if inner and "# Imports inside functions:" not in text:
+                silent.append(f"{path.relative_to(REPO)}:{inner[0]} imports inside a function — move it to the top, or "
+                              "say why in a '# Imports inside functions:' comment")
+    assert not silent, "\n".join(silent)
