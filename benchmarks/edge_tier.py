@@ -8,7 +8,6 @@ from __future__ import annotations
 
 # Imports inside functions: each phase (and each child process, after it sets its environment) imports
 # only what it measures, so one phase never pays for another's models.
-
 import argparse
 import json
 import os
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.markdown import publish
 from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -260,13 +260,7 @@ def main() -> None:
     res["build"] = bench_build(args.data, args.extra)
     print(f"edge latency over {args.n} questions…", flush=True)
     res["edge"] = bench_edge(args.data, args.extra, args.n)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
-    md = markdown(res, "make bench-edge")
-    from benchmarks.markdown import replace_block
-
-    replace_block(args.benchmarks_md, START, END, md, "## Edge — `make bench-edge`")
-    print(md)
+    publish(res, args.out, markdown(res, "make bench-edge"), args.benchmarks_md, START, END, "## Edge — `make bench-edge`")
 
 
 if __name__ == "__main__":
