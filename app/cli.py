@@ -90,7 +90,7 @@ def index_build(
         TimeRemainingColumn,
     )
 
-    from pipelines.index import embedder_for, index_files, prepare_kv_states
+    from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states
     from pipelines.store import open_store
 
     s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
@@ -100,6 +100,7 @@ def index_build(
             raise ConfigError("--kv needs the per-passage reading and the passage KV store — unset ECQA_SLM_READING "
                               "and ECQA_KV_STORE (or set them to 'each' and true)")
     embedder = embedder_for(s)  # checks the model dir before reading any input
+    loaded = load_files(s, paths)  # a bad file is one line before any progress bar shows
     with open_store(s) as store, Progress(
         TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -115,7 +116,7 @@ def index_build(
             rate = f"{done / elapsed:.0f} passages/s" if elapsed > 0 and done else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        indexed = index_files(s, store, paths, embedder=embedder, recreate=recreate, progress=progress)
+        indexed = index_files(s, store, loaded, embedder=embedder, recreate=recreate, progress=progress)
     report = indexed.report
     kv_report = None
     if kv:

@@ -21,13 +21,31 @@ from edge.slm_generator import SlmGenerator
 from edge.store import DocumentStore, document_id
 from indexing.build import BuildReport, build_index
 from indexing.errors import InputFormatError
-from indexing.loaders import Passage, load_passages, read_squad
+from indexing.loaders import Passage, SourceSummary, load_passages, read_squad
 from pipelines.settings import Settings
 
-__all__ = ["Indexed", "InputFormatError", "document_id", "embedder_for", "index_files", "prepare_kv_states",
-           "read_squad"]
+__all__ = ["Indexed", "InputFormatError", "Loaded", "document_id", "embedder_for", "index_files", "load_files",
+           "prepare_kv_states", "read_squad"]
 
 KV_BATCH = 16  # passages per progress step when storing KV states
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Passages read from files, and a summary of each file."""
+
+    passages: list[Passage]
+    sources: list[SourceSummary]
+
+
+def load_files(settings: Settings, paths: Sequence[Path]) -> Loaded:
+    """Read and chunk ``paths`` as the settings say.
+
+    :raises IndexingError: a missing, unreadable or malformed file, or no passage at all.
+    """
+    passages, sources = load_passages(list(paths), chunk_chars=settings.chunk_chars,
+                                      overlap_chars=settings.chunk_overlap_chars)
+    return Loaded(passages, sources)
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,11 @@ def embedder_for(settings: Settings) -> SentenceEmbedder:
     return SentenceEmbedder(settings.embedder_model)
 
 
-def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path], collection: str | None = None,
+def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path] | Loaded, collection: str | None = None,
                 embedder: SentenceEmbedder | None = None, recreate: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> Indexed:
-    """Load ``paths``, embed them and build ``collection`` (default: the settings'), atomically.
+    """Load ``paths`` (or take what :func:`load_files` read), embed them and build ``collection`` (default:
+    the settings'), atomically.
 
     :param embedder: one already made (the UI's question embedder: one MiniLM in memory).
     :param progress: called with (passages embedded, passages to embed).
@@ -58,13 +77,12 @@ def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path],
     :raises EdgeError: an embedder that does not fit an existing collection.
     """
     embedder = embedder or embedder_for(settings)
-    passages, sources = load_passages(list(paths), chunk_chars=settings.chunk_chars,
-                                      overlap_chars=settings.chunk_overlap_chars)
+    loaded = paths if isinstance(paths, Loaded) else load_files(settings, paths)
     embedder.load()
-    report = build_index(store, embedder, passages, sources, collection or settings.collection, recreate=recreate,
+    report = build_index(store, embedder, loaded.passages, loaded.sources, collection or settings.collection, recreate=recreate,
                          batch_size=settings.embed_batch_size, embed_titles=settings.embed_titles,
                          hybrid=settings.hybrid, progress=progress)
-    return Indexed(report, passages)
+    return Indexed(report, loaded.passages)
 
 
 def prepare_kv_states(settings: Settings, passages: Sequence[Passage],
