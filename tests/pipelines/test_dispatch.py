@@ -71,7 +71,7 @@ def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: igno
     texts = ["Normandy is a region in France. It was named after the Normans, who settled there in the 10th century."]
     status, body = post(a.url, read_request("Who was Normandy named after?", texts))
     assert status == 200 and body["worker"] == "w-a"
-    local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1), AnswerParser())
+    local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1, kv_type="q8_0"), AnswerParser())
     mine = local.read("Who was Normandy named after?", [Document(id="d0", content=texts[0], meta={"title": "T"}, score=1.0)])
     assert body["answer"] == mine.answer and body["answer"]
     assert body["features"]["p_answerable"] == pytest.approx(mine.features["p_answerable"], abs=1e-6)
