@@ -24,7 +24,6 @@ from __future__ import annotations
 
 # Imports inside functions: each phase (and each child process, after it sets its environment) imports
 # only what it measures, so one phase never pays for another's models.
-
 import argparse
 import json
 import os
@@ -36,8 +35,8 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.markdown import replace_block
 from eval.data import load_questions
-from eval.report import percentile
 from eval.squad_metrics import evaluate
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 from pipelines.calibration import in_calibration_split
 
 START, END = "<!-- bench-kv:start -->", "<!-- bench-kv:end -->"
