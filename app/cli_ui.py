@@ -3,6 +3,9 @@ embedded defaults: cloud gateway, edge and UI — what `make run` starts)."""
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import socket
 import subprocess
 from pathlib import Path
@@ -100,10 +103,10 @@ def up_command(
     run), the edge, the web UI — and stop all of it on Ctrl-C."""
     from app.ui import serve_until_interrupted
     from app.ui_service import UiService
-    from edge.link import get_profile
-    from eval.stack import embedded_stack
     from pipelines.answer import check_policy
     from pipelines.cloud_path import cloud_dir_of
+    from pipelines.link import get_profile
+    from pipelines.stack import embedded_stack
     from pipelines.store import open_store
 
     s = load_settings(collection=collection, policy=policy, network=network, budget_ms=budget_ms,

@@ -7,6 +7,9 @@ events that touch a model or the store run one at a time in the queue slot
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import logging
 import os
 import time
@@ -38,7 +41,7 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], fon
 def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
     """The Blocks app over ``service`` (not launched); at most ``max_queue`` events wait in its queue."""
     from app.ui_eval import build_eval_tab
-    from edge.link import PROFILES
+    from pipelines.link import PROFILES
 
     collection = service.settings.collection
     with gr.Blocks(title="edgecloud-qa", analytics_enabled=False) as demo:

@@ -7,6 +7,9 @@ llama.cpp models are not safe to call from two threads.
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import re
 from pathlib import Path
 from typing import Any

@@ -8,6 +8,9 @@ per stage, whether the cloud was unreachable) and the run-time switch of the emu
 
 from __future__ import annotations
 
+# Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
+# error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
+
 import contextlib
 import logging
 import threading
@@ -17,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from edge.store import DocumentStore
 from pipelines.answer import (
     POLICIES,
     answer_question,
@@ -29,10 +31,13 @@ from pipelines.answer import (
 )
 from pipelines.cascade import Cascade
 from pipelines.errors import USER_ERRORS, PipelineError
+from pipelines.index import index_files
 from pipelines.latency import LatencyModel
+from pipelines.link import get_profile
 from pipelines.policies import policy_class
 from pipelines.settings import Settings
-from pipelines.store import open_store
+from pipelines.stages import split_stages
+from pipelines.store import DocumentStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class UiService:
     """The UI process's edge: settings, the open store and the cascade, with a lock around model calls.
 
     ``settings.cloud_url`` is the gateway itself; when a link profile is chosen the cascade's
-    cloud client goes through a :class:`~edge.link.LinkEmulator` in front of it.
+    cloud client goes through a :class:`~netem.link.LinkEmulator` in front of it.
 
     :param settings: the entry point's settings (``cloud_url`` = the gateway, direct).
     :param store: an open document store (closed by :meth:`close`).
@@ -234,8 +239,6 @@ class UiService:
         if self.gateway_url is None:
             return "no cloud configured: every answer comes from the edge"
         if self.settings.network:
-            from edge.link import get_profile
-
             p = get_profile(self.settings.network)
             return f"{p.name} link ({p.rtt_ms:g} ms RTT, {p.bandwidth_mbit:g} Mbit/s) → gateway {self.gateway_url}"
         return f"direct → gateway {self.gateway_url}"
@@ -270,19 +273,13 @@ class UiService:
         :returns: the build report (``ecqa index build --json``).
         :raises PipelineError: no files, unreadable or malformed file, empty corpus, embedder mismatch.
         """
-        from indexing.build import build_index
-        from indexing.loaders import load_passages
-
         if not paths:
             raise PipelineError("no files to index — upload SQuAD v2 .json, .jsonl, .txt or .md files, "
                                 "or tick the bundled corpus")
         s = self.settings
         with self.lock:
-            passages, sources = load_passages(list(paths), chunk_chars=s.chunk_chars, overlap_chars=s.chunk_overlap_chars)
             embedder = self.cascade.edge.embedder.embedder  # the question embedder: one MiniLM in memory
-            report = build_index(self.store, embedder, passages, sources, s.collection, recreate=recreate,
-                                 batch_size=s.embed_batch_size, embed_titles=s.embed_titles, hybrid=s.hybrid,
-                                 progress=progress)
+            report = index_files(s, self.store, paths, embedder=embedder, recreate=recreate, progress=progress).report
             self.cascade.edge.retriever.refresh_if_stale(every_s=0.0)  # answer from the new version now
         return report.as_dict()
 
@@ -331,16 +328,16 @@ def measured_stages(data: dict[str, Any], snapshot: dict[str, float]) -> dict[st
     for these payload sizes. Sealing counts as sending, opening the reply as receiving.
     """
     t = data["timings_ms"]
+    split = split_stages(t, "other")  # one accounting for the chart and the evaluation; "cache" counts as other
     out = dict.fromkeys(STAGES, 0.0)
-    out["embed"] = t.get("embed", 0.0)
-    out["retrieve"] = t.get("retrieve", 0.0)
-    out["edge generate"] = t.get("prompt", 0.0) + t.get("generate", 0.0) + t.get("parse", 0.0)
-    if "network" in t:
+    out["embed"], out["retrieve"] = split.get("embed", 0.0), split.get("retrieve", 0.0)
+    out["edge generate"] = split.get("edge_generate", 0.0)
+    if "network" in split:
         up, down = _link_terms(snapshot, data.get("bytes_up", 0), data.get("bytes_down", 0))
         share_up = up / (up + down) if up + down > 0 else 0.5
-        out["network up"] = t["network"] * share_up + t.get("seal", 0.0)
-        out["network down"] = t["network"] * (1 - share_up) + t.get("open", 0.0)
-        out["cloud"] = t.get("cloud", 0.0)
+        out["network up"] = split["network"] * share_up + t.get("seal", 0.0)
+        out["network down"] = split["network"] * (1 - share_up) + t.get("open", 0.0)
+        out["cloud"] = split.get("cloud", 0.0)
     out["other"] = max(0.0, t["total"] - sum(out.values()))  # cache lookups, routing, a failed cloud call
     return out
 

@@ -36,10 +36,11 @@ from typing import Any
 
 from haystack import Document
 
-from benchmarks.dispatch_sim import GEN_TOKENS, SIZES, EdgeProfile, bursty_workload, load_profiles, simulate
+from benchmarks.dispatch_sim import GEN_TOKENS, EdgeProfile, bursty_workload, load_profiles, simulate
+from benchmarks.markdown import replace_block
+from edge.reader import documents_to_json
 from edge.registry import FileRegistry
-from eval.benchmarks_md import replace_block
-from eval.report import percentile
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 from pipelines.dispatch import Dispatcher, EdgeOverflow
 from pipelines.dispatch_policies import POLICIES
 
@@ -114,8 +115,6 @@ class Requests:
 
 
 def post(url: str, question: str, docs: list[Document]) -> float:
-    from edge.reader import documents_to_json
-
     body = json.dumps({"question": question, "documents": documents_to_json(docs)}).encode()
     t0 = time.perf_counter()
     req = urllib.request.Request(f"{url}/v1/read", data=body, headers={"Content-Type": "application/json"})

@@ -42,10 +42,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from eval.benchmarks_md import replace_block
-from eval.report import percentile  # the project's one percentile (linear-interpolated), as every other table
+from benchmarks.markdown import replace_block
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 from pipelines.dispatch import OVERFLOW_MODES, redirect_cost_usd
 from pipelines.dispatch_policies import POLICIES, WorkerLoad, make_policy
+from pipelines.errors import ConfigError
+from pipelines.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -445,9 +447,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.duration_s <= 0 or args.mean_load <= 0:
         ap.error("--duration-s and --mean-load must be positive")
-    from pipelines.errors import ConfigError
-    from pipelines.settings import load_settings
-
     try:
         profiles = eight_edges(load_profiles(args.profiles))
         settings = load_settings()

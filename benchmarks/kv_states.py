@@ -22,6 +22,8 @@ of `make bench-models`) reads the cascade's and cloud-only's mean latency from t
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
 import argparse
 import json
 import os
@@ -31,10 +33,10 @@ from typing import Any
 
 from sklearn.metrics import roc_auc_score
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.data import load_questions
-from eval.report import percentile
 from eval.squad_metrics import evaluate
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 from pipelines.calibration import in_calibration_split
 
 START, END = "<!-- bench-kv:start -->", "<!-- bench-kv:end -->"

@@ -8,6 +8,9 @@ table gives the medians and the portable/native ratio. Writes the BENCHMARKS.md 
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import json
 import os
@@ -82,7 +85,7 @@ def main() -> None:
             print(name, rows[name][-1], flush=True)
     med = {n: {k: statistics.median(r[k] for r in rs) for k in ("prompt_tok_s", "gen_tok_s")} for n, rs in rows.items()}
     variant = {n: rs[0]["variant"] for n, rs in rows.items()}
-    from eval.benchmarks_md import replace_block
+    from benchmarks.markdown import replace_block
     from reading.llama_runtime import relevant_cpu_flags
 
     ratio = {k: med["portable"][k] / med["native"][k] for k in ("prompt_tok_s", "gen_tok_s")}

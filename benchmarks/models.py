@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.report import load_report
 
 START, END = "<!-- bench-models:start -->", "<!-- bench-models:end -->"

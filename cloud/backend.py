@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cloud.backend_server import READY_MARKER
 from cloud.errors import BackendContextError, BackendError, CloudModelError
 from reading.errors import ReadingError
 from reading.models import DEFAULT_CLOUD_MODEL, resolve_gguf, spec_for_path
@@ -357,8 +358,6 @@ class EmbeddedBackend:
         """
         if self._client is not None:
             return
-        from cloud.backend_server import READY_MARKER
-
         try:
             path = resolve_gguf(self.model_path, DEFAULT_CLOUD_MODEL)
         except ReadingError as exc:

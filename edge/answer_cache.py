@@ -25,7 +25,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# Semantic-level cosine threshold, chosen by `python -m eval.cache_threshold`: MiniLM on the first
+# Semantic-level cosine threshold, chosen by `python -m benchmarks.cache_threshold`: MiniLM on the first
 # 600 dev-a questions, 98,164 pairs of different questions from the same article (a stand-in for
 # "the same retrieved passages"); false hits = pairs at cosine >= t that the guard lets through,
 # "wrong" = those whose gold answers differ (same-answer ones are harmless):

@@ -8,8 +8,7 @@ Exception tree::
      │    ├── StoreUnreachableError   a Qdrant server URL that does not answer
      │    └── CollectionNotFoundError
      ├── EmbedderError             not a sentence-transformers model / dimension mismatch
-     ├── ModelError                a GGUF path that is missing or does not load
-     └── LinkError                 unknown link profile, emulator that cannot listen, netns not possible
+     └── ModelError                a GGUF path that is missing or does not load
 """
 
 from __future__ import annotations
@@ -41,7 +40,3 @@ class EmbedderError(EdgeError):
 
 class ModelError(EdgeError):
     """The edge language model cannot be loaded."""
-
-
-class LinkError(EdgeError):
-    """The emulated edge–cloud link cannot be set up as asked."""

@@ -10,8 +10,8 @@ from haystack import component
 
 from edge.errors import ModelError
 from reading.errors import ReadingError
-from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf, spec_for_path
 from reading.kv_store import PassageStateStore
+from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf, spec_for_path
 from reading.prompts import Passage
 from reading.reader import LlamaReader, PromptTooLongError
 

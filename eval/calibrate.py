@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.features import FEATURES
-from eval.records import labelled
+from eval.records import labelled, read_records
 from eval.replay import cloud_answer, edge_answer, route_records, summarize
-from pipelines.calibration import DEFAULT_CALIBRATION, Calibration, LogisticModel
+from pipelines.calibration import DEFAULT_CALIBRATION, FEATURES, Calibration, LogisticModel
 from pipelines.policies import CascadePolicy, CloudPolicy, EdgePolicy, LearnedPolicy
 
 
@@ -165,7 +164,6 @@ def main() -> None:
     ap.add_argument("--max-cloud-rate", type=float, default=0.4)
     ap.add_argument("--budget-ms", type=float, default=4000.0)
     args = ap.parse_args()
-    from eval.records import read_records
 
     records = labelled(read_records(args.records).values())
     provenance = {"records": str(args.records), "records_sha256": hashlib.sha256(args.records.read_bytes()).hexdigest(),

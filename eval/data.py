@@ -6,8 +6,7 @@ import random
 from pathlib import Path
 
 from eval.squad_metrics import Question, gold_answers
-from indexing.errors import InputFormatError
-from indexing.loaders import read_squad
+from pipelines.index import InputFormatError, read_squad
 
 
 def load_questions(path: Path, limit: int | None = None, seed: int | None = None) -> list[Question]:

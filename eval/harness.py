@@ -23,20 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.store import DocumentStore
 from eval.data import load_questions
 from eval.errors import EvalError
+from eval.plots import write_plots
 from eval.records import read_records, run_records
 from eval.replay import Routed, calibrated_scores, route_records
 from eval.report import SCHEMA, accuracy, markdown, policy_metrics, retrieval_recall, write_predictions
 from eval.resources import ResourceSampler, read_samples, summarize_samples
-from eval.squad_metrics import Question
-from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, latency_model_for
+from eval.squad_metrics import Question, score_question
+from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, emulated_link, latency_model_for
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA
+from pipelines.index import document_id, index_files
+from pipelines.link import check_network
 from pipelines.policies import policy_class
-from pipelines.settings import Settings
+from pipelines.settings import Settings, default_data_dir
+from pipelines.stack import embedded_stack
+from pipelines.stages import split_stages
+from pipelines.store import DocumentStore, open_store
+from pipelines.text import prompts_fingerprint
 
 # step name, done, total
 Progress = Callable[[str, int, int], None]
@@ -96,9 +104,7 @@ def check_config(cfg: EvalConfig) -> list[Question]:
     for p in cfg.policies:
         check_policy(p)
     if cfg.network:
-        from edge.link import get_profile
-
-        get_profile(cfg.network)
+        check_network(cfg.network)
     if cfg.live and cfg.oracle_context:
         raise EvalError("--live answers through the cascade, which retrieves its own passages — drop --oracle-context "
                         "or --live")
@@ -156,13 +162,6 @@ def fingerprint(cfg: EvalConfig, settings: Settings, cloud: str) -> dict[str, An
     }
 
 
-def prompts_fingerprint() -> str:
-    """The prompts both tiers read with: records made with other prompts are not this run's."""
-    import reading.prompts
-
-    return hashlib.sha256(Path(reading.prompts.__file__).read_bytes()).hexdigest()[:16]
-
-
 def check_resumable(out: Path, fp: dict[str, Any]) -> None:
     """:raises EvalError: ``out`` holds records of a run with other data or settings."""
     run_file = out / "run.json"
@@ -194,15 +193,7 @@ def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, fp: 
     name = collection_name(fp, settings)
     if store.exists(name):
         return name
-    from edge.embedder import SentenceEmbedder
-    from indexing.build import build_index
-    from indexing.loaders import load_passages
-
-    passages, sources = load_passages([cfg.data, *cfg.extra_corpus], chunk_chars=settings.chunk_chars,
-                                      overlap_chars=settings.chunk_overlap_chars)
-    embedder = SentenceEmbedder(settings.embedder_model).load()
-    build_index(store, embedder, passages, sources, name, batch_size=settings.embed_batch_size,
-                embed_titles=settings.embed_titles, hybrid=settings.hybrid,
+    index_files(settings, store, [cfg.data, *cfg.extra_corpus], collection=name,
                 progress=(lambda d, t: progress("indexing", d, t)) if progress else None)
     return name
 
@@ -211,22 +202,17 @@ def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, fp: 
 def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) -> Iterator[tuple[CloudClient, str, int | None]]:
     """The cloud client of the run: the caller's, the configured gateway (through the emulated
     link), or an embedded gateway started for the run. Yields (client, what it is, gateway pid)."""
-    from pipelines.cloud_client import AnswererClient
-    from pipelines.cloud_path import cloud_answerer_from
 
     if given is not None:
         yield given, "given", None
         return
     if settings.cloud_url:
-        from pipelines.answer import emulated_link
 
         with emulated_link(settings.model_copy(update={"network": cfg.network})) as s:
             client = AnswererClient(cloud_answerer_from(s))
             client.answerer.warm_up()
             yield client, settings.cloud_url, None
         return
-    from eval.stack import embedded_stack
-    from pipelines.settings import default_data_dir
 
     with embedded_stack(default_data_dir(), network=cfg.network) as stack:
         s = settings.model_copy(update={"cloud_url": stack.cloud_url, "cloud_dir": stack.cloud_dir})
@@ -280,7 +266,6 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
     records_path = cfg.out / "records.jsonl"
     with contextlib.ExitStack() as stack:
         if store is None and not cfg.oracle_context:
-            from pipelines.store import open_store
 
             store = stack.enter_context(open_store(settings))
         collection = ensure_index(cfg, settings, store, fp, progress) if store is not None and not cfg.oracle_context else ""
@@ -341,20 +326,9 @@ def run_live(cfg: EvalConfig, settings: Settings, questions: Sequence[Question],
 
 def live_row(q: Question, r: Any) -> dict[str, Any]:
     """One live answer (an AskResult) as a routed row, with stages that add up to its total time."""
-    from edge.store import document_id
-    from eval.squad_metrics import score_question
-
     t, d = r.timings_ms, r.decision or {}
     route = d.get("route", r.tier)
-    stages = {k: t[k] for k in ("embed", "retrieve") if k in t}
-    edge_ms = sum(t.get(k, 0.0) for k in ("prompt", "generate", "parse"))
-    if edge_ms:
-        stages["edge_generate"] = edge_ms
-    if "seal" in t or "open" in t:
-        stages["seal_open"] = t.get("seal", 0.0) + t.get("open", 0.0)
-    stages.update({k: t[k] for k in ("network", "cloud") if k in t})
-    # routing, features, cache lookups, a failed cloud call
-    stages["cache" if route == "cache" else "other"] = max(t["total"] - sum(stages.values()), 0.0)
+    stages = split_stages(t, route)
     ids = [p.get("id") for p in r.passages]
     gold = document_id(q.title, q.context)
     return {"id": q.id, "route": route, "answer": r.answer, "f1": score_question(q, r.answer)["f1"],
@@ -420,7 +394,6 @@ def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question])
         "files": {"predictions": {n: f"predictions-{n}.json" for n in routed},
                   "records": [live_path(cfg.out, n).name for n in routed] if cfg.live else "records.jsonl"},
     }
-    from eval.plots import write_plots
 
     report["files"]["plots"] = write_plots(report, samples, cfg.out)
     (cfg.out / "report.json").write_text(json.dumps(report, indent=1))

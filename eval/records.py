@@ -16,10 +16,17 @@ from typing import Any
 
 from haystack import Document
 
-from edge.store import document_id
+from eval.data import load_questions
 from eval.squad_metrics import Question, score_question
+from pipelines.calibration import in_calibration_split
 from pipelines.cascade import CloudClient
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA, Retrieved
+from pipelines.index import document_id, index_files
+from pipelines.settings import load_settings
+from pipelines.stack import embedded_stack
+from pipelines.store import DocumentStore
 
 Progress = Callable[[int, int], None]
 
@@ -130,16 +137,6 @@ def main() -> None:
     import argparse
     import tempfile
 
-    from edge.embedder import SentenceEmbedder
-    from edge.store import DocumentStore
-    from eval.data import load_questions
-    from eval.stack import embedded_stack
-    from indexing.build import build_index
-    from indexing.loaders import load_passages
-    from pipelines.calibration import in_calibration_split
-    from pipelines.cloud_path import cloud_answerer_from
-    from pipelines.cloud_client import AnswererClient
-    from pipelines.settings import load_settings
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))
@@ -156,8 +153,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     qdrant = args.qdrant or args.out / "qdrant"
     with DocumentStore(path=qdrant) as store:
-        passages, sources = load_passages([args.data, args.extra])
-        build_index(store, SentenceEmbedder().load(), passages, sources, "eval")
+        index_files(load_settings(), store, [args.data, args.extra], collection="eval")
     with tempfile.TemporaryDirectory() as tmp, embedded_stack(Path(tmp), network=args.network) as stack:
         s = load_settings(qdrant_path=qdrant, collection="eval", cloud_url=stack.cloud_url, cloud_dir=stack.cloud_dir)
         with DocumentStore(path=qdrant) as store:

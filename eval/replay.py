@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eval.squad_metrics import Question, score_question
+from eval.stats import percentile
 from pipelines.calibration import Calibration
 from pipelines.cascade import AnswerCacheLike, verify_answer
 from pipelines.latency import LatencyModel
-from pipelines.policies import Policy, Signals
+from pipelines.policies import Policy
+from pipelines.router import CascadeRouter
+from pipelines.text import extract_answer_span
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,6 @@ def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
     Re-applying the span extraction to the recorded answer gives what the current parser gives
     (it is idempotent on an extracted span), so records stay valid across parser changes.
     """
-    from reading.text import extract_answer_span
-
     answer = r["edge"]["answer"]
     if answer:
         answer = extract_answer_span(answer, r["question"], r["passages"]) or answer
@@ -100,6 +101,7 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
     """Each record under ``policy``, in order; with ``cache``, repeated and near-duplicate questions
     are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would."""
     latency = latency or LatencyModel()
+    router = CascadeRouter(latency)  # the live cascade's routing step, on recorded answers
     out = []
     for r in records:
         hit = _cache_hit(r, cache)
@@ -107,10 +109,8 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
             out.append(hit)
             continue
         edge, cloud = r["edge"], r["cloud"]
-        p_correct, p_unans, p_gain = scores(r)
         bytes_up = cloud.get("bytes_up", 0)
-        predicted = latency.predict(edge["total_ms"], bytes_up).total_ms
-        d = policy.decide(Signals(p_correct, p_unans, p_gain, predicted, budget_ms, True))
+        d = router.route(policy, scores(r), edge["total_ms"], bytes_up, budget_ms, True).decision
         if d.route == "cloud":
             took_edge = policy.name != "cloud"
             stages = edge_stages(r) if took_edge else {k: v for k, v in edge_stages(r).items() if k != "edge_generate"}
@@ -174,7 +174,7 @@ def summarize(routed: Sequence[Routed], records: Sequence[dict[str, Any]]) -> di
         "has_ans_f1": 100 * sum(x.f1 for x in has_rows) / max(len(has_rows), 1),
         "no_ans_accuracy": 100 * sum(x.f1 for x in no_rows) / max(len(no_rows), 1),
         "latency_mean_ms": sum(lat) / n,
-        "latency_p95_ms": lat[min(n - 1, round(0.95 * (n - 1)))],
+        "latency_p95_ms": percentile(lat, 95),
         "cloud_call_rate": sum(x.cloud_called for x in routed) / n,
         "abstain_rate": sum(x.route == "abstain" for x in routed) / n,
     }

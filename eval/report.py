@@ -14,20 +14,10 @@ from typing import Any
 
 from eval.replay import Routed
 from eval.squad_metrics import Question, evaluate
+from eval.stats import percentile
 
 SCHEMA = 1
 STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "client", "cloud_failed", "other", "cache")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of ``values``; 0 for none."""
-    if not values:
-        return 0.0
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def latency_stats(values: Sequence[float]) -> dict[str, float]:

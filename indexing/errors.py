@@ -2,19 +2,16 @@
 
 Exception tree::
 
-    pipelines.errors.PipelineError
-     └── IndexingError
-          ├── InputFileError     a path that is missing, unreadable or undecodable
-          ├── InputFormatError   malformed JSON/JSONL, JSON that is not SQuAD v2, an unknown extension
-          └── EmptyCorpusError   the inputs hold no passage
+    IndexingError            (one of pipelines.errors.USER_ERRORS: the CLI prints it as one line)
+     ├── InputFileError     a path that is missing, unreadable or undecodable
+     ├── InputFormatError   malformed JSON/JSONL, JSON that is not SQuAD v2, an unknown extension
+     └── EmptyCorpusError   the inputs hold no passage
 """
 
 from __future__ import annotations
 
-from pipelines.errors import PipelineError
 
-
-class IndexingError(PipelineError):
+class IndexingError(Exception):
     """Base of errors raised in indexing/."""
 
 

@@ -7,12 +7,16 @@ import contextlib
 import math
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge.answer_cache import AnswerCache
 from edge.registry import open_registry
 from edge.store import DocumentStore
+from netem.link import LinkEmulator, get_profile
 from pipelines.calibration import Calibration
 from pipelines.cascade import Cascade
+from pipelines.cloud_client import AnswererClient
+from pipelines.cloud_path import cloud_answerer_from
 from pipelines.dispatch import Dispatcher
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
@@ -58,10 +62,6 @@ def emulated_link(settings: Settings) -> Iterator[Settings]:
     if not settings.network or not settings.cloud_url:
         yield settings
         return
-    from urllib.parse import urlsplit
-
-    from edge.link import LinkEmulator, get_profile
-
     profile = get_profile(settings.network)
     parts = urlsplit(settings.cloud_url)
     if not parts.hostname or not parts.port:
@@ -78,8 +78,6 @@ def latency_model_for(network: str | None, **priors: float) -> LatencyModel:
     :raises EdgeError: unknown profile.
     """
     if network:
-        from edge.link import get_profile
-
         profile = get_profile(network)
         priors = {"rtt_ms": profile.rtt_ms, "bandwidth_mbit": profile.bandwidth_mbit, **priors}
     return LatencyModel(**priors)
@@ -103,8 +101,6 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
     edge.retriever.warm_up()  # a missing collection is the likelier mistake: report it first
     calibration = Calibration.load(settings.calibration_path)
     if cloud is None and settings.cloud_url:
-        from pipelines.cloud_client import AnswererClient
-        from pipelines.cloud_path import cloud_answerer_from
 
         cloud = AnswererClient(cloud_answerer_from(settings))
         # Configuration mistakes (bad URL, missing certificates) are errors now; only failures at

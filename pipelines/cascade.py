@@ -27,6 +27,7 @@ from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
 from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import Decision, Policy, Signals
+from pipelines.router import CascadeRouter
 from pipelines.types import AskResult
 from reading.text import extract_answer_span, find_span
 
@@ -95,6 +96,7 @@ class Cascade:
         self.cloud = cloud
         self.cache = cache
         self.latency = latency or LatencyModel()
+        self.router = CascadeRouter(self.latency)
         self.breaker = breaker or CircuitBreaker()
         self.budget_ms = budget_ms
         self.dispatcher = dispatcher
@@ -168,25 +170,20 @@ class Cascade:
                             "loads": exc.loads, "redirected": True, "reason": str(exc).split(" — ")[0]}
                 elapsed = (time.perf_counter() - t0) * 1000.0
                 assert self.cloud is not None
-                predicted = self.latency.predict(elapsed, self.cloud.estimate_bytes_up(q, passages_up)).total_ms
-                signals = Signals(0.0, 0.0, 1.0, predicted, budget, True)
+                signals = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, passages_up), budget,
+                                            True).signals
                 decision = Decision("cloud", f"{dispatch['reason']} → redirected to the cloud", 0.0, 0.0,
-                                    predicted > budget)
+                                    signals.predicted_total_ms > budget)
                 result = self._finish(q, pol, decision, signals, retrieved, None, passages_up, budget, t0, dispatch)
                 return result  # a redirection is not cached: the next time an edge may be free
-        if edge_ans is not None:
-            signals = self._signals(edge_ans, retrieved, q, passages_up, budget, t0, cloud_ok)
-            decision = pol.decide(signals)
-        elif pol.name == "cloud" and cloud_ok:
-            assert self.cloud is not None
-            elapsed = (time.perf_counter() - t0) * 1000.0  # retrieval only: the SLM does not run
-            predicted = self.latency.predict(elapsed, self.cloud.estimate_bytes_up(q, passages_up)).total_ms
-            signals = Signals(0.0, 0.0, 1.0, predicted, budget, True)
-            decision = pol.decide(signals)
-        else:
+        if edge_ans is None and not (pol.name == "cloud" and cloud_ok):
             edge_ans = self.edge.generate(q, retrieved)
-            signals = self._signals(edge_ans, retrieved, q, passages_up, budget, t0, cloud_ok)
-            decision = pol.decide(signals)
+        # Retrieval only when the SLM did not run (the cloud policy escalates before it).
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        bytes_up = self.cloud.estimate_bytes_up(q, passages_up) if self.cloud is not None else 0
+        scores = self.calibration.scores(edge_ans.features) if edge_ans is not None else None
+        routed = self.router.route(pol, scores, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True)
+        signals, decision = routed.signals, routed.decision
         if pol.uses_cloud and cloud_ok is False and self.cloud is not None and self.breaker.state != "closed":
             decision = Decision(decision.route, decision.reason + " (circuit breaker open)", decision.confidence,
                                 decision.threshold, decision.over_budget)
@@ -212,16 +209,6 @@ class Cascade:
         info = {"policy": self.dispatcher.policy.name, "worker": d.worker.id, "worker_model": d.worker.model,
                 "worker_url": d.worker.url, "attempts": d.attempts, "loads": d.loads, "redirected": False}
         return ans, info
-
-    def _signals(self, edge_ans: EdgeAnswer, retrieved: Retrieved, q: str, passages_up: list[dict[str, Any]],
-                 budget: float, t0: float, cloud_ok: bool) -> Signals:
-        f = edge_ans.features
-        cal = self.calibration
-        elapsed = (time.perf_counter() - t0) * 1000.0
-        bytes_up = self.cloud.estimate_bytes_up(q, passages_up) if self.cloud is not None else 0
-        predicted = self.latency.predict(elapsed, bytes_up).total_ms
-        return Signals(*cal.scores(f), predicted, budget,
-                       cloud_ok)
 
     def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,
                 edge_ans: EdgeAnswer | None, passages_up: list[dict[str, Any]], budget: float, t0: float,

@@ -1,7 +1,8 @@
 """The edge answer path: embed -> retrieve -> prompt -> SLM -> parse.
 
-The components are composed into a Haystack :class:`~haystack.Pipeline` (``pipeline()``) for
-inspection and serialization, but the hot path calls them directly: the cascade needs the
+The components are composed into a Haystack :class:`~haystack.Pipeline` (``pipeline()``) to show
+and check how they connect; it is not serialized (``to_dict`` cannot carry the retriever's open
+document store, so there is no such claim to keep). The hot path calls them directly: the cascade needs the
 intermediate results (the embedding for the answer cache, the passages before the SLM runs,
 the generator's logprobs for the features), and ``Pipeline.run`` adds 3.6 ms p50 per question
 for embed + retrieve alone (`make bench-edge`, "pipeline overhead").

@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     cache_enabled: bool = Field(default=True, description="Serve repeated and near-duplicate questions from the answer cache.")
     cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000, description="Answer cache size (LRU).")
     cache_threshold: float = Field(
-        default=0.95, ge=0.5, le=1.0, description="Cosine similarity for a near-duplicate cache hit (eval/cache_threshold.py)."
+        default=0.95, ge=0.5, le=1.0, description="Cosine similarity for a near-duplicate cache hit (benchmarks/cache_threshold.py)."
     )
     breaker_failures: int = Field(default=3, ge=1, le=100, description="Consecutive cloud failures that open the breaker.")
     breaker_reset_s: float = Field(default=30.0, gt=0, description="Seconds before an open breaker lets a probe through.")

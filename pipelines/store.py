@@ -5,6 +5,8 @@ from __future__ import annotations
 from edge.store import DocumentStore
 from pipelines.settings import Settings
 
+__all__ = ["DocumentStore", "open_store"]
+
 
 def open_store(settings: Settings) -> DocumentStore:
     """Open Qdrant at ``qdrant_url`` when set, else the embedded index folder.

@@ -10,16 +10,27 @@ from pathlib import Path
 from edge.answer_parser import AnswerParser
 from edge.prompt_builder import EdgePromptBuilder
 from edge.reader import EdgeReader
-from edge.registry import Registry, WorkerEntry, check_worker_id
+from edge.registry import Registry, WorkerEntry, check_worker_id, open_registry
 from edge.slm_generator import SlmGenerator
-from edge.worker import EdgeWorker
+from edge.worker import EdgeWorker, make_server
 from pipelines.errors import PipelineError
-from pipelines.settings import Settings
+from pipelines.settings import Settings, default_data_dir
+
+__all__ = ["build_worker", "check_worker_id", "make_server", "parse_cores", "registry_for"]
 
 logger = logging.getLogger(__name__)
 
 _PARAMS = re.compile(r"(?<![a-z0-9])(\d+(?:\.\d+)?[mb])(?![a-z0-9])", re.I)
 _QUANT = re.compile(r"(?<![a-z0-9])((?:iq|q)\d(?:_[a-z0-9]+)*|bf16|f16|f32)(?![a-z0-9])", re.I)
+
+
+def registry_for(settings: Settings) -> Registry:
+    """The workers' registry of the settings; a worker or `ecqa edge list` with none set uses the default folder.
+
+    :raises RegistryError: a malformed Redis URL.
+    """
+    folder = default_data_dir() / "registry"
+    return open_registry(settings.effective_registry() or str(folder), folder, settings.registry_ttl_s)
 
 
 def parse_cores(spec: str | None) -> list[int]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from reading.llama_runtime import LlamaRuntimeError, load_backends, relevant_cpu_flags
+from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf
 
 REBUILD_COMMAND = "make rebuild-llama"
 
@@ -78,8 +79,6 @@ def check(model: str, timeout_s: float = 300.0, python: str = sys.executable) ->
 
 
 def _default_model() -> str:
-    from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf
-
     return str(resolve_gguf("", DEFAULT_EDGE_MODEL))
 
 

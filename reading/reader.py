@@ -25,6 +25,7 @@ import numpy as np
 from reading.errors import ReadingError
 from reading.kv_store import PassageStateStore, state_key
 from reading.llama_runtime import load_backends
+from reading.models import model_sha256
 from reading.prompts import (
     BASE_STOP,
     PROBE_TOP_LOGPROBS,
@@ -323,8 +324,6 @@ class LlamaReader:
     def model_sha256(self) -> str:
         """The model file's SHA-256 (part of every stored state's key)."""
         if not self._model_sha256:
-            from reading.models import model_sha256
-
             self._model_sha256 = model_sha256(self.model_path)
         return self._model_sha256
 

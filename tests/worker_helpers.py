@@ -19,11 +19,12 @@ SMALL_MODEL = "smollm2-135m-instruct"  # the fastest model of the manifest: test
 class Worker:
     """One `ecqa edge serve` child, its output read in threads (nothing it prints is lost)."""
 
-    def __init__(self, wid: str, registry: Path, cores: str, *extra: str, ttl_s: float = 3.0) -> None:
+    def __init__(self, wid: str, registry: Path, cores: str, *extra: str, ttl_s: float = 3.0,
+                 model: str = SMALL_MODEL) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", "ECQA_REGISTRY_TTL_S": str(ttl_s)}
         self.id = wid
         self.proc = subprocess.Popen(
-            [ECQA, "edge", "serve", "--id", wid, "--registry", str(registry), "--model", SMALL_MODEL, "--cores", cores,
+            [ECQA, "edge", "serve", "--id", wid, "--registry", str(registry), "--model", model, "--cores", cores,
              "--threads", "1", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, env=env)
         self.lines: list[str] = []

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.features import logistic
+from edge.features import FEATURES, logistic
 from pipelines.errors import ConfigError, PipelineError
+from pipelines.policies import ABSTAIN_OFF, check_threshold, policy_class
 
 if TYPE_CHECKING:
     from pipelines.policies import Policy
@@ -70,8 +71,6 @@ class Calibration:
 
         :raises PipelineError: unknown policy (the message lists the valid ones).
         """
-        from pipelines.policies import policy_class
-
         th = self.thresholds
         return policy_class(name)(threshold=th.get(name, 0.5) if threshold is None else threshold,
                                   abstain_threshold=th.get(f"{name}_abstain", th.get("abstain", 1.01)))
@@ -99,8 +98,6 @@ class Calibration:
 
     def check_thresholds(self, path: Path | str = "") -> None:
         """:raises ConfigError: a threshold that is NaN, infinite or outside [0, 1] (the abstain gates: [0, 1.01])."""
-        from pipelines.policies import ABSTAIN_OFF, check_threshold
-
         for name, value in self.thresholds.items():
             try:
                 gate = name == "abstain" or name.endswith("_abstain")  # a policy's own gate (edge_abstain)

@@ -1,7 +1,7 @@
 """Fixtures of the web UI tests — reuse them for any browser test of the UI:
 
 - ``ui_cloud`` (session): the real cloud gateway process with the embedded Qwen2.5-Coder-1.5B backend
-  (``eval.stack.embedded_stack``), which a test may stop and start again on the same port:
+  (``pipelines.stack.embedded_stack``), which a test may stop and start again on the same port:
   ``.stack`` (Stack: ``gateway_url``, ``pid``, …), ``.running``, ``.stop()``, ``.start()``.
 - ``ui_server`` (session): the real UI (``app.ui.launch``) served by this process on a free port
   of 127.0.0.1, over the collection ``ui`` (6 real SQuAD v2 paragraphs + 3 about things that exist
@@ -46,7 +46,7 @@ class UiCloud:
         return self._ctx is not None
 
     def start(self) -> UiCloud:
-        from eval.stack import embedded_stack
+        from pipelines.stack import embedded_stack
 
         ctx = embedded_stack(self.workdir, port=self._port)
         self.stack = ctx.__enter__()

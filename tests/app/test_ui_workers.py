@@ -25,7 +25,8 @@ def worker_ui(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
     from pipelines.settings import Settings
 
     root = tmp_path_factory.mktemp("ui-workers")
-    worker = Worker("edge-ui-1", root / "registry", "0", ttl_s=2.0).wait_listening()
+    # The default edge model, as the other UI tests answer with it.
+    worker = Worker("edge-ui-1", root / "registry", "0", ttl_s=2.0, model="qwen2.5-coder-0.5b-instruct").wait_listening()
     passages, sources = load_passages([tiny_squad, unseen_squad])
     with DocumentStore(path=root / "qdrant") as store:
         build_index(store, embedder, passages, sources, "ui")
@@ -50,13 +51,13 @@ def test_the_answer_names_its_worker_and_the_panel_shows_the_load(browser: Any, 
     page.goto(url)
     row = page.locator('#workers tr[data-worker="edge-ui-1"]')
     row.wait_for()
-    assert "SmolLM2-135M" in row.inner_text() and row.get_attribute("data-in-flight") == "0"
+    assert "qwen2.5-coder-0.5b" in row.inner_text().lower() and row.get_attribute("data-in-flight") == "0"
     choose(page, "policy", "edge")
     card = ask(page, "What is the capital of Zorvath Island?")
     assert card["badge"] == "edge" and "Miret" in card["answer"]
     line = page.locator("#answer-card .ecqa-dispatch")
     assert line.get_attribute("data-worker") == "edge-ui-1"
-    assert "read by edge worker edge-ui-1 (SmolLM2-135M" in line.inner_text() and "load-aware" in line.inner_text()
+    assert "read by edge worker edge-ui-1 (qwen2.5-coder-0.5b" in line.inner_text().lower() and "load-aware" in line.inner_text()
     page.wait_for_function("() => document.querySelector('#workers tr[data-worker=\"edge-ui-1\"] td:nth-child(4)')"
                            ".innerText.trim() !== '0'")  # served, refreshed by the panel's timer
     worker.stop()  # its entry is withdrawn: the panel empties and a question is refused, in one line

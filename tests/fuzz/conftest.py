@@ -60,13 +60,9 @@ def fuzz_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 @pytest.fixture(scope="session")
 def fuzz_store(embedder: Any, tiny_squad: Path, unseen_squad: Path) -> Iterator[Any]:
     """An in-memory Qdrant holding collection 'docs' (the tiny SQuAD corpus of tests/conftest.py)."""
-    from edge.store import DocumentStore
-    from indexing.build import build_index
-    from indexing.loaders import load_passages
+    from index_helpers import memory_index
 
-    store = DocumentStore().open()
-    passages, sources = load_passages([tiny_squad, unseen_squad])
-    build_index(store, embedder, passages, sources, "docs")
+    store = memory_index(embedder, [tiny_squad, unseen_squad])
     yield store
     store.close()
 

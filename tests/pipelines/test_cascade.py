@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from index_helpers import memory_index
 
 from cloud.certs import init_material
 from cloud.cloud_answerer import CloudAnswerer
@@ -39,9 +40,7 @@ def calibration(p_correct: float, p_unans: float, p_gain: float = 0.5) -> Calibr
 
 @pytest.fixture(scope="module")
 def store(tiny_squad: Path, unseen_squad: Path, embedder):  # type: ignore[no-untyped-def]
-    s = DocumentStore().open()
-    passages, sources = load_passages([tiny_squad, unseen_squad])
-    build_index(s, embedder, passages, sources, "docs")
+    s = memory_index(embedder, [tiny_squad, unseen_squad])
     yield s
     s.close()
 

@@ -15,22 +15,20 @@ from typing import Any
 
 import pytest
 from haystack import Document
+from index_helpers import memory_index
+from worker_helpers import SMALL_MODEL, Worker, post, read_request
 
 from edge.answer_parser import AnswerParser
 from edge.prompt_builder import EdgePromptBuilder
 from edge.reader import EdgeReader
 from edge.registry import FileRegistry
 from edge.slm_generator import SlmGenerator
-from edge.store import DocumentStore
-from indexing.build import build_index
-from indexing.loaders import load_passages
 from pipelines.calibration import Calibration, LogisticModel
 from pipelines.cascade import Cascade, CloudReply
 from pipelines.dispatch import Dispatcher, EdgeOverflow
 from pipelines.dispatch_policies import RandomPolicy, WorkerLoad
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.settings import load_settings
-from worker_helpers import SMALL_MODEL, Worker, post, read_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -73,7 +71,7 @@ def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: igno
     texts = ["Normandy is a region in France. It was named after the Normans, who settled there in the 10th century."]
     status, body = post(a.url, read_request("Who was Normandy named after?", texts))
     assert status == 200 and body["worker"] == "w-a"
-    local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1), AnswerParser())
+    local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1, kv_type="q8_0"), AnswerParser())
     mine = local.read("Who was Normandy named after?", [Document(id="d0", content=texts[0], meta={"title": "T"}, score=1.0)])
     assert body["answer"] == mine.answer and body["answer"]
     assert body["features"]["p_answerable"] == pytest.approx(mine.features["p_answerable"], abs=1e-6)
@@ -125,9 +123,7 @@ def const(p: float) -> LogisticModel:
 def test_when_every_worker_is_full_it_is_rejected_or_redirected_and_costed(pair, tiny_squad: Path,  # type: ignore[no-untyped-def]
                                                                           embedder) -> None:
     reg, a, b = pair
-    store = DocumentStore().open()
-    passages, sources = load_passages([tiny_squad])
-    build_index(store, embedder, passages, sources, "docs")
+    store = memory_index(embedder, [tiny_squad])
     edge = EdgeQA(load_settings(collection="docs"), store).warm_up_retrieval()  # before the holds: they last seconds
     cal = Calibration(const(0.9), const(0.1), const(0.5), thresholds={"cascade": 0.5, "latency": 0.5, "learned": 0.5,
                                                                      "abstain": 0.8})

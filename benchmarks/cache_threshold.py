@@ -7,10 +7,13 @@ the guard refuses the ones that differ in negation, numbers or comparatives; the
 hits. ``wrong answer`` counts the false hits whose gold answers share nothing, i.e. where serving
 the cached answer would score 0.
 
-Usage: ``python -m eval.cache_threshold [--limit 600] [--examples 0.93]``
+Usage: ``python -m benchmarks.cache_threshold [--limit 600] [--examples 0.93]``
 """
 
 from __future__ import annotations
+
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
 
 import argparse
 import os

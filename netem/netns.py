@@ -3,7 +3,7 @@
 ``edge`` and ``cloud`` namespaces each hold one end of a veth pair; each end's egress is
 shaped by a token-bucket filter at the profile's rate, so bandwidth is enforced by the kernel
 on real TCP. This kernel has no ``netem``, so there is no kernel delay: for RTT, run the
-userspace :class:`edge.link.LinkEmulator` inside the edge namespace in front of the cloud
+userspace :class:`netem.link.LinkEmulator` inside the edge namespace in front of the cloud
 address. Needs root and iproute2; everywhere else use the userspace proxy alone.
 
 Traffic stays inside the two namespaces this module creates: their addresses
@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from edge.errors import LinkError
-from edge.link import LinkProfile, get_profile, receiver_rate_mbit
+from netem.errors import LinkError
+from netem.link import LinkProfile, get_profile, receiver_rate_mbit
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ SINK_PORT = 5201  # the cloud namespace is new and empty, so any port is free
 _TIMEOUT_S = 30.0
 
 # Runs inside the cloud namespace with only the standard library: it reports arrival times and
-# cumulative byte counts, and the caller computes the rate with edge.link.receiver_rate_mbit.
+# cumulative byte counts, and the caller computes the rate with netem.link.receiver_rate_mbit.
 _SINK = """
 import json, socket, sys, time
 srv = socket.create_server((sys.argv[1], int(sys.argv[2])))

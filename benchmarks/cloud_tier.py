@@ -9,6 +9,9 @@ bench-cloud markers at the end of BENCHMARKS.md.
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
+
 import argparse
 import json
 import os
@@ -20,18 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 START, END = "<!-- bench-cloud:start -->", "<!-- bench-cloud:end -->"
 PASSAGE_CHARS = 1500  # Settings.cloud_passage_chars default
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 # --- payloads -----------------------------------------------------------------------------------
@@ -123,20 +121,20 @@ def bench_envelope(requests: list[Any], repeat: int = 5) -> dict[str, Any]:
     return {
         "requests": len(requests),
         "repeat": repeat,
-        "us": {k: {"p50": pct(v, 50), "p95": pct(v, 95), "mean": statistics.fmean(v)} for k, v in times.items()},
+        "us": {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "mean": statistics.fmean(v)} for k, v in times.items()},
         "bytes": {
-            "plain_p50": pct([s["plain"] for s in sizes], 50),
-            "zstd_p50": pct([s["zstd"] for s in sizes], 50),
-            "wire_p50": pct([s["wire"] for s in sizes], 50),
+            "plain_p50": percentile([s["plain"] for s in sizes], 50),
+            "zstd_p50": percentile([s["zstd"] for s in sizes], 50),
+            "wire_p50": percentile([s["wire"] for s in sizes], 50),
             "plain_total": total_plain,
             "zstd_total": total_zstd,
             "wire_total": total_wire,
             "ratio": total_plain / total_zstd,
             "wire_over_plain": total_wire / total_plain,
-            "reply_plain_p50": pct([s["reply_plain"] for s in sizes], 50),
-            "reply_wire_p50": pct([s["reply_wire"] for s in sizes], 50),
+            "reply_plain_p50": percentile([s["reply_plain"] for s in sizes], 50),
+            "reply_wire_p50": percentile([s["reply_wire"] for s in sizes], 50),
         },
-        "levels": {lv: {"ratio": total_plain / level_bytes[lv], "us_p50": pct(level_us[lv], 50)} for lv in levels},
+        "levels": {lv: {"ratio": total_plain / level_bytes[lv], "us_p50": percentile(level_us[lv], 50)} for lv in levels},
     }
 
 
@@ -215,9 +213,9 @@ def _paired(questions: list[Any], docs: list[list[Any]], backend_url: str, gatew
     diff = [v - d for v, d in zip(via_ms, direct_ms, strict=True)]
     return {
         "n": n,
-        "direct_ms": {"p50": pct(direct_ms, 50), "p95": pct(direct_ms, 95)},
-        "gateway_ms": {"p50": pct(via_ms, 50), "p95": pct(via_ms, 95)},
-        "overhead_ms": {"p50": pct(diff, 50), "p95": pct(diff, 95), "mean": statistics.fmean(diff)},
+        "direct_ms": {"p50": percentile(direct_ms, 50), "p95": percentile(direct_ms, 95)},
+        "gateway_ms": {"p50": percentile(via_ms, 50), "p95": percentile(via_ms, 95)},
+        "overhead_ms": {"p50": percentile(diff, 50), "p95": percentile(diff, 95), "mean": statistics.fmean(diff)},
         "answers": answers,
         "generation": gen,
     }
@@ -258,8 +256,8 @@ def bench_gateway(questions: list[Any], docs: list[list[Any]], zero_cost_n: int)
         "prefill_tok_s": sum(g["prompt_n"] for g in gen) / max(1e-9, sum(g["prefill_ms"] for g in gen) / 1000.0),
         "decode_tok_s": sum(g["decode_n"] for g in gen) / max(1e-9, sum(g["decode_ms"] for g in gen) / 1000.0),
         "completion_tok_s": sum(g["decode_n"] for g in gen) / max(1e-9, sum(g["call_ms"] for g in gen) / 1000.0),
-        "prompt_tokens_p50": pct([g["prompt_n"] + g["cached"] for g in gen], 50),
-        "cached_p50": pct([g["cached"] for g in gen], 50),
+        "prompt_tokens_p50": percentile([g["prompt_n"] + g["cached"] for g in gen], 50),
+        "cached_p50": percentile([g["cached"] for g in gen], 50),
         "completion_tokens_mean": statistics.fmean(g["decode_n"] for g in gen) if gen else 0.0,
     }
     from eval.squad_metrics import evaluate
@@ -357,7 +355,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
 
 def write_block(path: Path, md: str) -> None:
     """Replace the bench-cloud block, or append it at the end of the file."""
-    from eval.benchmarks_md import replace_block
+    from benchmarks.markdown import replace_block
 
     replace_block(path, START, END, md, "## Cloud tier — `make bench-cloud`")
 

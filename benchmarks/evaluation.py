@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.report import load_report
 
 START, END = "<!-- bench-eval:start -->", "<!-- bench-eval:end -->"

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from edge.errors import LinkError
+from netem.errors import LinkError
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ Writes ``--out`` (JSON) and rewrites the block between the bench-edge markers in
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
 import argparse
 import json
 import os
@@ -18,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.markdown import publish
+from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,13 +37,6 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 # --- retrieval ------------------------------------------------------------------------------
@@ -168,15 +166,15 @@ def edge_child(args: argparse.Namespace) -> None:
     prefill_tok_s = [(p - c) / (t / 1000) for p, c, t in zip(prompt_tokens, cached, stages["prefill"]) if t > 0]
     out = {
         "n": len(questions),
-        "stages": {k: {"p50": pct(v, 50), "p95": pct(v, 95), "mean": statistics.mean(v)} for k, v in stages.items()},
+        "stages": {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "mean": statistics.mean(v)} for k, v in stages.items()},
         "decode_tokens_per_s": statistics.median(toks_per_s) if toks_per_s else 0.0,
         "prefill_tokens_per_s": statistics.median(prefill_tok_s) if prefill_tok_s else 0.0,
         "prompt_tokens_mean": statistics.mean(prompt_tokens),
         "cached_prompt_tokens_mean": statistics.mean(cached),
         "rss_after_warm_up_mib": rss_warm,
         "peak_rss_mib": peak_rss_mib(),
-        "pipeline_overhead": {"direct_p50_ms": pct(direct, 50), "pipeline_p50_ms": pct(piped, 50),
-                              "overhead_p50_ms": pct(piped, 50) - pct(direct, 50)},
+        "pipeline_overhead": {"direct_p50_ms": percentile(direct, 50), "pipeline_p50_ms": percentile(piped, 50),
+                              "overhead_p50_ms": percentile(piped, 50) - percentile(direct, 50)},
         "accuracy": {"edge": evaluate(questions, preds), "always_no_answer": evaluate(questions, {})},
     }
     store.close()
@@ -195,7 +193,7 @@ def bench_edge(data: Path, extra: Path, n: int) -> dict[str, Any]:
             build_index(store, SentenceEmbedder().load(), passages, sources, "bench")
         child_out = Path(tmp) / "edge.json"
         subprocess.run(
-            [sys.executable, "-m", "eval.bench_edge", "--child", "--qdrant-path", str(Path(tmp) / "q"),
+            [sys.executable, "-m", "benchmarks.edge_tier", "--child", "--qdrant-path", str(Path(tmp) / "q"),
              "--data", str(data), "--n", str(n), "--child-out", str(child_out)],
             check=True,
         )
@@ -262,13 +260,7 @@ def main() -> None:
     res["build"] = bench_build(args.data, args.extra)
     print(f"edge latency over {args.n} questions…", flush=True)
     res["edge"] = bench_edge(args.data, args.extra, args.n)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
-    md = markdown(res, "make bench-edge")
-    from eval.benchmarks_md import replace_block
-
-    replace_block(args.benchmarks_md, START, END, md, "## Edge — `make bench-edge`")
-    print(md)
+    publish(res, args.out, markdown(res, "make bench-edge"), args.benchmarks_md, START, END, "## Edge — `make bench-edge`")
 
 
 if __name__ == "__main__":

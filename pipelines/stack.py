@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from netem.link import LinkEmulator
 from pipelines.errors import PipelineError
 
 _URL = re.compile(r"listening on (https://[0-9A-Za-z.\-\[\]:]+)")
@@ -22,7 +23,6 @@ _URL = re.compile(r"listening on (https://[0-9A-Za-z.\-\[\]:]+)")
 @dataclass(frozen=True)
 class Stack:
     """Where the edge reaches the cloud in this run."""
-
     cloud_url: str  # through the link emulator when one runs
     gateway_url: str  # direct
     cloud_dir: Path
@@ -71,7 +71,6 @@ def embedded_stack(workdir: Path, network: str | None = None, startup_timeout_s:
         gateway_url = url[0]
         cloud_url = gateway_url
         if network:
-            from edge.link import LinkEmulator
 
             host, gw_port = gateway_url.removeprefix("https://").rsplit(":", 1)
             emulator = LinkEmulator(network, (host, int(gw_port)))

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.errors import EdgeError, LinkError
-from edge.link import (
+from netem.errors import LinkError
+from pipelines.errors import USER_ERRORS
+from netem.link import (
     PROFILES,
     TOLERANCE,
     EchoServer,
@@ -34,7 +35,7 @@ from edge.link import (
     select_profiles,
     send_bulk,
 )
-from edge.netns import NetnsLink, check_netns_support
+from netem.netns import NetnsLink, check_netns_support
 
 
 def _link_threads(port: int) -> list[str]:
@@ -72,7 +73,7 @@ def test_unknown_profile_names_the_valid_ones() -> None:
         LinkEmulator("3g", ("127.0.0.1", 1))
     with pytest.raises(LinkError, match="give an RTT >= 0 and a bandwidth > 0"):
         LinkProfile("dead", rtt_ms=5.0, bandwidth_mbit=0.0)
-    assert issubclass(LinkError, EdgeError)  # so the CLI prints it as one red line
+    assert issubclass(LinkError, USER_ERRORS)  # so the CLI prints it as one red line
 
 
 def test_parse_hostport() -> None:

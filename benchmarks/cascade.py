@@ -10,14 +10,15 @@ through :class:`Cascade`. Rewrites the bench-cascade block of BENCHMARKS.md.
 
 from __future__ import annotations
 
+# Imports inside functions: each phase (and each child process, after it sets its environment) imports
+# only what it measures, so one phase never pays for another's models.
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import publish
 from eval.records import labelled, read_records
 from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
@@ -154,11 +155,8 @@ def main() -> None:
         "reliability": reliability(records),
         "cache": cache_latency(args.qdrant, [r["question"] for r in records[:20]]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
-    md = markdown(res, "make bench-cascade")
-    replace_block(args.benchmarks_md, START, END, md, "## Cascade — `make bench-cascade`")
-    print(md)
+    publish(res, args.out, markdown(res, "make bench-cascade"), args.benchmarks_md, START, END,
+            "## Cascade — `make bench-cascade`")
 
 
 if __name__ == "__main__":

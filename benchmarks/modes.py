@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from eval.benchmarks_md import replace_block
+from benchmarks.markdown import replace_block
 from eval.harness import EvalConfig, check_config, write_report
 from eval.report import load_report
 from pipelines.settings import load_settings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 
 def replace_block(path: Path, start: str, end: str, md: str, heading: str) -> None:
@@ -14,3 +16,11 @@ def replace_block(path: Path, start: str, end: str, md: str, heading: str) -> No
     else:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n" + md.rstrip("\n") + "\n"
     path.write_text(text)
+
+
+def publish(results: Any, out: Path, md: str, benchmarks_md: Path, start: str, end: str, heading: str) -> None:
+    """A benchmark's last step: its results as JSON in ``out``, its block in BENCHMARKS.md, the block printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    replace_block(benchmarks_md, start, end, md, heading)
+    print(md)

@@ -1,0 +1,113 @@
+"""The front door of indexing for app/ and eval/: load files, embed and build a collection (atomically),
+store the edge's passage KV states, read SQuAD v2 files — each with the settings that govern it.
+
+The CLI, the UI and the evaluation used to wire the loaders, the embedder and the builder
+themselves with the same five settings fields; they call these functions instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from haystack import Document
+
+from edge.embedder import SentenceEmbedder
+from edge.prompt_builder import EdgePromptBuilder
+from edge.slm_generator import SlmGenerator
+from edge.store import DocumentStore, document_id
+from indexing.build import BuildReport, build_index
+from indexing.errors import InputFormatError
+from indexing.loaders import Passage, SourceSummary, load_passages, read_squad
+from pipelines.settings import Settings
+
+__all__ = ["Indexed", "InputFormatError", "Loaded", "document_id", "embedder_for", "index_files", "load_files",
+           "prepare_kv_states", "read_squad"]
+
+KV_BATCH = 16  # passages per progress step when storing KV states
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Passages read from files, and a summary of each file."""
+
+    passages: list[Passage]
+    sources: list[SourceSummary]
+
+
+def load_files(settings: Settings, paths: Sequence[Path]) -> Loaded:
+    """Read and chunk ``paths`` as the settings say.
+
+    :raises IndexingError: a missing, unreadable or malformed file, or no passage at all.
+    """
+    passages, sources = load_passages(list(paths), chunk_chars=settings.chunk_chars,
+                                      overlap_chars=settings.chunk_overlap_chars)
+    return Loaded(passages, sources)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A build's report and the passages it read (the KV states are stored from them)."""
+
+    report: BuildReport
+    passages: list[Passage]
+
+
+def embedder_for(settings: Settings) -> SentenceEmbedder:
+    """The passage embedder of the settings, not loaded yet.
+
+    :raises EmbedderError: the model directory is not a sentence-transformers model (checked now,
+        before any input is read).
+    """
+    return SentenceEmbedder(settings.embedder_model)
+
+
+def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path] | Loaded, collection: str | None = None,
+                embedder: SentenceEmbedder | None = None, recreate: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> Indexed:
+    """Load ``paths`` (or take what :func:`load_files` read), embed them and build ``collection`` (default:
+    the settings'), atomically.
+
+    :param embedder: one already made (the UI's question embedder: one MiniLM in memory).
+    :param progress: called with (passages embedded, passages to embed).
+    :raises IndexingError: a missing, unreadable or malformed file, or no passage at all.
+    :raises EdgeError: an embedder that does not fit an existing collection.
+    """
+    embedder = embedder or embedder_for(settings)
+    loaded = paths if isinstance(paths, Loaded) else load_files(settings, paths)
+    embedder.load()
+    report = build_index(store, embedder, loaded.passages, loaded.sources, collection or settings.collection, recreate=recreate,
+                         batch_size=settings.embed_batch_size, embed_titles=settings.embed_titles,
+                         hybrid=settings.hybrid, progress=progress)
+    return Indexed(report, loaded.passages)
+
+
+def prepare_kv_states(settings: Settings, passages: Sequence[Passage],
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Store the edge model's prefix state of every passage, as the edge will read it.
+
+    :returns: counts ("computed", "already_stored"), the store's size and folder, write errors, seconds.
+    :raises ModelError: the edge model does not load.
+    """
+    generator = SlmGenerator(settings.slm_model_path, n_ctx=settings.slm_n_ctx, n_threads=settings.slm_threads,
+                             reading="each", kv_dir=settings.effective_kv_dir(),
+                             kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024, kv_type=settings.kv_type)
+    generator.warm_up()
+    builder = EdgePromptBuilder(passage_chars=settings.slm_passage_chars)
+    docs = [Document(content=p.text, meta={"title": p.title}) for p in passages]
+    counts = {"hit": 0, "miss": 0}
+    t0 = time.perf_counter()
+    for i in range(0, len(docs), KV_BATCH):
+        chunk = builder.run(documents=docs[i:i + KV_BATCH])["passages"]
+        for state in generator.prepare(chunk):
+            counts[state] = counts.get(state, 0) + 1
+        if progress is not None:
+            progress(min(i + KV_BATCH, len(docs)), len(docs))
+    store = generator.store
+    assert store is not None
+    return {"computed": counts["miss"], "already_stored": counts["hit"], "bytes": store.size_bytes(),
+            "dir": str(store.folder), "kv_type": settings.kv_type, "errors": store.stats.errors,
+            "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,49 @@
+"""CascadeRouter: the one routing step — calibrated signals and the latency model to a typed decision.
+
+The live cascade (:meth:`pipelines.cascade.Cascade.answer`) and the evaluation's replay of
+recorded answers (:func:`eval.replay.route_records`) both route through :meth:`CascadeRouter.route`,
+so a policy decides the same way whether a question is answered or replayed. What happens after
+the decision (calling the cloud, degrading when it fails) is each caller's own I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.latency import LatencyModel
+from pipelines.policies import Decision, Policy, Signals
+
+# A question the edge model did not read (the cloud policy escalates before it runs): nothing
+# says the edge is right, nothing says the collection lacks the answer, the cloud gains.
+NO_EDGE_SCORES = (0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A policy's decision and the signals it was made on."""
+
+    decision: Decision
+    signals: Signals
+
+
+class CascadeRouter:
+    """Routes with the latency model it is given (its EWMAs are updated by the callers' observations).
+
+    :param latency: the online latency model: T_total = T_edge + S/B + RTT + T_cloud.
+    """
+
+    def __init__(self, latency: LatencyModel) -> None:
+        self.latency = latency
+
+    def route(self, policy: Policy, scores: tuple[float, float, float] | None, edge_ms: float, bytes_up: int,
+              budget_ms: float, cloud_available: bool) -> Routed:
+        """Decide for one question.
+
+        :param scores: (p_correct, p_unanswerable, p_gain) from the calibration, or None when the
+            edge model did not read the question.
+        :param edge_ms: what the edge has spent so far (the T_edge of the prediction).
+        :param bytes_up: the size of the cloud request if escalated (the S of S/B).
+        """
+        predicted = self.latency.predict(edge_ms, bytes_up).total_ms
+        signals = Signals(*(scores or NO_EDGE_SCORES), predicted, budget_ms, cloud_available)
+        return Routed(policy.decide(signals), signals)
