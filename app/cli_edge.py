@@ -73,7 +73,7 @@ def edge_serve(
         worker.start_heartbeat()
         e = worker.entry
         out.print(f"edge worker [bold]{wid}[/] listening on [bold]{url}[/] · {e.model} · {e.threads} threads on CPUs "
-                  f"{e.cores} · {e.prompt_tps:.0f} prompt tok/s, {e.gen_tps:.1f} gen tok/s · concurrency "
+                  f"{e.cores} · {e.prompt_tps:.0f} prompt tok/s, {e.gen_tps:.1f} gen tok/s, {e.read_tps:.0f} tok/s per read · concurrency "
                   f"{e.concurrency}, queue {e.queue} · registry {reg.describe()}", highlight=False, soft_wrap=True)
         out.print("[dim]Ctrl-C stops it[/]", highlight=False)
         server.serve_forever()
@@ -105,10 +105,10 @@ def edge_list(registry: Registry_ = None, as_json: AsJson = False) -> None:
     if not entries:
         out.print(f"no live edge worker in {reg.describe()} — start one with `ecqa edge serve`", highlight=False)
         return
-    table = Table("id", "url", "model", "params", "quant", "threads", "cores", "prompt tok/s", "gen tok/s",
+    table = Table("id", "url", "model", "params", "quant", "threads", "cores", "prompt tok/s", "gen tok/s", "read tok/s",
                   "W_i / limit", "R_i", "served", "refused", title=f"edge workers in {reg.describe()}")
     for e in entries:
         table.add_row(e.id, e.url, e.model, e.parameters, e.quantization, str(e.threads), e.cores, f"{e.prompt_tps:.0f}",
-                      f"{e.gen_tps:.1f}", f"{e.in_flight} / {e.limit}", f"{e.in_flight / e.capacity:.4f}", str(e.served),
+                      f"{e.gen_tps:.1f}", f"{e.read_tps:.0f}", f"{e.in_flight} / {e.limit}", f"{e.in_flight / e.capacity:.4f}", str(e.served),
                       str(e.rejected))
     out.print(table)

@@ -145,9 +145,10 @@ def profile(out: Path, reps: int) -> list[EdgeProfile]:
         gen_tps = float(entry["gen_tps"])
         p = EdgeProfile(id=name, model=entry["model"], threads=threads, prompt_tps=round(1.0 / max(slope, 1e-6), 1),
                         gen_tps=gen_tps, overhead_ms=round(max(0.0, a - GEN_TOKENS / gen_tps) * 1000.0, 1),
-                        concurrency=1, queue=2)
+                        concurrency=1, queue=2, advertised_tps=float(entry.get("read_tps", 0.0)))
         profiles.append(p)
-        print(f"{name}: {p.prompt_tps} prompt tok/s (fitted; the worker measured {entry['prompt_tps']}), "
+        print(f"{name}: {p.prompt_tps} prompt tok/s (fitted; the worker measured {entry['prompt_tps']} prefill, "
+              f"{entry.get('read_tps')} per read), "
               f"{gen_tps} gen tok/s, overhead {p.overhead_ms} ms", flush=True)
     (out / "profiles.json").write_text(json.dumps([asdict(p) for p in profiles], indent=2))
     return profiles
@@ -202,6 +203,9 @@ def reality(out: Path, minutes: float, mean_load: float, seed: int) -> dict[str,
         registry = out / f"registry-{policy}"
         workers = [Worker(p.id, _model_of(p.id), p.threads, ",".join(map(str, p.cpus)), registry) for p in profiles]
         try:
+            # The simulator weighs each worker as the dispatcher does: by the speed it advertised this time.
+            seen = {w.id: float(w.health().get("read_tps", 0.0)) for w in workers}
+            sim_profiles = [replace(p, advertised_tps=seen[p.id]) for p in profiles]
             for w in workers:
                 post(w.url, *reqs.make(50))
             dispatcher = Dispatcher(FileRegistry(registry, ttl_s=3.0), policy, seed=seed)
@@ -233,11 +237,12 @@ def reality(out: Path, minutes: float, mean_load: float, seed: int) -> dict[str,
                 w.stop()
         served = [o for o in outcomes if o[0] == "served"]
         errors = [o[0] for o in outcomes if o[0].startswith("error")]
-        sim = simulate(profiles, arrivals, policy, "reject", seed, 0.0, 0.0)
+        sim = simulate(sim_profiles, arrivals, policy, "reject", seed, 0.0, 0.0)
         results["policies"][policy] = {
             "real": {"processed": len(served), "rejected": sum(o[0] == "rejected" for o in outcomes), "errors": errors,
                      "p95_s": percentile([o[1] for o in served], 95)},
             "sim": {"processed": sim.processed, "rejected": sim.rejected, "p95_s": sim.latency_p95_s},
+            "advertised_tps": seen,
             "dispatch_ms": [o[2] for o in served],
         }
         r, s = results["policies"][policy]["real"], results["policies"][policy]["sim"]
@@ -263,9 +268,10 @@ def block(profiles: list[EdgeProfile], cont: dict[str, Any], real: dict[str, Any
              f"every worker a real `ecqa edge serve` process).", "",
              "**The measured workers** (each alone; read time fitted over 50/200/500-token reads). The simulated "
              "fleet below cycles these four:", "",
-             "| worker | model | threads | prompt tok/s | gen tok/s | overhead ms |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {p.id} | {p.model} | {p.threads} | {p.prompt_tps:g} | {p.gen_tps:g} | {p.overhead_ms:g} |"
-              for p in profiles]
+             "| worker | model | threads | prompt tok/s per read (fitted) | gen tok/s | overhead ms | advertised C_i |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p.id} | {p.model} | {p.threads} | {p.prompt_tps:g} | {p.gen_tps:g} | {p.overhead_ms:g} | "
+              f"{p.advertised_tps:g} |" for p in profiles]
     if cont:
         base = {2: cont["alone, 2 threads on 2 cores"], 1: cont["alone, 1 thread on core 0"]}
         lines += ["", "**Cores are shared** — Qwen2.5-0.5B reads of 300 prompt tokens, ms:", "",

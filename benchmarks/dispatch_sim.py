@@ -71,6 +71,9 @@ class EdgeProfile:
     concurrency: int
     queue: int
     cpus: tuple[int, ...] = ()  # the cores its threads are pinned to; () = cores of its own, never shared
+    # The tok/s the worker advertised (its own start-up read): the C_i the real dispatcher weighs.
+    # 0 = prompt_tps. Kept apart from prompt_tps, which times the service.
+    advertised_tps: float = 0.0
 
     def service_s(self, size: int, gen_tokens: int = GEN_TOKENS) -> float:
         """Seconds one slot takes to read ``size`` prompt tokens and generate ``gen_tokens``."""
@@ -78,8 +81,8 @@ class EdgeProfile:
 
     @property
     def capacity(self) -> float:
-        """C_i, prompt tokens per second over all its slots."""
-        return self.prompt_tps * self.concurrency
+        """C_i, prompt tokens per second over all its slots, as the dispatcher sees it."""
+        return (self.advertised_tps or self.prompt_tps) * self.concurrency
 
     @property
     def limit(self) -> int:
@@ -88,7 +91,7 @@ class EdgeProfile:
 
 
 _FIELDS = {f.name: f.type for f in fields(EdgeProfile)}
-_OPTIONAL = ("cpus",)
+_OPTIONAL = ("cpus", "advertised_tps")
 
 
 def load_profiles(path: Path) -> list[EdgeProfile]:
@@ -126,8 +129,12 @@ def load_profiles(path: Path) -> list[EdgeProfile]:
             if not ok or (kind != "str" and (v < 0 or (v == 0 and name not in ("queue", "overhead_ms")))):
                 raise ValueError(f"profiles file {path}: entry {n} has {name}={v!r} — give a "
                                  f"{'non-empty string' if kind == 'str' else 'positive number'}")
-        out.append(EdgeProfile(**{k: int(v) if _FIELDS[k] == "int" else v for k, v in entry.items() if k != "cpus"},
-                               cpus=tuple(cpus)))
+        advertised = entry.get("advertised_tps", 0.0)
+        if isinstance(advertised, bool) or not isinstance(advertised, int | float) or advertised < 0:
+            raise ValueError(f"profiles file {path}: entry {n} has advertised_tps={advertised!r} — give a number "
+                             "from 0 (0: the dispatcher weighs prompt_tps)")
+        out.append(EdgeProfile(**{k: int(v) if _FIELDS[k] == "int" else v for k, v in entry.items()
+                                  if k not in _OPTIONAL}, cpus=tuple(cpus), advertised_tps=float(advertised)))
     if len({p.id for p in out}) != len(out):
         raise ValueError(f"profiles file {path} repeats an id — give each edge its own id")
     return out

@@ -37,7 +37,8 @@ class RegistryError(EdgeError):
 class WorkerEntry:
     """One worker's capabilities and load, as it advertises them.
 
-    ``capacity`` (C_i) is what the dispatcher weighs: prompt tokens per second over all its slots.
+    ``capacity`` (C_i) is what the dispatcher weighs: prompt tokens per second of whole reads over all
+    its slots (raw prefill speed when no read was measured).
     """
 
     id: str
@@ -50,6 +51,10 @@ class WorkerEntry:
     cores: str = ""  # the CPUs it runs on, e.g. "0-1"
     prompt_tps: float = 0.0  # measured by the worker itself at start-up
     gen_tps: float = 0.0
+    # Prompt tokens per second of a whole read (probe, answer, parsing) of a real passage at start-up:
+    # what the worker really serves. Raw prefill speed overstates a model that answers at length
+    # (gemma-3-270m: 189 tok/s prefill, 47 tok/s per read; `make bench-dispatch`).
+    read_tps: float = 0.0
     concurrency: int = 1
     queue: int = 0
     in_flight: int = 0  # W_i: admitted requests, running and queued
@@ -61,7 +66,7 @@ class WorkerEntry:
 
     @property
     def capacity(self) -> float:
-        return max(self.prompt_tps, 1e-9) * max(self.concurrency, 1)
+        return max(self.read_tps or self.prompt_tps, 1e-9) * max(self.concurrency, 1)
 
     @property
     def limit(self) -> int:

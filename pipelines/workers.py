@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
+
+from haystack import Document
 
 from edge.answer_parser import AnswerParser
 from edge.prompt_builder import EdgePromptBuilder
@@ -75,6 +78,26 @@ def describe_model(file_name: str) -> tuple[str, str]:
     return (params.group(1).upper() if params else "", quant[-1].upper() if quant else "")
 
 
+# A read of this passage (~300 prompt tokens with the instructions) measures what the worker serves.
+_SPEED_PASSAGE = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region "
+                  "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, "
+                  "under their leader Rollo, agreed to swear fealty to King Charles III of West Francia. ") * 3
+
+
+def _measure_read(reader: EdgeReader) -> float:
+    """Prompt tokens per second of one whole read (probe, answer, parse) of a fixed passage."""
+    doc = Document(id="speed", content=_SPEED_PASSAGE, meta={"title": "Normans"})
+    store, reader.generator.store = reader.generator.store, None  # prefilled as a new passage, never a stored state
+    try:
+        t0 = time.perf_counter()
+        ans = reader.read("Who was the leader of the Normans?", [doc])
+        seconds = time.perf_counter() - t0
+    finally:
+        reader.generator.store = store
+    tokens = ans.usage.get("prompt_tokens", 0) or len(_SPEED_PASSAGE) // 4
+    return tokens / max(seconds, 1e-9)
+
+
 def build_worker(settings: Settings, worker_id: str, cores: list[int], concurrency: int, queue: int,
                  registry: Registry | None, threads: int = 0) -> EdgeWorker:
     """A worker pinned to ``cores`` with ``concurrency`` loaded model instances, its speed measured.
@@ -97,9 +120,10 @@ def build_worker(settings: Settings, worker_id: str, cores: list[int], concurren
                        .warm_up())
     llama = readers[0].generator.reader
     prompt_tps, gen_tps = llama.measure_speed()
+    read_tps = _measure_read(readers[0])
     params, quant = describe_model(llama.name)
     logger.info("worker %s: %s, %.0f prompt tok/s, %.1f gen tok/s", worker_id, llama.name, prompt_tps, gen_tps)
     entry = WorkerEntry(id=worker_id, url="", model=llama.name, parameters=params, quantization=quant,
                         n_ctx=settings.slm_n_ctx, threads=per, cores=_ranges(cores), prompt_tps=round(prompt_tps, 1),
-                        gen_tps=round(gen_tps, 2))
+                        gen_tps=round(gen_tps, 2), read_tps=round(read_tps, 1))
     return EdgeWorker(readers, entry, queue, registry)

@@ -305,3 +305,17 @@ def test_cli_bad_profiles_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.startswith("error: profiles file") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_simulated_dispatcher_weighs_the_advertised_speed_not_the_service_speed(tmp_path: Path) -> None:
+    """Weighted picks by C_i as the worker advertised it; the service still takes prompt_tps."""
+    a = replace(edge("a", prompt_tps=100.0), advertised_tps=10.0)
+    b = replace(edge("b", prompt_tps=100.0), advertised_tps=30.0)
+    assert (a.capacity, b.capacity, a.service_s(100)) == (10.0, 30.0, edge("a").service_s(100))
+    arrivals = [(t * 10.0, 50) for t in range(4000)]  # far apart: every edge is idle at each arrival
+    res = dispatch_sim.simulate([a, b], arrivals, "weighted", "reject", 3, 0.0, 0.0)
+    assert abs(res.per_edge["b"] / 4000 - 0.75) < 0.03, res.per_edge
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{**{k: v for k, v in a.__dict__.items() if k != "cpus"}, "advertised_tps": -1}]))
+    with pytest.raises(ValueError, match="advertised_tps=-1"):
+        dispatch_sim.load_profiles(path)

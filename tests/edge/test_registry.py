@@ -46,6 +46,11 @@ def test_file_registry_entries_expire_after_their_ttl(tmp_path: Path) -> None:
     assert reg.entries() == []
 
 
+def test_capacity_is_the_measured_read_speed_when_there_is_one() -> None:
+    assert entry("a", concurrency=2).capacity == 400.0  # no read measured: raw prefill speed x slots
+    assert entry("a", concurrency=2, read_tps=50.0).capacity == 100.0
+
+
 def test_file_registry_keys_read_like_dns_names(tmp_path: Path) -> None:
     e = entry("qwen-1", quantization="Q4_K_M", parameters="0.5B")
     assert e.keys()["/edge/qwen-1/quantization"] == "Q4_K_M"
