@@ -6,7 +6,8 @@ simulator (:mod:`benchmarks.dispatch_sim`), so the simulator predicts what the d
 - ``random``: any live worker, uniformly; blind to load.
 - ``weighted``: a live worker with probability proportional to its capacity C_i; blind to load.
 - ``load-aware``: the live worker with the least R_i = W_i / C_i among those with room (W_i below
-  its admission limit); ties go to the larger C_i.
+  its admission limit); ties go to the larger C_i. Workers that look full come last, not never: the
+  load a dispatcher sees may be a heartbeat old, and a worker that is really full refuses at once.
 
 A load-blind pick that finds its worker full is not retried elsewhere (that is what being blind
 to load costs); a load-aware pick that finds its worker full (its view of W_i was stale) tries the
@@ -81,7 +82,7 @@ class LoadAwarePolicy(DispatchPolicy):
     retry_when_full = True
 
     def order(self, workers: Sequence[WorkerLoad], rng: random.Random) -> list[WorkerLoad]:
-        return sorted((w for w in workers if w.has_room), key=lambda w: (w.ratio, -w.capacity, w.id))
+        return sorted(workers, key=lambda w: (not w.has_room, w.ratio, -w.capacity, w.id))
 
 
 POLICIES: dict[str, type[DispatchPolicy]] = {p.name: p for p in (RandomPolicy, WeightedPolicy, LoadAwarePolicy)}

@@ -20,10 +20,11 @@ def test_load_aware_picks_least_ratio_not_least_in_flight() -> None:
     assert [x.id for x in order] == ["c", "a", "b"]
 
 
-def test_load_aware_leaves_out_full_workers_and_breaks_ties_by_capacity() -> None:
-    order = make_policy("load-aware").order([w("a", 50, 3, 3), w("b", 50), w("c", 80)], random.Random(0))
-    assert [x.id for x in order] == ["c", "b"]  # a is full; b and c both idle: the faster first
-    assert make_policy("load-aware").order([w("a", 50, 3, 3)], random.Random(0)) == []
+def test_load_aware_puts_full_workers_last_and_breaks_ties_by_capacity() -> None:
+    order = make_policy("load-aware").order([w("a", 500, 3, 3), w("b", 50), w("c", 80)], random.Random(0))
+    # b and c are idle: the faster first; a looks full (its advertised load may be stale): tried last.
+    assert [x.id for x in order] == ["c", "b", "a"]
+    assert [x.id for x in make_policy("load-aware").order([w("a", 50, 3, 3)], random.Random(0))] == ["a"]
     assert make_policy("load-aware").retry_when_full and not make_policy("random").retry_when_full
 
 
