@@ -38,7 +38,7 @@ from pipelines.cloud_client import AnswererClient
 from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.index import document_id, index_files
-from pipelines.link import check_network
+from pipelines.link import get_profile
 from pipelines.policies import policy_class
 from pipelines.settings import Settings, default_data_dir
 from pipelines.stack import embedded_stack
@@ -104,7 +104,7 @@ def check_config(cfg: EvalConfig) -> list[Question]:
     for p in cfg.policies:
         check_policy(p)
     if cfg.network:
-        check_network(cfg.network)
+        get_profile(cfg.network)
     if cfg.live and cfg.oracle_context:
         raise EvalError("--live answers through the cascade, which retrieves its own passages — drop --oracle-context "
                         "or --live")

@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.answer_cache import AnswerCache
-from edge.registry import open_registry
 from edge.store import DocumentStore
 from netem.link import LinkEmulator, get_profile
 from pipelines.calibration import Calibration
@@ -22,8 +21,9 @@ from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import REGISTRY, check_threshold, policy_class
-from pipelines.settings import Settings, default_data_dir
+from pipelines.settings import Settings
 from pipelines.types import AskResult
+from pipelines.workers import registry_for
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)
 MAX_TOP_K = 50  # Settings.top_k's bound
@@ -118,11 +118,9 @@ def dispatcher_from(settings: Settings) -> Dispatcher | None:
 
     :raises RegistryError: a malformed Redis URL.
     """
-    spec = settings.effective_registry()
-    if not spec:
+    if not settings.effective_registry():
         return None
-    registry = open_registry(spec, default_data_dir() / "registry", settings.registry_ttl_s)
-    return Dispatcher(registry, settings.dispatch_policy, settings.dispatch_overflow)
+    return Dispatcher(registry_for(settings), settings.dispatch_policy, settings.dispatch_overflow)
 
 
 def check_ask_options(threshold: Any = None, budget_ms: Any = None, top_k: Any = None) -> tuple[float | None, float | None, int | None]:

@@ -67,6 +67,25 @@ def check_question(question: str) -> str:
     return q
 
 
+def edge_reader_for(settings: Settings, n_threads: int | None = None) -> EdgeReader:
+    """The edge model's reader as the settings describe it (not loaded yet): the in-process edge, each
+    slot of an edge worker and the KV-state build all read through one.
+
+    :param n_threads: threads of the model (default: ``settings.slm_threads``).
+    """
+    generator = SlmGenerator(
+        model_path=settings.slm_model_path,
+        n_ctx=settings.slm_n_ctx,
+        n_threads=settings.slm_threads if n_threads is None else n_threads,
+        max_tokens=settings.slm_max_tokens,
+        reading=settings.slm_reading,
+        kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
+        kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024,
+        kv_type=settings.kv_type,
+    )
+    return EdgeReader(EdgePromptBuilder(passage_chars=settings.slm_passage_chars), generator, AnswerParser())
+
+
 class EdgeQA:
     """Edge question answering over one collection, models loaded once.
 
@@ -86,28 +105,25 @@ class EdgeQA:
             fusion=settings.fusion,
             dense_weight=settings.dense_weight,
         )
-        self.prompt_builder = EdgePromptBuilder(passage_chars=settings.slm_passage_chars)
-        self.generator = SlmGenerator(
-            model_path=settings.slm_model_path,
-            n_ctx=settings.slm_n_ctx,
-            n_threads=settings.slm_threads,
-            max_tokens=settings.slm_max_tokens,
-            reading=settings.slm_reading,
-            kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
-            kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024,
-            kv_type=settings.kv_type,
-        )
-        self.parser = AnswerParser()
+        # The edge model's reading (prompt, SLM, parse, features), as an edge worker does it too.
+        self.reader = edge_reader_for(settings)
 
     @property
-    def reader(self) -> EdgeReader:
-        """The edge model's reading (prompt, SLM, parse, features), as an edge worker does it too."""
-        return EdgeReader(self.prompt_builder, self.generator, self.parser)
+    def prompt_builder(self) -> EdgePromptBuilder:
+        return self.reader.prompt_builder
+
+    @property
+    def generator(self) -> SlmGenerator:
+        return self.reader.generator
+
+    @property
+    def parser(self) -> AnswerParser:
+        return self.reader.parser
 
     def for_collection(self, collection: str) -> EdgeQA:
         """The same models (loaded once, not again) over another collection of the same store."""
         other = EdgeQA(self.settings.model_copy(update={"collection": collection}), self.store)
-        other.embedder, other.generator = self.embedder, self.generator
+        other.embedder, other.reader = self.embedder, self.reader
         return other
 
     def warm_up_retrieval(self) -> EdgeQA:

@@ -16,12 +16,11 @@ from typing import Any
 from haystack import Document
 
 from edge.embedder import SentenceEmbedder
-from edge.prompt_builder import EdgePromptBuilder
-from edge.slm_generator import SlmGenerator
 from edge.store import DocumentStore, document_id
 from indexing.build import BuildReport, build_index
 from indexing.errors import InputFormatError
 from indexing.loaders import Passage, SourceSummary, load_passages, read_squad
+from pipelines.edge_pipeline import edge_reader_for
 from pipelines.settings import Settings
 
 __all__ = ["Indexed", "InputFormatError", "Loaded", "document_id", "embedder_for", "index_files", "load_files",
@@ -92,11 +91,9 @@ def prepare_kv_states(settings: Settings, passages: Sequence[Passage],
     :returns: counts ("computed", "already_stored"), the store's size and folder, write errors, seconds.
     :raises ModelError: the edge model does not load.
     """
-    generator = SlmGenerator(settings.slm_model_path, n_ctx=settings.slm_n_ctx, n_threads=settings.slm_threads,
-                             reading="each", kv_dir=settings.effective_kv_dir(),
-                             kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024, kv_type=settings.kv_type)
+    reader = edge_reader_for(settings.model_copy(update={"slm_reading": "each", "kv_store": True}))
+    generator, builder = reader.generator, reader.prompt_builder
     generator.warm_up()
-    builder = EdgePromptBuilder(passage_chars=settings.slm_passage_chars)
     docs = [Document(content=p.text, meta={"title": p.title}) for p in passages]
     counts = {"hit": 0, "miss": 0}
     t0 = time.perf_counter()

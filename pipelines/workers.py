@@ -10,12 +10,10 @@ from pathlib import Path
 
 from haystack import Document
 
-from edge.answer_parser import AnswerParser
-from edge.prompt_builder import EdgePromptBuilder
 from edge.reader import EdgeReader
 from edge.registry import Registry, WorkerEntry, check_worker_id, open_registry
-from edge.slm_generator import SlmGenerator
 from edge.worker import EdgeWorker, make_server
+from pipelines.edge_pipeline import edge_reader_for
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings, default_data_dir
 
@@ -112,12 +110,7 @@ def build_worker(settings: Settings, worker_id: str, cores: list[int], concurren
     per = threads or max(1, len(cores) // concurrency)
     readers = []
     for _ in range(concurrency):
-        gen = SlmGenerator(model_path=settings.slm_model_path, n_ctx=settings.slm_n_ctx, n_threads=per,
-                           max_tokens=settings.slm_max_tokens, reading=settings.slm_reading,
-                           kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
-                           kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024, kv_type=settings.kv_type)
-        readers.append(EdgeReader(EdgePromptBuilder(passage_chars=settings.slm_passage_chars), gen, AnswerParser())
-                       .warm_up())
+        readers.append(edge_reader_for(settings, n_threads=per).warm_up())
     llama = readers[0].generator.reader
     prompt_tps, gen_tps = llama.measure_speed()
     read_tps = _measure_read(readers[0])
