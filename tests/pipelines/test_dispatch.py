@@ -77,7 +77,7 @@ def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: igno
     assert body["features"]["p_answerable"] == pytest.approx(mine.features["p_answerable"], abs=1e-6)
     entry = {e.id: e for e in FileRegistry(reg).entries()}["w-a"]
     assert entry.model.startswith("SmolLM2-135M") and entry.parameters == "135M" and entry.quantization == "Q4_1"
-    assert entry.prompt_tps > 10 and entry.gen_tps > 1 and 1 < entry.read_tps < entry.prompt_tps
+    assert entry.prompt_tps > 10 and entry.gen_tps > 1 and entry.read_tps > 1  # two timings: no order between them
     assert entry.threads == 1 and entry.cores == "0" and entry.capacity == entry.read_tps
     assert a.health()["served"] >= 1
 
