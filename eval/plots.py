@@ -8,8 +8,7 @@ from typing import Any
 from eval.report import STAGES
 
 COLORS = {"embed": "#8dd3c7", "retrieve": "#80b1d3", "edge_generate": "#fdb462", "seal_open": "#bebada",
-          "network": "#fb8072", "cloud": "#b3de69", "client": "#d9d9d9", "cloud_failed": "#e41a1c", "other": "#bc80bd",
-          "cache": "#ccebc5"}
+          "network": "#fb8072", "cloud": "#b3de69", "other": "#bc80bd", "cache": "#ccebc5"}
 
 
 def write_plots(report: dict[str, Any], samples: list[dict[str, Any]], out: Path) -> list[str]:

@@ -21,6 +21,7 @@ from pipelines.cascade import AnswerCacheLike, verify_answer
 from pipelines.latency import LatencyModel
 from pipelines.policies import Policy
 from pipelines.router import CascadeRouter
+from pipelines.stages import split_stages
 from pipelines.text import extract_answer_span
 
 
@@ -72,22 +73,22 @@ def calibrated_scores(cal: Calibration) -> Scores:
     return lambda r: cal.scores(r["edge"]["features"])
 
 
-def edge_stages(r: dict[str, Any]) -> dict[str, float]:
-    """Embed, retrieve and edge-generate (prompt, SLM, parse, features) times of a record (ms)."""
+def record_stages(r: dict[str, Any], route: str, *, generated: bool = True, cloud: dict[str, Any] | None = None,
+                  extra_ms: float = 0.0) -> dict[str, float]:
+    """A record's measured times split into the stages of :func:`~pipelines.stages.split_stages`, as the
+    live answer's are: embed and retrieve, the edge generation if it ran (``generated``), the cloud call
+    if one was made (a failed one counts as "other"), and ``extra_ms`` (a cache lookup) as the rest."""
     embed = min(r["edge"].get("timings", {}).get("embed", 0.0), r["retrieval_ms"])
-    return {"embed": embed, "retrieve": r["retrieval_ms"] - embed,
-            "edge_generate": max(r["edge"]["total_ms"] - r["retrieval_ms"], 0.0)}
-
-
-def cloud_stages(c: dict[str, Any]) -> dict[str, float]:
-    """Seal + open, network (request time minus the gateway's), cloud (gateway) and the rest of a cloud call (ms)."""
-    if "error" in c:
-        return {"cloud_failed": c.get("total_ms", 0.0)}
-    t = c["timings"]
-    seal_open = t.get("seal", 0.0) + t.get("open", 0.0)
-    network, cloud = t.get("network", 0.0), t.get("cloud", t.get("server", 0.0))
-    return {"seal_open": seal_open, "network": network, "cloud": cloud,
-            "client": max(c["total_ms"] - seal_open - network - cloud, 0.0)}
+    t = {"embed": embed, "retrieve": r["retrieval_ms"] - embed}
+    if generated:
+        t["generate"] = max(r["edge"]["total_ms"] - r["retrieval_ms"], 0.0)
+    if cloud is not None and "error" not in cloud:
+        ct = cloud["timings"]
+        t.update(seal=ct.get("seal", 0.0), open=ct.get("open", 0.0), network=ct.get("network", 0.0),
+                 cloud=ct.get("cloud", ct.get("server", 0.0)))
+    cloud_ms = cloud.get("total_ms", 0.0) if cloud is not None else 0.0
+    t["total"] = r["retrieval_ms"] + t.get("generate", 0.0) + cloud_ms + extra_ms
+    return split_stages(t, route)
 
 
 def _cloud_tokens(c: dict[str, Any]) -> dict[str, int]:
@@ -112,11 +113,9 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
         bytes_up = cloud.get("bytes_up", 0)
         d = router.route(policy, scores(r), edge["total_ms"], bytes_up, budget_ms, True).decision
         if d.route == "cloud":
-            took_edge = policy.name != "cloud"
-            stages = edge_stages(r) if took_edge else {k: v for k, v in edge_stages(r).items() if k != "edge_generate"}
-            stages.update(cloud_stages(cloud))
-            if "error" in cloud:  # the live cascade degrades to the edge answer (generating it if it had not)
-                stages["edge_generate"] = edge_stages(r)["edge_generate"]
+            failed = "error" in cloud  # the live cascade degrades to the edge answer (generating it if it had not)
+            stages = record_stages(r, "cloud", generated=failed or policy.name != "cloud", cloud=cloud)
+            if failed:
                 answer, f1 = edge_answer(r)
                 out.append(Routed(r["id"], "edge", answer, f1, sum(stages.values()), True, stages, {}, True))
                 continue
@@ -127,10 +126,10 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
             routed = Routed(r["id"], "cloud", answer, f1, sum(stages.values()), True, stages, _cloud_tokens(cloud))
         elif d.route == "abstain":
             routed = Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False,
-                            edge_stages(r))
+                            record_stages(r, "abstain"))
         else:
             answer, f1 = edge_answer(r)
-            routed = Routed(r["id"], "edge", answer, f1, edge["total_ms"], False, edge_stages(r))
+            routed = Routed(r["id"], "edge", answer, f1, edge["total_ms"], False, record_stages(r, "edge"))
         latency.observe_edge(edge["total_ms"])
         out.append(routed)
         if cache is not None and "embedding" in r:
@@ -147,15 +146,15 @@ def _cache_hit(r: dict[str, Any], cache: AnswerCacheLike | None) -> Routed | Non
         return None
     t0 = time.perf_counter()
     hit = cache.lookup_exact(r["question"], _VERSION)
-    stages: dict[str, float] = {}
-    if hit is None:
+    retrieved = hit is None
+    if retrieved:
         # A near-duplicate is found only after embedding and retrieval, as live.
-        stages = {k: v for k, v in edge_stages(r).items() if k != "edge_generate"}
         t0 = time.perf_counter()
         hit = cache.lookup(r["question"], r["embedding"], r["passage_ids"], _VERSION)
         if hit is None:
             return None
-    stages["cache"] = (time.perf_counter() - t0) * 1000.0
+    lookup_ms = (time.perf_counter() - t0) * 1000.0
+    stages = (record_stages(r, "cache", generated=False, extra_ms=lookup_ms) if retrieved else {"cache": lookup_ms})
     answer = str(hit.answer.get("answer", ""))
     q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
     return Routed(r["id"], "cache", answer, score_question(q, answer)["f1"], sum(stages.values()), False, stages)

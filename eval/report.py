@@ -17,7 +17,7 @@ from eval.squad_metrics import Question, evaluate
 from eval.stats import percentile
 
 SCHEMA = 1
-STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "client", "cloud_failed", "other", "cache")
+STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "other", "cache")
 
 
 def latency_stats(values: Sequence[float]) -> dict[str, float]:

@@ -3,8 +3,8 @@
 The stages add up to ``timings_ms["total"]``: embed, retrieve, edge_generate (prompt + SLM + parse),
 seal_open, network (the request time minus the gateway's own), cloud (the gateway), and the rest —
 routing, features, cache lookups, a failed cloud call — as "other" ("cache" for a cache hit).
-The replay of recorded answers (:mod:`eval.replay`) splits a record's measured times into the same
-stages, from the record's fields.
+The replay of recorded answers (:mod:`eval.replay`) feeds a record's measured times through this same
+function, so a replayed answer and a live one are split alike.
 """
 
 from __future__ import annotations

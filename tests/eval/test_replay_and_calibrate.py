@@ -9,6 +9,7 @@ import pytest
 from edge.features import FEATURES
 from eval.calibrate import expected_calibration_error, fit
 from eval.records import read_records
+from eval.report import STAGES
 from eval.replay import cloud_answer, route_records, summarize
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import verify_answer
@@ -69,6 +70,23 @@ def test_route_records_composes_latency_per_route() -> None:
     s = summarize(casc, recs)
     assert (s["f1"], s["has_ans_f1"], s["no_ans_accuracy"], s["cloud_call_rate"], s["abstain_rate"]) == (100.0, 100.0,
                                                                                                       100.0, 0.0, 0.5)
+
+
+def test_replayed_stages_are_the_live_split() -> None:
+    """A replayed answer's stages carry the live split's names and add up to its latency, per route."""
+    ok, failed = record(0, True, 1.0, "Miret", 0.9), record(1, True, 1.0, "Miret", 0.9)
+    ok["edge"]["timings"] = failed["edge"]["timings"] = {"embed": 10.0}
+    ok["cloud"]["timings"].update(seal=1.0, open=2.0)
+    failed["cloud"] = {"error": "timed out", "total_ms": 500.0, "bytes_up": 1500}
+    cloud = route_records([ok, failed], CloudPolicy(), lambda r: (0.5, 0.0, 0.5), 4000)
+    assert cloud[0].stages == pytest.approx({"embed": 10.0, "retrieve": 20.0, "seal_open": 3.0, "network": 40.0,
+                                             "cloud": 700.0, "other": 57.0})  # no SLM on the cloud-only route
+    assert cloud[1].route == "edge" and cloud[1].degraded  # the failed call is "other"; the edge then generates
+    assert cloud[1].stages == pytest.approx({"embed": 10.0, "retrieve": 20.0, "edge_generate": 1970.0, "other": 500.0})
+    edge = route_records([ok], EdgePolicy(), lambda r: (0.5, 0.0, 0.5), 4000)[0]
+    for routed in (*cloud, edge):
+        assert sum(routed.stages.values()) == pytest.approx(routed.latency_ms)
+        assert set(routed.stages) <= set(STAGES)
 
 
 def test_expected_calibration_error() -> None:
