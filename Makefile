@@ -267,6 +267,27 @@ bench-live: bench  ## the first 100 questions through the cascade itself (--live
 	  --out bench/eval-wifi-live --qdrant-path bench/qdrant-eval
 	$(BIN)/python -m benchmarks.modes --shared bench/eval-wifi --live bench/eval-wifi-live
 
+# Every BENCHMARKS.md block rewritten from the records the benchmarks left under bench/, without measuring
+# anything: a way to check that a change to the tables' code leaves the published numbers as they are
+# (`git diff BENCHMARKS.md`). bench/ is not committed, so a block whose records are not on this machine
+# is named and left as it is.
+define from_records
+	@if [ -e $(1) ]; then echo "$(2): from $(1)"; $(3) >/dev/null; else echo "$(2): no $(1) on this machine — left as it is"; fi
+endef
+.PHONY: bench-tables
+bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under bench/ (no measuring; seconds)
+	$(call from_records,bench/eval-wifi/report.json,bench-eval,$(BIN)/python -m benchmarks.evaluation bench/eval-wifi --command "make bench")
+	$(call from_records,bench/eval-wifi-live/report.json,bench-modes,$(BIN)/python -m benchmarks.modes --shared bench/eval-wifi --live bench/eval-wifi-live)
+	$(call from_records,bench/edge.json,bench-edge,$(BIN)/python -m benchmarks.edge_tier --from-json bench/edge.json)
+	$(call from_records,bench/cloud.json,bench-cloud,$(BIN)/python -m benchmarks.cloud_tier --from-json bench/cloud.json)
+	$(call from_records,bench/cascade.json,bench-cascade,$(BIN)/python -m benchmarks.cascade --from-json bench/cascade.json)
+	$(call from_records,bench/models-old/eval/report.json,bench-models,$(BIN)/python -m benchmarks.models bench/models/eval bench/models-old/eval --old-calibration bench/models-old/calibration.json)
+	$(call from_records,bench/kv/kv.json,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
+	$(call from_records,bench/kv/product.json,bench-kv-product,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
+	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
+	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
+	@echo "bench-llama-build: keeps no records (it times two wheels) — left as it is"
+
 # --- fuzzing ----------------------------------------------------------------------------------
 # The fuzz targets (tests/fuzz/, marker `fuzz`) run with every `make test`/`make test-fast` under the
 # "ci" Hypothesis profile (200 examples each, well under a minute in all); `make fuzz` runs the "fuzz"

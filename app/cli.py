@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 from rich.markup import escape
+from rich.progress import TextColumn
 from rich.table import Table
 
 from app.cli_cloud import cloud_app
@@ -28,7 +29,7 @@ from app.cli_eval import register as register_eval
 from app.cli_link import link_app
 from app.cli_models import models_app
 from app.cli_ui import register as register_ui
-from app.console import AsJson, emit_json, err, out, print_error, user_errors
+from app.console import AsJson, emit_json, err, out, print_error, progress_bar, user_errors
 from pipelines.errors import USER_ERRORS, ConfigError
 from pipelines.settings import Settings, load_settings
 
@@ -81,14 +82,6 @@ def index_build(
     as_json: AsJson = False,
 ) -> None:
     """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states
     from pipelines.store import open_store
@@ -101,11 +94,7 @@ def index_build(
                               "and ECQA_KV_STORE (or set them to 'each' and true)")
     embedder = embedder_for(s)  # checks the model dir before reading any input
     loaded = load_files(s, paths)  # a bad file is one line before any progress bar shows
-    with open_store(s) as store, Progress(
-        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, transient=as_json, disable=as_json,
-    ) as bar:
+    with open_store(s) as store, progress_bar("[bold]embedding", TextColumn("{task.fields[rate]}"), as_json=as_json) as bar:
         task = bar.add_task("embed", total=None, rate="")
         start: list[float] = []
 
@@ -120,8 +109,7 @@ def index_build(
     report = indexed.report
     kv_report = None
     if kv:
-        with Progress(TextColumn("[bold]KV states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err, transient=as_json, disable=as_json) as bar:
+        with progress_bar("[bold]KV states", as_json=as_json) as bar:
             kv_task = bar.add_task("kv", total=len(indexed.passages))
             kv_report = prepare_kv_states(s, indexed.passages, lambda done, total: bar.update(kv_task, completed=done))
         if kv_report["errors"]:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from app.console import AsJson, emit_json, err, fail, out, stop_on_ctrl_c, user_errors
+from app.console import AsJson, emit_json, err, fail, out, progress_bar, stop_on_ctrl_c, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -48,14 +48,6 @@ def eval_command(
     as_json: AsJson = False,
 ) -> None:
     """Evaluate policies on a SQuAD v2 file: official EM/F1, precision/recall, latency, cost; resumable."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from eval.harness import EvalConfig, check_config, run_eval
     from pipelines.answer import POLICIES
@@ -69,8 +61,7 @@ def eval_command(
                      skip_calibration_split=skip_calibration_split, sweep=not no_sweep, live=live)
     questions = check_config(cfg)  # every bad input fails here, before any model loads
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=as_json, disable=as_json) as bar:
+        with progress_bar("[bold]{task.description}", as_json=as_json) as bar:
             tasks: dict[str, Any] = {}
             started: dict[str, tuple[float, int]] = {}
 

@@ -10,6 +10,15 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pipelines.errors import USER_ERRORS
 
@@ -48,6 +57,13 @@ def print_error(message: str) -> None:
 def fail(message: str, code: int = 2) -> None:
     print_error(message)
     raise typer.Exit(code)
+
+
+def progress_bar(label: str, *extra: ProgressColumn, as_json: bool = False) -> Progress:
+    """A long command's progress on stderr: ``label``, the bar, done/total, ``extra`` columns, elapsed time
+    and ETA. Under ``--json`` it shows nothing, so stdout and stderr stay clean for scripts."""
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=err, transient=as_json, disable=as_json)
 
 
 def emit_json(data: Any) -> None:

@@ -13,18 +13,20 @@ from __future__ import annotations
 # Imports inside functions: each phase (and each child process, after it sets its environment) imports
 # only what it measures, so one phase never pays for another's models.
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.markdown import publish
+from benchmarks.markdown import publish, replace_block
 from eval.records import labelled, read_records
 from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
 from pipelines.policies import REGISTRY
 
 START, END = "<!-- bench-cascade:start -->", "<!-- bench-cascade:end -->"
+HEADING = "## Cascade — `make bench-cascade`"
 
 
 def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float) -> dict[str, dict[str, float]]:
@@ -145,7 +147,13 @@ def main() -> None:
     ap.add_argument("--network", default="wifi")
     ap.add_argument("--out", type=Path, default=Path("bench/cascade.json"))
     ap.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"))
+    ap.add_argument("--from-json", type=Path, help="only rewrite the block from a previous --out file (no replay)")
     args = ap.parse_args()
+    if args.from_json:
+        md = markdown(json.loads(args.from_json.read_text()), "make bench-cascade")
+        replace_block(args.benchmarks_md, START, END, md, HEADING)
+        print(md)
+        return
     records = labelled(read_records(args.records).values())
     cal = Calibration.load()
     res: dict[str, Any] = {
@@ -155,8 +163,7 @@ def main() -> None:
         "reliability": reliability(records),
         "cache": cache_latency(args.qdrant, [r["question"] for r in records[:20]]),
     }
-    publish(res, args.out, markdown(res, "make bench-cascade"), args.benchmarks_md, START, END,
-            "## Cascade — `make bench-cascade`")
+    publish(res, args.out, markdown(res, "make bench-cascade"), args.benchmarks_md, START, END, HEADING)
 
 
 if __name__ == "__main__":

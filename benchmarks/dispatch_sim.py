@@ -439,7 +439,7 @@ def bar_chart(results: Sequence[SimResult], png_path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: simulate, write <out>/sim.json, the chart and the BENCHMARKS.md block; print the block."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profiles", type=Path, required=True, help="JSON list of the measured edge workers")
+    ap.add_argument("--profiles", type=Path, help="JSON list of the measured edge workers (required unless --from-json)")
     ap.add_argument("--duration-s", type=float, default=3600.0)
     # 0.6: bursts run at 1.29x the fleet's full throughput, the base at 0.43x. On 8 edges cycling four
     # measured-like workers this rejected 9% (load-aware), 14% (weighted), 31% (random); at 0.8 load-aware
@@ -451,27 +451,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chart", type=Path, default=Path("docs/dispatch/policies.png"))
     ap.add_argument("--command", default="make bench-dispatch")
     ap.add_argument("--note", default="", help="a paragraph printed under the table")
+    ap.add_argument("--from-json", type=Path, help="only rewrite the block and chart from a previous <out>/sim.json")
     args = ap.parse_args(argv)
     if args.duration_s <= 0 or args.mean_load <= 0:
         ap.error("--duration-s and --mean-load must be positive")
-    try:
-        profiles = eight_edges(load_profiles(args.profiles))
-        settings = load_settings()
-    except (ValueError, ConfigError) as exc:  # user mistakes: one line, exit code 2, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    prices = (settings.cloud_price_prompt_per_1k, settings.cloud_price_completion_per_1k)
-    arrivals = bursty_workload(args.duration_s, args.mean_load, profiles, args.seed)
-    t0 = time.perf_counter()
-    results = run_all(profiles, arrivals, args.seed, prices)
-    elapsed = time.perf_counter() - t0
-    logger.info("simulated %d arrivals x %d runs in %.2f s", len(arrivals), len(results), elapsed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sim.json").write_text(json.dumps(
-        {"schema": 1, "duration_s": args.duration_s, "mean_load": args.mean_load, "seed": args.seed,
-         "offered_load": offered_load(arrivals, profiles, args.duration_s), "prices_per_1k": prices,
-         "gen_tokens": GEN_TOKENS, "run_all_s": elapsed, "profiles": [asdict(p) for p in profiles],
-         "results": [asdict(r) for r in results]}, indent=2))
+    if args.profiles is None and args.from_json is None:
+        ap.error("--profiles is required — pass the measured workers' JSON (make bench-dispatch writes "
+                 "bench/dispatch/profiles.json), or --from-json to re-render a previous run")
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        profiles = [EdgeProfile(**{**p, "cpus": tuple(p["cpus"])}) for p in saved["profiles"]]
+        args.duration_s, args.mean_load, args.seed = saved["duration_s"], saved["mean_load"], saved["seed"]
+        prices, elapsed = tuple(saved["prices_per_1k"]), saved["run_all_s"]
+        arrivals = bursty_workload(args.duration_s, args.mean_load, profiles, args.seed)  # seeded: the same arrivals
+        results = [SimResult(**r) for r in saved["results"]]
+    else:
+        try:
+            profiles = eight_edges(load_profiles(args.profiles))
+            settings = load_settings()
+        except (ValueError, ConfigError) as exc:  # user mistakes: one line, exit code 2, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        prices = (settings.cloud_price_prompt_per_1k, settings.cloud_price_completion_per_1k)
+        arrivals = bursty_workload(args.duration_s, args.mean_load, profiles, args.seed)
+        t0 = time.perf_counter()
+        results = run_all(profiles, arrivals, args.seed, prices)
+        elapsed = time.perf_counter() - t0
+        logger.info("simulated %d arrivals x %d runs in %.2f s", len(arrivals), len(results), elapsed)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "sim.json").write_text(json.dumps(
+            {"schema": 1, "duration_s": args.duration_s, "mean_load": args.mean_load, "seed": args.seed,
+             "offered_load": offered_load(arrivals, profiles, args.duration_s), "prices_per_1k": prices,
+             "gen_tokens": GEN_TOKENS, "run_all_s": elapsed, "profiles": [asdict(p) for p in profiles],
+             "results": [asdict(r) for r in results]}, indent=2))
     bar_chart(results, args.chart)
     workload = (f"Workload: {len(arrivals)} requests over {args.duration_s:.0f} s (seed {args.seed}), Poisson "
                 f"arrivals at mean load {args.mean_load:g} of the fleet's full throughput (1 keeps every slot busy "

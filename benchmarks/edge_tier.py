@@ -21,13 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.markdown import publish
+from benchmarks.markdown import publish, replace_block
 from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 START, END = "<!-- bench-edge:start -->", "<!-- bench-edge:end -->"
+HEADING = "## Edge — `make bench-edge`"
 
 
 def peak_rss_mib() -> float:
@@ -166,6 +167,7 @@ def edge_child(args: argparse.Namespace) -> None:
     prefill_tok_s = [(p - c) / (t / 1000) for p, c, t in zip(prompt_tokens, cached, stages["prefill"]) if t > 0]
     out = {
         "n": len(questions),
+        "model": qa.generator.model_name, "reading": s.slm_reading, "kv_store": bool(qa.generator.store),
         "stages": {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "mean": statistics.mean(v)} for k, v in stages.items()},
         "decode_tokens_per_s": statistics.median(toks_per_s) if toks_per_s else 0.0,
         "prefill_tokens_per_s": statistics.median(prefill_tok_s) if prefill_tok_s else 0.0,
@@ -195,7 +197,7 @@ def bench_edge(data: Path, extra: Path, n: int) -> dict[str, Any]:
         subprocess.run(
             [sys.executable, "-m", "benchmarks.edge_tier", "--child", "--qdrant-path", str(Path(tmp) / "q"),
              "--data", str(data), "--n", str(n), "--child-out", str(child_out)],
-            check=True,
+            check=True, env={**os.environ, "ECQA_KV_DIR": str(Path(tmp) / "kv")},  # an empty store: filled as it reads
         )
         return json.loads(child_out.read_text())
 
@@ -216,9 +218,13 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
               f"| `build_index` (encode + BM25 + Qdrant upsert + alias switch) | {b['build_per_s']:.1f} | "
               f"{b['ratio']:.2f} |", "", "raw encode() passages/s by batch size (all passages, best of two): "
               + ", ".join(f"{k}: {v:.1f}" for k, v in b["encode_per_s_by_batch"].items()), ""]
-    lines += [f"### Edge latency per stage ({e['n']} first dev-a questions, full index, top-3, SmolLM2-135M Q4_1)", "",
+    model = e.get("model", "SmolLM2-135M Q4_1")  # records before 2026-12-06 did not name it: SmolLM2 then
+    reading = f", reading {e['reading']}" + (" from the passage KV store (filled as it went)" if e.get("kv_store") else "") \
+        if "reading" in e else ""
+    lines += [f"### Edge latency per stage ({e['n']} first dev-a questions, full index, top-3, {model}{reading})", "",
               "| stage | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]
-    for k in ("embed", "retrieve", "prompt", "prefill", "decode", "generate", "parse", "total"):
+    for k in ("embed", "retrieve", "prompt", "restore", "prefill", "kv_store", "probe", "decode", "generate", "parse",
+              "total"):
         if k in e["stages"]:
             v = e["stages"][k]
             lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['mean']:.1f} |")
@@ -232,7 +238,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
               f"{po['pipeline_p50_ms']:.1f} ms vs {po['direct_p50_ms']:.1f} ms → {po['overhead_p50_ms']:.1f} ms overhead", ""]
     lines += [f"### Edge answer quality on the same {e['n']} questions (retrieved passages, no gold context)", "",
               "| configuration | exact | F1 | HasAns F1 | NoAns acc |", "|---|---:|---:|---:|---:|"]
-    for name, label in (("always_no_answer", "always no-answer (trivial baseline)"), ("edge", "edge only (SmolLM2)")):
+    for name, label in (("always_no_answer", "always no-answer (trivial baseline)"), ("edge", f"edge only ({model})")):
         a = e["accuracy"][name]
         lines.append(f"| {label} | {a['exact']:.1f} | {a['f1']:.1f} | {a['has_ans_f1']:.1f} | {a['no_ans_accuracy']:.1f} |")
     lines += ["", END]
@@ -246,12 +252,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("bench/edge.json"))
     ap.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"))
+    ap.add_argument("--from-json", type=Path, help="only rewrite the block from a previous --out file (no measuring)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--qdrant-path", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         edge_child(args)
+        return
+    if args.from_json:
+        md = markdown(json.loads(args.from_json.read_text()), "make bench-edge")
+        replace_block(args.benchmarks_md, START, END, md, HEADING)
+        print(md)
         return
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     print("retrieval…", flush=True)
@@ -260,7 +272,7 @@ def main() -> None:
     res["build"] = bench_build(args.data, args.extra)
     print(f"edge latency over {args.n} questions…", flush=True)
     res["edge"] = bench_edge(args.data, args.extra, args.n)
-    publish(res, args.out, markdown(res, "make bench-edge"), args.benchmarks_md, START, END, "## Edge — `make bench-edge`")
+    publish(res, args.out, markdown(res, "make bench-edge"), args.benchmarks_md, START, END, HEADING)
 
 
 if __name__ == "__main__":

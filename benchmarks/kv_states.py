@@ -276,12 +276,25 @@ def main() -> None:
     ap.add_argument("--md", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--command", default="make bench-kv")
     ap.add_argument("--extra", type=Path, nargs="*", default=[Path("data/squad-v2-extra-paragraphs.json")])
-    ap.add_argument("--from-json", action="store_true", help="only rewrite the block from <out>/kv.json")
+    ap.add_argument("--from-json", action="store_true",
+                    help="only rewrite the blocks from <out>/kv.json and <out>/product.json, those that exist")
     ap.add_argument("--eval", type=Path, help="an `ecqa eval` folder with cloud and cascade (make bench-models): "
                     "their mean latency side by side")
     ap.add_argument("--index-build", action="store_true",
                     help="time `ecqa index build` with and without --kv on the bundled collection into <out>/kv.json")
     args = ap.parse_args()
+    product_heading = "### The store in the product — `make bench-kv`, `make bench-models`"
+    if args.from_json:
+        kv_json, product_json = args.out / "kv.json", args.out / "product.json"
+        if not kv_json.exists() and not product_json.exists():
+            ap.error(f"no {kv_json} or {product_json} — run make bench-kv (or make bench-models) first")
+        if kv_json.exists():
+            replace_block(args.md, START, END, block(json.loads(kv_json.read_text())["summary"], args.command),
+                          "## Passage KV states — `make bench-kv`")
+        if product_json.exists():
+            replace_block(args.md, PRODUCT_START, PRODUCT_END, product_block(json.loads(product_json.read_text())),
+                          product_heading)
+        return
     if args.index_build or args.eval:
         # The product block: its own JSON, so that the 200-question reading block above stays as measured.
         path = args.out / "product.json"
@@ -292,16 +305,12 @@ def main() -> None:
             product["cascade"] = {**cascade_vs_cloud(args.eval), "command": args.command}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(product, indent=1))
-        replace_block(args.md, PRODUCT_START, PRODUCT_END, product_block(product),
-                      "### The store in the product — `make bench-kv`, `make bench-models`")
+        replace_block(args.md, PRODUCT_START, PRODUCT_END, product_block(product), product_heading)
         print(json.dumps(product))
         return
-    if args.qdrant is None and not args.from_json:
+    if args.qdrant is None:
         ap.error("--qdrant is required for the reading benchmark — make bench-kv builds bench/kv/qdrant")
-    if args.from_json:
-        s = json.loads((args.out / "kv.json").read_text())["summary"]
-    else:
-        s = run(args)
+    s = run(args)
     replace_block(args.md, START, END, block(s, args.command), "## Passage KV states — `make bench-kv`")
     print(json.dumps({k: s[k] for k in ("same_store_prefill", "same_q8_f16", "same_each_joint")}))
 

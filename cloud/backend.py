@@ -132,6 +132,7 @@ def context_error(status: int, body: bytes) -> BackendContextError | None:
     return None
 
 
+@dataclass(eq=False, repr=False)
 class OpenAIBackend:
     """Client of an OpenAI-compatible ``/v1/completions`` endpoint (vLLM, llama.cpp, the embedded server).
 
@@ -146,16 +147,14 @@ class OpenAIBackend:
         chat template) or "base" (a completion-style few-shot prompt to ``/v1/completions``).
     """
 
-    def __init__(self, url: str, model: str = "", timeout_s: float = 60.0, api_key: str | None = None,
-                 prompt_family: str = "chat") -> None:
-        self.url = url
-        self.model = model
-        self.timeout_s = timeout_s
-        self.api_key = api_key
-        self._family = prompt_family
-        self._client: httpx.Client | None = None
-        self._model = ""
-        self.context_tokens: int | None = None  # the model's context window, when /v1/models says (vLLM: max_model_len)
+    url: str
+    model: str = ""
+    timeout_s: float = 60.0
+    api_key: str | None = None
+    prompt_family: str = "chat"
+    context_tokens: int | None = field(default=None, init=False)  # the model's window, when /v1/models says (vLLM: max_model_len)
+    _client: httpx.Client | None = field(default=None, init=False)
+    _model: str = field(default="", init=False)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(url={self.url!r}, model={self.model!r})"
@@ -163,10 +162,6 @@ class OpenAIBackend:
     @property
     def name(self) -> str:
         return self._model or self.model or "?"
-
-    @property
-    def prompt_family(self) -> str:
-        return self._family
 
     def warm_up(self) -> None:
         """Connect and resolve the model id.
@@ -301,6 +296,7 @@ class OpenAIBackend:
             self._client = None
 
 
+@dataclass(eq=False, repr=False)
 class EmbeddedBackend:
     """The default backend: the cloud GGUF model served by a child process on 127.0.0.1.
 
@@ -313,17 +309,14 @@ class EmbeddedBackend:
     :param timeout_s: read timeout for one completion.
     """
 
-    def __init__(
-        self, model_path: str = "", n_ctx: int = 4096, n_threads: int = 0, start_timeout_s: float = 120.0, timeout_s: float = 60.0
-    ) -> None:
-        self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self.start_timeout_s = start_timeout_s
-        self.timeout_s = timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._client: OpenAIBackend | None = None
-        self._family = ""
+    model_path: str = ""
+    n_ctx: int = 4096
+    n_threads: int = 0
+    start_timeout_s: float = 120.0
+    timeout_s: float = 60.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _client: OpenAIBackend | None = field(default=None, init=False)
+    _family: str = field(default="", init=False)
 
     def __repr__(self) -> str:
         return f"EmbeddedBackend(model_path={self.model_path!r}, pid={self.pid})"

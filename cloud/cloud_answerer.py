@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +55,7 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 
 
 @component
+@dataclass(eq=False)
 class CloudAnswerer:
     """Answers a question from passages with the cloud tier: seals the question and passages,
     POSTs them over mutual TLS to the gateway, and unseals the answer.
@@ -78,29 +80,17 @@ class CloudAnswerer:
         or left out to fit, so that no request is refused as too long. None = no limit.
     """
 
-    def __init__(
-        self,
-        url: str,
-        cloud_dir: str,
-        edge: str = "",
-        connect_timeout_s: float = 3.0,
-        read_timeout_s: float = 30.0,
-        retries: int = 2,
-        passage_chars: int = 1500,
-        max_tokens: int = 24,
-        max_prompt_chars: int | None = None,
-    ) -> None:
-        self.url = url
-        self.cloud_dir = cloud_dir
-        self.edge = edge
-        self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.retries = retries
-        self.passage_chars = passage_chars
-        self.max_tokens = max_tokens
-        self.max_prompt_chars = max_prompt_chars
-        self._material: EdgeMaterial | None = None
-        self._client: httpx.Client | None = None
+    url: str
+    cloud_dir: str
+    edge: str = ""
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 30.0
+    retries: int = 2
+    passage_chars: int = 1500
+    max_tokens: int = 24
+    max_prompt_chars: int | None = None
+    _material: EdgeMaterial | None = field(default=None, init=False, repr=False)
+    _client: httpx.Client | None = field(default=None, init=False, repr=False)
 
     def warm_up(self) -> None:
         """Load this edge's certificate and key and open the HTTPS client. Idempotent.

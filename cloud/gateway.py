@@ -220,6 +220,7 @@ class ReplayCache:
             self._seen[(kid, nonce)] = expires
 
 
+@dataclasses.dataclass(eq=False)
 class GatewayService:
     """The gateway's logic without sockets: envelope bytes + edge identity -> status + body.
 
@@ -233,25 +234,17 @@ class GatewayService:
     :param replay_file: where the replay window outlives the process (None: memory only).
     """
 
-    def __init__(
-        self,
-        keyring: dict[str, AesKey],
-        backend: Backend,
-        max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
-        max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
-        clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
-        max_tokens: int = 64,
-        clock: Callable[[], int] = now_ms,
-        replay_file: Path | None = None,
-    ) -> None:
-        self.keyring = keyring
-        self.backend = backend
-        self.max_envelope_bytes = max_envelope_bytes
-        self.max_plaintext_bytes = max_plaintext_bytes
-        self.clock_skew_s = clock_skew_s
-        self.max_tokens = max_tokens
-        self.clock = clock
-        self.replays = ReplayCache(clock_skew_s, path=replay_file)
+    keyring: dict[str, AesKey] = dataclasses.field(repr=False)
+    backend: Backend
+    max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
+    max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S
+    max_tokens: int = 64
+    clock: Callable[[], int] = now_ms
+    replay_file: dataclasses.InitVar[Path | None] = None
+
+    def __post_init__(self, replay_file: Path | None) -> None:
+        self.replays = ReplayCache(self.clock_skew_s, path=replay_file)
         self.metrics = GatewayMetrics([*TLS_REASONS, *(e.reason for e in REFUSAL_ERRORS)])
         self.started = time.time()
 

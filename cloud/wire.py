@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.errors import BadPayloadError, CloudProtocolError, MalformedError
+from cloud.errors import BadPayloadError, CloudProtocolError, EnvelopeError, MalformedError
 
 PROTOCOL_VERSION = 1
 ANSWER_PATH = "/v1/answer"
@@ -40,6 +40,17 @@ DIRECTION_REPLY = "reply"
 
 _KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _RID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def json_object(data: bytes, error: type[EnvelopeError], what: str, fix: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object, else ``error`` in one line: "<what> is not JSON — <fix>"."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise error(f"{what} is not JSON — {fix}") from None
+    if not isinstance(obj, dict):
+        raise error(f"{what} is not a JSON object — {fix}")
+    return obj
 
 
 def _b64(data: bytes) -> str:
@@ -82,12 +93,7 @@ class Envelope:
 
         :raises MalformedError: not JSON, or a missing/ill-typed field (the message names the field, never its value).
         """
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedError("the request body is not JSON — send an envelope made by cloud.envelope.seal") from None
-        if not isinstance(obj, dict):
-            raise MalformedError("the request body is not a JSON object — send an envelope made by cloud.envelope.seal")
+        obj = json_object(data, MalformedError, "the request body", "send an envelope made by cloud.envelope.seal")
         missing = [k for k in ("v", "kid", "rid", "ts", "nonce", "ct") if k not in obj]
         if missing:
             raise MalformedError(f"envelope fields missing: {', '.join(missing)} — send an envelope made by cloud.envelope.seal")

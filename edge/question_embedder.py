@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from haystack import component
@@ -11,25 +13,26 @@ from edge.embedder import SentenceEmbedder
 
 
 @component
+@dataclass(eq=False)
 class QuestionEmbedder:
     """Embeds a question with the same sentence-transformers model that built the index.
 
     :param model: sentence-transformers model directory ('' = bundled all-MiniLM-L6-v2).
     """
 
-    def __init__(self, model: str = "") -> None:
-        self.model = model
-        self._embedder: SentenceEmbedder | None = None
+    model: str = ""
 
-    def warm_up(self) -> None:
-        if self._embedder is None:
-            self._embedder = SentenceEmbedder(self.model).load()
+    @cached_property
+    def embedder(self) -> SentenceEmbedder:
+        """The loaded model (loaded on first use, once)."""
+        return SentenceEmbedder(self.model).load()
 
     @property
-    def embedder(self) -> SentenceEmbedder:
-        self.warm_up()
-        assert self._embedder is not None
-        return self._embedder
+    def loaded(self) -> bool:
+        return "embedder" in vars(self)
+
+    def warm_up(self) -> None:
+        _ = self.embedder
 
     @component.output_types(embedding=list[float], timings=dict[str, float])
     def run(self, question: str) -> dict[str, Any]:

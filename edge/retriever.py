@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from haystack import Document, component
@@ -13,6 +15,7 @@ from edge.store import CollectionInfo, DocumentStore
 
 
 @component
+@dataclass(eq=False)
 class EdgeRetriever:
     """Retrieves passages for a question from a collection built by ``ecqa index build``.
 
@@ -24,42 +27,30 @@ class EdgeRetriever:
     :param dense_weight: alpha of the convex fusion / dense weight of RRF.
     """
 
-    def __init__(
-        self,
-        store: DocumentStore,
-        collection: str,
-        top_k: int = 3,
-        hybrid: bool = True,
-        fusion: str = "convex",
-        dense_weight: float = 0.6,
-    ) -> None:
-        self.store = store
-        self.collection = collection
-        self.top_k = top_k
-        self.hybrid = hybrid
-        self.fusion = fusion
-        self.dense_weight = dense_weight
-        self._info: CollectionInfo | None = None
-        self._checked_at = 0.0
+    store: DocumentStore
+    collection: str
+    top_k: int = 3
+    hybrid: bool = True
+    fusion: str = "convex"
+    dense_weight: float = 0.6
+    _checked_at: float = field(default=0.0, init=False, repr=False)
+
+    @cached_property
+    def info(self) -> CollectionInfo:
+        """The collection's manifest, read on first use (see :meth:`refresh_if_stale`)."""
+        self._checked_at = time.monotonic()
+        return self.store.open().info(self.collection)
 
     def warm_up(self) -> None:
-        if self._info is None:
-            self._info = self.store.open().info(self.collection)
-            self._checked_at = time.monotonic()
+        _ = self.info
 
     def refresh_if_stale(self, every_s: float = 2.0) -> None:
         """Re-read the collection's manifest at most every ``every_s`` seconds, so a rebuild
         (an alias switch, possibly by another process on a server) is noticed."""
-        now = time.monotonic()
-        if self._info is None or now - self._checked_at >= every_s:
-            self._info = self.store.info(self.collection)
-            self._checked_at = now
-
-    @property
-    def info(self) -> CollectionInfo:
+        if "info" in vars(self) and time.monotonic() - self._checked_at < every_s:
+            return
+        vars(self).pop("info", None)
         self.warm_up()
-        assert self._info is not None
-        return self._info
 
     @component.output_types(documents=list[Document], timings=dict[str, float])
     def run(self, question: str, embedding: list[float], top_k: int | None = None) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 @component
+@dataclass(eq=False)
 class SlmGenerator:
     """Reads passages with the edge's quantized model through llama.cpp (:class:`reading.reader.LlamaReader`).
 
@@ -37,25 +40,25 @@ class SlmGenerator:
     :param kv_type: the KV cache type, "f16" or "q8_0".
     """
 
-    def __init__(self, model_path: str = "", n_ctx: int = 2048, n_threads: int = 0, max_tokens: int = 24,
-                 reading: str = "each", kv_dir: str | Path | None = None, kv_budget_bytes: int = 2 * 1024**3,
-                 kv_type: str = "f16") -> None:
-        self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self.max_tokens = max_tokens
-        self.reading = reading
-        self.kv_type = kv_type
-        self.store = PassageStateStore(kv_dir, kv_budget_bytes) if kv_dir is not None and reading == "each" else None
-        self._reader: LlamaReader | None = None
+    model_path: str = ""
+    n_ctx: int = 2048
+    n_threads: int = 0
+    max_tokens: int = 24
+    reading: str = "each"
+    kv_dir: str | Path | None = None
+    kv_budget_bytes: int = 2 * 1024**3
+    kv_type: str = "f16"
 
-    def warm_up(self) -> None:
-        """Verify and load the model (once).
+    def __post_init__(self) -> None:
+        self.store = (PassageStateStore(self.kv_dir, self.kv_budget_bytes)
+                      if self.kv_dir is not None and self.reading == "each" else None)
+
+    @cached_property
+    def reader(self) -> LlamaReader:
+        """The verified, loaded model (loaded on first use, once).
 
         :raises ModelError: not pulled, not verified, or not loadable.
         """
-        if self._reader is not None:
-            return
         try:
             path = resolve_gguf(self.model_path, DEFAULT_EDGE_MODEL)
             spec = spec_for_path(path)
@@ -65,18 +68,20 @@ class SlmGenerator:
             reader.warm_up()
         except ReadingError as exc:
             raise ModelError(f"edge model: {exc}") from None
-        self._reader = reader
+        return reader
 
     @property
-    def reader(self) -> LlamaReader:
-        self.warm_up()
-        assert self._reader is not None
-        return self._reader
+    def loaded(self) -> bool:
+        return "reader" in vars(self)
+
+    def warm_up(self) -> None:
+        """Load the model now rather than at the first question (see :attr:`reader`)."""
+        _ = self.reader
 
     @property
     def model_name(self) -> str:
-        if self._reader is not None:
-            return self._reader.name
+        if self.loaded:
+            return self.reader.name
         return Path(self.model_path).name if self.model_path else DEFAULT_EDGE_MODEL
 
     def prepare(self, passages: list[Passage]) -> list[str]:

@@ -35,4 +35,4 @@ def test_ask_refuses_out_of_range_controls(service: UiService, field: str, value
         service.ask("Who founded the Normans?", "cascade", **{field: value})
     msg = str(exc.value)
     assert fragment in msg and " — " in msg and "\n" not in msg
-    assert service.cascade.edge.embedder._embedder is None  # refused before any model loaded
+    assert not service.cascade.edge.embedder.loaded  # refused before any model loaded

@@ -45,7 +45,7 @@ def worker_ui(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
 
 def test_the_answer_names_its_worker_and_the_panel_shows_the_load(browser: Any, worker_ui: Any) -> None:
     url, service, worker = worker_ui
-    assert service.cascade.edge.generator._reader is None  # the UI process loaded no edge model of its own
+    assert not service.cascade.edge.generator.loaded  # the UI process loaded no edge model of its own
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.set_default_timeout(90_000)
     page.goto(url)

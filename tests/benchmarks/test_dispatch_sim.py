@@ -272,6 +272,11 @@ def test_main_writes_json_chart_and_block(profiles_file: Path, tmp_path: Path, m
     printed = capsys.readouterr().out
     assert printed.count(START) == 2 and text[text.index(START):text.index(END) + len(END)] in printed
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
+    # make bench-tables: the block re-rendered from the run's record, without simulating, is the same block
+    md_path.write_text(text.replace("| random |", "| edited |"))
+    assert main(["--from-json", str(tmp_path / "out" / "sim.json"), "--benchmarks-md", str(md_path), "--chart",
+                 str(chart), "--note", "a note"]) == 0
+    assert md_path.read_text() == text
 
 
 @pytest.mark.parametrize(("content", "expected"), [

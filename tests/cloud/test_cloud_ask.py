@@ -101,7 +101,7 @@ def test_loading_models_is_not_charged_to_the_question(index_dir: Path, gateway:
                              slm_model_path=str(index_dir / "no-such-edge-model.gguf"))
     with open_store(settings) as store:
         cascade = build_cascade(settings, store)
-        assert cascade.edge.embedder._embedder is None  # cold: nothing loaded yet
+        assert not cascade.edge.embedder.loaded  # cold: nothing loaded yet
         t0 = time.perf_counter()
         result = answer_question(cascade, QUESTION, policy="cloud", budget_ms=60_000)
         wall_ms = (time.perf_counter() - t0) * 1000.0

@@ -23,6 +23,7 @@ from cloud.envelope import new_request_id, now_ms, pack, seal, unpack, unseal
 from cloud.errors import REFUSAL_ERRORS, BackendContextError, CloudProtocolError, EnvelopeError, MalformedError
 from cloud.gateway import GatewayService
 from cloud.wire import DIRECTION_REPLY, DIRECTION_REQUEST, AnswerReply, AnswerRequest, Envelope, parse_refusal
+from indexing.loaders import has_lone_surrogate
 
 REASONS = {e.reason for e in REFUSAL_ERRORS}
 
@@ -104,19 +105,11 @@ PAYLOAD = st.one_of(
 )
 
 
-def _no_surrogates(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 @given(payload=PAYLOAD)
 def test_gateway_sealed_payloads(service: dict[str, Any], payload: dict[str, Any]) -> None:
     """Authenticated requests with whatever payload an edge could seal: answered, or refused as a bad
     payload / too large / prompt too long (the fake backend's context is 2048 tokens) — never a 5xx."""
-    if not _no_surrogates(payload):
+    if has_lone_surrogate(payload):
         return  # not sealable: pack() writes UTF-8 (an edge never holds a lone surrogate, see check_question)
     body = seal(payload, service["edge"].aes, rid=new_request_id(), edge=service["edge"].name,
                 direction=DIRECTION_REQUEST, ts_ms=now_ms()).to_bytes()
@@ -138,7 +131,7 @@ def test_envelope_from_bytes(data: bytes) -> None:
     assert Envelope.from_bytes(env.to_bytes()) == env
 
 
-@given(blob=st.one_of(st.binary(max_size=300), JSON_VALUES.filter(_no_surrogates).map(
+@given(blob=st.one_of(st.binary(max_size=300), JSON_VALUES.filter(lambda v: not has_lone_surrogate(v)).map(
     lambda v: zstandard.ZstdCompressor().compress(json.dumps(v, ensure_ascii=False).encode()))))
 def test_unpack(blob: bytes) -> None:
     try:

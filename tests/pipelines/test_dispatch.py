@@ -142,7 +142,7 @@ def test_when_every_worker_is_full_it_is_rejected_or_redirected_and_costed(pair,
     assert r.dispatch is not None and r.dispatch["redirected"] and r.dispatch["worker"] is None
     assert r.dispatch["cloud_cost_usd"] == pytest.approx((1200 * 0.5 + 3 * 2.0) / 1000)
     assert "redirected to the cloud" in r.decision["reason"]
-    assert not edge.generator._reader  # the dispatching process never loaded an edge model of its own
+    assert not edge.generator.loaded  # the dispatching process never loaded an edge model of its own
     for t in holds:
         t.join(120)
     served = redirect.answer("In what country is Normandy located?", use_cache=False)  # workers free again

@@ -17,14 +17,7 @@ from pathlib import Path
 import pytest
 
 from reading import models
-from reading.errors import (
-    ModelFileError,
-    ModelNotPulledError,
-    ModelPullError,
-    ModelVerifyError,
-    NoSpaceError,
-    UnknownModelError,
-)
+from reading.errors import ModelFileError, ModelNotPulledError, ModelPullError, ModelVerifyError, NoSpaceError, UnknownModelError
 from reading.models import (
     MODELS,
     HubSource,
