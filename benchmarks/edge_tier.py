@@ -154,7 +154,7 @@ def edge_child(args: argparse.Namespace) -> None:
         pipe.run({"embedder": {"question": q.question}, "retriever": {"question": q.question}})
         piped.append((time.perf_counter() - t0) * 1000)
     stages: dict[str, list[float]] = {}
-    preds, toks_per_s, prompt_tokens, cached = {}, [], [], []
+    preds, toks_per_s, prompt_tokens, cached, prefilled = {}, [], [], [], []
     for q in questions:
         r = qa.answer(q.question)
         preds[q.id] = r.answer
@@ -164,7 +164,10 @@ def edge_child(args: argparse.Namespace) -> None:
             toks_per_s.append(r.usage["completion_tokens"] / (r.timings_ms["decode"] / 1000))
         prompt_tokens.append(r.usage["prompt_tokens"])
         cached.append(r.usage["cached_prompt_tokens"])
-    prefill_tok_s = [(p - c) / (t / 1000) for p, c, t in zip(prompt_tokens, cached, stages["prefill"]) if t > 0]
+        # What was run through the model: the per-passage reading also prefills the probe's and the answer's
+        # question suffix for each passage, and a passage missing from the store.
+        prefilled.append(r.usage.get("prefilled_tokens", r.usage["prompt_tokens"] - r.usage["cached_prompt_tokens"]))
+    prefill_tok_s = [n / (t / 1000) for n, t in zip(prefilled, stages["prefill"]) if t > 0]
     out = {
         "n": len(questions),
         "model": qa.generator.model_name, "reading": s.slm_reading, "kv_store": bool(qa.generator.store),
@@ -173,6 +176,7 @@ def edge_child(args: argparse.Namespace) -> None:
         "prefill_tokens_per_s": statistics.median(prefill_tok_s) if prefill_tok_s else 0.0,
         "prompt_tokens_mean": statistics.mean(prompt_tokens),
         "cached_prompt_tokens_mean": statistics.mean(cached),
+        "prefilled_tokens_mean": statistics.mean(prefilled),
         "rss_after_warm_up_mib": rss_warm,
         "peak_rss_mib": peak_rss_mib(),
         "pipeline_overhead": {"direct_p50_ms": percentile(direct, 50), "pipeline_p50_ms": percentile(piped, 50),
@@ -229,8 +233,10 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
             v = e["stages"][k]
             lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['mean']:.1f} |")
     po = e["pipeline_overhead"]
-    lines += ["", f"- prompt tokens: mean {e['prompt_tokens_mean']:.0f}, of which served from the KV prefix cache: "
-              f"mean {e['cached_prompt_tokens_mean']:.0f}",
+    prefilled = (f"; tokens run through the model (prefilled): mean {e['prefilled_tokens_mean']:.0f}"
+                 if "prefilled_tokens_mean" in e else "")
+    lines += ["", f"- prompt tokens: mean {e['prompt_tokens_mean']:.0f}, of which served from the KV prefix cache "
+              f"or the passage store: mean {e['cached_prompt_tokens_mean']:.0f}{prefilled}",
               f"- prefill {e['prefill_tokens_per_s']:.0f} tokens/s, generation (decode) "
               f"{e['decode_tokens_per_s']:.0f} tokens/s (medians)",
               f"- edge process RSS: {e['rss_after_warm_up_mib']:.0f} MiB after warm-up, peak {e['peak_rss_mib']:.0f} MiB",
@@ -238,10 +244,11 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
               f"{po['pipeline_p50_ms']:.1f} ms vs {po['direct_p50_ms']:.1f} ms → {po['overhead_p50_ms']:.1f} ms overhead", ""]
     lines += [f"### Edge answer quality on the same {e['n']} questions (retrieved passages, no gold context)", "",
               "| configuration | exact | F1 | HasAns F1 | NoAns acc |", "|---|---:|---:|---:|---:|"]
-    for name, label in (("always_no_answer", "always no-answer (trivial baseline)"), ("edge", f"edge only ({model})")):
+    for name, label in (("always_no_answer", "always no-answer (trivial baseline)"), ("edge", f"edge reader, no answerability gate ({model})")):
         a = e["accuracy"][name]
         lines.append(f"| {label} | {a['exact']:.1f} | {a['f1']:.1f} | {a['has_ans_f1']:.1f} | {a['no_ans_accuracy']:.1f} |")
-    lines += ["", END]
+    lines += ["", "The reader answers every question here; the policies that abstain or escalate on its calibrated "
+              "answerability are measured by `make bench-models` and `make bench`.", "", END]
     return "\n".join(lines)
 
 
