@@ -6,7 +6,9 @@ Python (it needs ``transformers`` and ``gguf``, which the main environment does 
 
     .venv-vllm/bin/python -m cloud.gguf_to_hf --gguf MODEL.gguf --out DIR
 
-``make vllm-cpu`` does this for the default gemma-3-270m.
+``make vllm-cpu`` does this for the default cloud model (``VLLM_MODEL`` in the Makefile). It lives in
+``cloud/`` because it is the production cloud backend's set-up step, not a benchmark or a tool of the
+project's own environment.
 """
 
 from __future__ import annotations

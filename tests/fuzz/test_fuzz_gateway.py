@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import zstandard
 from fuzz_helpers import ANY_TEXT, CLEAN_TEXT, JSON_VALUES, NUMBERS, mostly
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from cloud.backend import OpenAIBackend, context_error
-from cloud.backend_server import BadRequest, parse_completion_request
+from cloud.backend_server import MAX_TOP_LOGPROBS, BadRequest, parse_completion_request
 from cloud.certs import load_edge_material, load_server_material
 from cloud.envelope import new_request_id, now_ms, pack, seal, unpack, unseal
 from cloud.errors import REFUSAL_ERRORS, BackendContextError, CloudProtocolError, EnvelopeError, MalformedError
@@ -192,6 +192,8 @@ COMPLETION_BODY = mostly(st.fixed_dictionaries(
 
 
 @given(body=COMPLETION_BODY)
+@example(body={"prompt": "0", "logprobs": 2})  # top alternatives: the probe asks for 20
+@example(body={"prompt": "0", "logprobs": MAX_TOP_LOGPROBS + 1})
 def test_backend_request_parsing(body: Any) -> None:
     """The embedded backend's /v1/completions body check: a request it can run, or BadRequest (400)."""
     try:
@@ -200,4 +202,5 @@ def test_backend_request_parsing(body: Any) -> None:
         assert str(exc) and "\n" not in str(exc)
         return
     assert isinstance(prompt, str) and prompt and 1 <= max_tokens <= 2048
-    assert all(isinstance(s, str) and s for s in stop) and logprobs in (None, 0, 1)
+    assert all(isinstance(s, str) and s for s in stop)
+    assert logprobs is None or (isinstance(logprobs, int) and 0 <= logprobs <= MAX_TOP_LOGPROBS)
