@@ -282,8 +282,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/cloud.json,bench-cloud,$(BIN)/python -m benchmarks.cloud_tier --from-json bench/cloud.json)
 	$(call from_records,bench/cascade.json,bench-cascade,$(BIN)/python -m benchmarks.cascade --from-json bench/cascade.json)
 	$(call from_records,bench/models-old/eval/report.json,bench-models,$(BIN)/python -m benchmarks.models bench/models/eval bench/models-old/eval --old-calibration bench/models-old/calibration.json)
-	$(call from_records,bench/kv/kv.json,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
-	$(call from_records,bench/kv/product.json,bench-kv-product,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
+	$(call from_records,bench/kv,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
 	@echo "bench-llama-build: keeps no records (it times two wheels) — left as it is"

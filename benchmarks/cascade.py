@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.markdown import publish, replace_block
+from benchmarks.markdown import publish
 from eval.records import labelled, read_records
 from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
 from pipelines.calibration import Calibration
@@ -150,9 +150,8 @@ def main() -> None:
     ap.add_argument("--from-json", type=Path, help="only rewrite the block from a previous --out file (no replay)")
     args = ap.parse_args()
     if args.from_json:
-        md = markdown(json.loads(args.from_json.read_text()), "make bench-cascade")
-        replace_block(args.benchmarks_md, START, END, md, HEADING)
-        print(md)
+        saved = json.loads(args.from_json.read_text())
+        publish(saved, None, markdown(saved, "make bench-cascade"), args.benchmarks_md, START, END, HEADING)
         return
     records = labelled(read_records(args.records).values())
     cal = Calibration.load()

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.markdown import publish, replace_block
+from benchmarks.markdown import publish
 from eval.stats import percentile  # the one percentile of every table (linear interpolation)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,7 +166,7 @@ def edge_child(args: argparse.Namespace) -> None:
         cached.append(r.usage["cached_prompt_tokens"])
         # What was run through the model: the per-passage reading also prefills the probe's and the answer's
         # question suffix for each passage, and a passage missing from the store.
-        prefilled.append(r.usage.get("prefilled_tokens", r.usage["prompt_tokens"] - r.usage["cached_prompt_tokens"]))
+        prefilled.append(r.usage["prefilled_tokens"])
     prefill_tok_s = [n / (t / 1000) for n, t in zip(prefilled, stages["prefill"]) if t > 0]
     out = {
         "n": len(questions),
@@ -223,8 +223,9 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
               f"{b['ratio']:.2f} |", "", "raw encode() passages/s by batch size (all passages, best of two): "
               + ", ".join(f"{k}: {v:.1f}" for k, v in b["encode_per_s_by_batch"].items()), ""]
     model = e.get("model", "SmolLM2-135M Q4_1")  # records before 2026-12-06 did not name it: SmolLM2 then
-    reading = f", reading {e['reading']}" + (" from the passage KV store (filled as it went)" if e.get("kv_store") else "") \
-        if "reading" in e else ""
+    reading = ""
+    if "reading" in e:
+        reading = f", reading {e['reading']}" + (" from the passage KV store (filled as it went)" if e["kv_store"] else "")
     lines += [f"### Edge latency per stage ({e['n']} first dev-a questions, full index, top-3, {model}{reading})", "",
               "| stage | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]
     for k in ("embed", "retrieve", "prompt", "restore", "prefill", "kv_store", "probe", "decode", "generate", "parse",
@@ -268,9 +269,8 @@ def main() -> None:
         edge_child(args)
         return
     if args.from_json:
-        md = markdown(json.loads(args.from_json.read_text()), "make bench-edge")
-        replace_block(args.benchmarks_md, START, END, md, HEADING)
-        print(md)
+        saved = json.loads(args.from_json.read_text())
+        publish(saved, None, markdown(saved, "make bench-edge"), args.benchmarks_md, START, END, HEADING)
         return
     res: dict[str, Any] = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     print("retrieval…", flush=True)

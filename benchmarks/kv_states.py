@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,6 @@ def index_build(args: argparse.Namespace) -> dict[str, Any]:
     """`ecqa index build --kv` of the bundled collection into a fresh index and KV folder, timed."""
     import shutil
     import subprocess
-    import sys
 
     kv_dir, qdrant = args.out / "index-kv", args.out / "index-qdrant"
     shutil.rmtree(kv_dir, ignore_errors=True)
@@ -288,6 +288,8 @@ def main() -> None:
         kv_json, product_json = args.out / "kv.json", args.out / "product.json"
         if not kv_json.exists() and not product_json.exists():
             ap.error(f"no {kv_json} or {product_json} — run make bench-kv (or make bench-models) first")
+        for missing in (p for p in (kv_json, product_json) if not p.exists()):
+            print(f"no {missing} on this machine — its block is left as it is", file=sys.stderr)
         if kv_json.exists():
             replace_block(args.md, START, END, block(json.loads(kv_json.read_text())["summary"], args.command),
                           "## Passage KV states — `make bench-kv`")

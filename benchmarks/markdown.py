@@ -18,9 +18,11 @@ def replace_block(path: Path, start: str, end: str, md: str, heading: str) -> No
     path.write_text(text)
 
 
-def publish(results: Any, out: Path, md: str, benchmarks_md: Path, start: str, end: str, heading: str) -> None:
-    """A benchmark's last step: its results as JSON in ``out``, its block in BENCHMARKS.md, the block printed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+def publish(results: Any, out: Path | None, md: str, benchmarks_md: Path, start: str, end: str, heading: str) -> None:
+    """A benchmark's last step: its results as JSON in ``out`` (None: re-rendered from a saved one, nothing
+    to write), its block in BENCHMARKS.md, the block printed."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
     replace_block(benchmarks_md, start, end, md, heading)
     print(md)
