@@ -9,7 +9,6 @@ from __future__ import annotations
 
 # Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
 # error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
-
 import logging
 import os
 import time
@@ -66,7 +65,7 @@ def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
                                          elem_id="policy")
                     th = service.threshold(service.default_policy())
                     threshold = gr.Slider(0.0, 1.0, value=th if th is not None else 0.5, step=0.01,
-                                          interactive=th is not None, label="confidence threshold",
+                                          interactive=th is not None, label="escalation threshold",
                                           info="calibrated value; cascade, latency and learned only",
                                           elem_id="threshold")
                     budget = gr.Slider(100, max(30000, service.settings.budget_ms), value=service.settings.budget_ms,

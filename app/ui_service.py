@@ -10,7 +10,6 @@ from __future__ import annotations
 
 # Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
 # error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
-
 import contextlib
 import logging
 import threading
@@ -163,7 +162,7 @@ class UiService:
         """The calibrated threshold of ``policy``, or None when it has none (edge, cloud)."""
         if policy not in ("cascade", "latency", "learned"):
             return None
-        return float(self.cascade.calibration.thresholds.get(policy, 0.5))
+        return self.cascade.calibration.threshold(policy)
 
     # --- asking -----------------------------------------------------------------------------------
     def ask(self, question: str, policy: str, threshold: float | None = None, budget_ms: float | None = None,

@@ -21,17 +21,26 @@ from typing import Any
 
 from benchmarks.markdown import publish
 from eval.records import labelled, read_records
-from eval.replay import Routed, calibrated_scores, cloud_answer, edge_answer, route_records, summarize
+from eval.replay import (
+    Routed,
+    calibrated_values,
+    cloud_answer,
+    edge_answer,
+    raw_cloud_f1,
+    record_both_signals,
+    route_records,
+    summarize,
+)
 from pipelines.calibration import Calibration
 from pipelines.policies import REGISTRY
+from pipelines.signals import PassageReading
 
 START, END = "<!-- bench-cascade:start -->", "<!-- bench-cascade:end -->"
 HEADING = "## Cascade — `make bench-cascade`"
 
 
 def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float) -> dict[str, dict[str, float]]:
-    floor = cal.thresholds
-    scores = calibrated_scores(cal)
+    values = calibrated_values(cal)
     rows: dict[str, dict[str, float]] = {}
     n = len(records)
     no_ans = sum(not r["has_answer"] for r in records)
@@ -40,15 +49,15 @@ def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float
                                            "abstain_rate": 1.0}
     for name in REGISTRY:
         pol = cal.policy(name)
-        rows[name] = summarize(route_records(records, pol, scores, budget_ms, gate=floor), records)
+        rows[name] = summarize(route_records(records, pol, cal, budget_ms, values=values), records)
     tight = budget_ms * 0.75
     pol = cal.policy("latency")
     rows[f"latency, Tmax {tight:.0f} ms"] = summarize(
-        route_records(records, pol, scores, tight, gate=floor), records)
+        route_records(records, pol, cal, tight, values=values), records)
     oracle = []
     for r in records:
         options = [("edge", edge_answer(r)[1], r["edge"]["total_ms"], False),
-                   ("cloud", cloud_answer(r, floor)[1], r["edge"]["total_ms"] + r["cloud"]["total_ms"], True),
+                   ("cloud", cloud_answer(r, cal, with_edge=True)[1], r["edge"]["total_ms"] + r["cloud"]["total_ms"], True),
                    ("abstain", 0.0 if r["has_answer"] else 1.0, r["edge"]["total_ms"], False)]
         best = max(options, key=lambda o: (o[1], -o[2]))
         oracle.append(Routed(r["id"], best[0], "", best[1], best[2], best[3]))
@@ -56,16 +65,17 @@ def replay_all(records: list[dict[str, Any]], cal: Calibration, budget_ms: float
     return rows
 
 
-def reliability(records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Cloud answers by confidence: where answering beats abstaining (net > 0) and where it cannot."""
+def reliability(records: list[dict[str, Any]], cal: Calibration) -> list[dict[str, float]]:
+    """Cloud answers by the cascade keep / drop model's answer score: where answering beats abstaining
+    (net > 0) and where it cannot."""
     bins = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)]
+    shares = {r["id"]: cal.cloud_edge.value(record_both_signals(r)).score for r in records}
     out = []
     for lo, hi in bins:
-        rows = [r for r in records if lo <= r["cloud"]["confidence"] < hi]
+        rows = [r for r in records if lo <= shares[r["id"]] < hi]
         if not rows:
             continue
-        f1s = [cloud_answer(r, {})[1] if cloud_answer(r, {})[0] else None for r in rows]
-        answered = [(r, f) for r, f in zip(rows, f1s) if f is not None]
+        answered = [(r, raw_cloud_f1(r)) for r in rows if PassageReading.from_json(r["cloud"]["reading"]).answer]
         gain = sum(f if r["has_answer"] else -1.0 for r, f in answered)  # vs abstaining on these questions
         out.append({"lo": lo, "hi": min(hi, 1.0), "n": len(rows), "answered": len(answered),
                     "answerable": sum(r["has_answer"] for r in rows) / len(rows),
@@ -114,29 +124,29 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                      f"{r['latency_mean_ms']:.0f} | {r['latency_p95_ms']:.0f} | {ratio} | {100 * r['cloud_call_rate']:.0f}% | "
                      f"{100 * r['abstain_rate']:.0f}% |")
     m = cal["metrics"]
-    lines += ["", "Routing models (logistic regressions over the edge features; 5-fold cross-validated on the "
-              "calibration split):", "", "| model | predicts | AUROC | ECE | positives |", "|---|---|---:|---:|---:|"]
-    for key, what in (("correct", "edge answer correct (F1 ≥ 0.5)"), ("unanswerable", "question unanswerable"),
-                      ("gain", "cloud answer beats the edge's")):
-        mm = m[key]
-        lines.append(f"| `{key}` | {what} | {mm['auroc']:.2f} | {mm['ece']:.3f} | {100 * mm['positives']:.0f}% |")
-    floors = m.get("cloud_f1_by_min_confidence", {})
-    if floors:
-        lines += ["", "Cloud-only F1 on the calibration split by the confidence floor under which the cloud answer "
-                  "is dropped to \"\": " + ", ".join(f"{k}: {v:.1f}" for k, v in floors.items())
-                  + f" → floor {cal['thresholds'].get('cloud_min_confidence', 0):.2f}."]
-    lines += ["", "Cloud answers (verified spans) by the cloud's confidence — answering a question instead of "
+    lines += ["", "Answerability models (logistic regressions over each decision's signals; out of fold on the "
+              "calibration split):", "", "| decision | signals kept | AUROC | ECE |", "|---|---|---:|---:|"]
+    for key in ("edge", "cloud", "cloud_edge"):
+        mm = m[key]["answerable"]
+        lines.append(f"| `{key}` | {', '.join(mm['signals'])} | {mm['auroc']:.3f} | {mm['ece']:.3f} |")
+    lines += ["", "Cloud answers by the cascade keep / drop model's answer score — answering a question instead of "
               "abstaining pays only where the answer is right more often than the question is unanswerable:", "",
               "| confidence | questions | answered | answerable | F1 on answerable | F1 points vs abstaining |",
               "|---|---:|---:|---:|---:|---:|"]
     for b in res["reliability"]:
         lines.append(f"| {b['lo']:.1f}–{b['hi']:.1f} | {b['n']} | {b['answered']} | {100 * b['answerable']:.0f}% | "
                      f"{100 * b['f1_on_answerable']:.0f} | {b['net_f1_points']:+.1f} |")
-    lines += ["", f"Thresholds chosen on the calibration split (best F1 with ≤ {100 * m.get('max_cloud_rate', 0.4):.0f}% "
-              "cloud calls): " + ", ".join(f"{k} {v:.2f}" for k, v in cal["thresholds"].items()) + ".", "",
+    lines += ["", f"Thresholds chosen out of fold on the calibration split (the cascade's: best F1 with ≤ "
+              f"{100 * m['max_cloud_rate']:.0f}% cloud calls): " + ", ".join(f"{k} {v:.2f}" for k, v in cal["thresholds"].items())
+              + ".", "",
               f"Answer cache, measured live through the cascade: {cache['n']} hits, p50 {cache['p50_ms']:.2f} ms, "
               f"p95 {cache['p95_ms']:.2f} ms (hit rate {100 * cache['hit_rate']:.0f}% over the run).", "", END]
     return "\n".join(lines)
+
+
+def thresholds(cal: Calibration) -> dict[str, float]:
+    return {"edge answers": cal.edge.threshold, "cascade escalates": cal.escalate_threshold,
+            "cloud keeps (cloud-only)": cal.cloud.threshold, "cloud keeps (cascade)": cal.cloud_edge.threshold}
 
 
 def main() -> None:
@@ -158,8 +168,8 @@ def main() -> None:
     res: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d"), "n": len(records), "network": args.network, "budget_ms": args.budget_ms,
         "rows": replay_all(records, cal, args.budget_ms),
-        "calibration": {"metrics": cal.metrics, "thresholds": cal.thresholds},
-        "reliability": reliability(records),
+        "calibration": {"metrics": cal.metrics, "thresholds": thresholds(cal)},
+        "reliability": reliability(records, cal),
         "cache": cache_latency(args.qdrant, [r["question"] for r in records[:20]]),
     }
     publish(res, args.out, markdown(res, "make bench-cascade"), args.benchmarks_md, START, END, HEADING)

@@ -2,8 +2,8 @@
 calling the backend directly (same run, interleaved), cloud generation speed and answer quality.
 
 Payloads are what the edge really sends: each question with its top-3 passages retrieved
-(hybrid MiniLM + BM25) from an in-memory index of all dev-a paragraphs, cut at
-``cloud_passage_chars``. Writes ``--out`` (JSON) and rewrites the block between the
+(hybrid MiniLM + BM25) from an in-memory index of all dev-a paragraphs, cut at the
+``passage_chars`` setting's default. Writes ``--out`` (JSON) and rewrites the block between the
 bench-cloud markers at the end of BENCHMARKS.md.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 # Imports inside functions: each phase (and each child process, after it sets its environment) imports
 # only what it measures, so one phase never pays for another's models.
-
 import argparse
 import json
 import os
@@ -23,13 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.stats import percentile  # the one percentile of every table (linear interpolation)
+from eval.stats import (
+    percentile,  # the one percentile of every table (linear interpolation)
+)
+from reading.prompts import PASSAGE_CHARS  # the `passage_chars` setting's default
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 START, END = "<!-- bench-cloud:start -->", "<!-- bench-cloud:end -->"
-PASSAGE_CHARS = 1500  # Settings.cloud_passage_chars default
 
 
 # --- payloads -----------------------------------------------------------------------------------
@@ -69,9 +70,15 @@ def bench_envelope(requests: list[Any], repeat: int = 5) -> dict[str, Any]:
     from cloud.wire import DIRECTION_REPLY, DIRECTION_REQUEST, AnswerReply, Envelope
 
     key = AesKey.generate()
+    from reading.passages import PassageReading, PassageSignals
+
+    # A reply as the gateway sends it: every one of the three passages' signals (the answer's 4 tokens each).
+    signals = tuple(PassageSignals(p, r, r, (-0.21345, -0.0123, -0.00456, -0.30127), -4.51234, True)
+                    for p, r in ((0.953211, "the Atlantic Ocean"), (0.412345, "Brazil"), (0.101234, "Peru")))
     reply = AnswerReply(answer="the Atlantic Ocean", confidence=0.83, answer_spans=((12, 30), None, None),
-                        usage={"prompt_tokens": 700, "completion_tokens": 4},
-                        timings_ms={"open": 0.1, "prompt": 0.05, "backend": 812.3, "parse": 0.05, "total": 813.0}, model="m").to_dict()
+                        usage={"prompt_tokens": 700, "completion_tokens": 16, "requests": 7},
+                        timings_ms={"open": 0.1, "prompt": 0.05, "backend": 812.3, "parse": 0.05, "total": 813.0}, model="m",
+                        p_answerable=0.953211, reading=PassageReading(signals, 0, 0.871234)).to_dict()
     times: dict[str, list[float]] = {k: [] for k in ("seal_request", "open_request", "seal_reply", "open_reply", "total",
                                                        "zstd_only", "aesgcm_only", "json_only")}
     sizes: list[dict[str, int]] = []
@@ -148,7 +155,7 @@ class _ZeroCost:
     def render(self, messages: list[dict[str, str]]) -> str:
         return "\n".join(m["content"] for m in messages)
 
-    def generate(self, prompt: str, max_tokens: int, stop: Any = (), top_logprobs: int = 0) -> Any:
+    def generate(self, prompt: str, max_tokens: int, stop: Any = (), top_logprobs: int = 0, prefix_store: Any = None) -> Any:
         from reading.reader import Generation
 
         if max_tokens == 1:  # the answerability probe
@@ -168,14 +175,11 @@ def _paired(questions: list[Any], docs: list[list[Any]], direct: Any, gateway_ur
     backend's prefix cache is in the same state for both (a clean paired difference).
     """
     from cloud.cloud_answerer import CloudAnswerer
-    from cloud.prompting import answer_messages, parse_reply, probe_messages, read_passages
-    from reading.prompts import PROBE_TOP_LOGPROBS
+    from cloud.prompting import read_passages, read_with
 
     def ask_direct(question: str, passages: Any, max_tokens: int = 24) -> Any:
-        """What the gateway sends its backend: the yes/no probe, then the answer."""
-        rp = read_passages(passages)
-        direct.chat(probe_messages(question, rp), 1, (), PROBE_TOP_LOGPROBS)
-        return direct.chat(answer_messages(question, rp), max_tokens)
+        """What the gateway sends its backend: each passage's probe and answer, then the check of one."""
+        return read_with(direct, question, read_passages(passages), max_tokens)
 
     direct.warm_up()
     cloud = CloudAnswerer(url=gateway_url, cloud_dir=str(cloud_dir), read_timeout_s=120.0)
@@ -200,13 +204,14 @@ def _paired(questions: list[Any], docs: list[list[Any]], direct: Any, gateway_ur
                     answers[q.id] = out["answer"]
                 else:
                     req = request_of(q.question, d)
-                    comp = ask_direct(q.question, req.passages)
+                    _, comps = ask_direct(q.question, req.passages)
                     direct_ms[i] += (time.perf_counter() - t0) * 1000.0 / rounds
-                    parse_reply(comp.text, comp.token_logprobs, q.question, req.passages)
-                    if comp.timings_ms:
-                        gen.append({"prompt_n": comp.prompt_tokens - comp.cached_prompt_tokens, "cached": comp.cached_prompt_tokens,
-                                    "prefill_ms": comp.timings_ms["prefill"], "decode_n": comp.completion_tokens,
-                                    "decode_ms": comp.timings_ms["decode"], "call_ms": (time.perf_counter() - t0) * 1000.0})
+                    for comp in comps:
+                        if comp.timings_ms:
+                            gen.append({"prompt_n": comp.prompt_tokens - comp.cached_prompt_tokens,
+                                        "cached": comp.cached_prompt_tokens, "prefill_ms": comp.timings_ms["prefill"],
+                                        "decode_n": comp.completion_tokens, "decode_ms": comp.timings_ms["decode"],
+                                        "call_ms": comp.timings_ms["prefill"] + comp.timings_ms["decode"]})
     cloud.close()
     direct.close()
     diff = [v - d for v, d in zip(via_ms, direct_ms, strict=True)]

@@ -37,7 +37,9 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.markdown import replace_block
 from eval.data import load_questions
 from eval.squad_metrics import evaluate
-from eval.stats import percentile  # the one percentile of every table (linear interpolation)
+from eval.stats import (
+    percentile,  # the one percentile of every table (linear interpolation)
+)
 from pipelines.calibration import in_calibration_split
 
 START, END = "<!-- bench-kv:start -->", "<!-- bench-kv:end -->"
@@ -60,11 +62,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.settings import load_settings
     from pipelines.store import open_store
     from reading.kv_store import PassageStateStore
-    from reading.text import parse_answer
 
     settings = load_settings(qdrant_path=args.qdrant, collection=args.collection)
     questions = [q for q in load_questions(args.data) if not in_calibration_split(q.id)][: args.n]
-    builder = EdgePromptBuilder(passage_chars=settings.slm_passage_chars)
+    builder = EdgePromptBuilder(passage_chars=settings.passage_chars)
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_store(settings) as store:
@@ -88,8 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{kind}: {len(unique)} passage states, {prep[kind]['bytes'] / 1e6:.0f} MB, {prep[kind]['seconds']:.0f} s",
               flush=True)
     rows: list[dict[str, Any]] = []
-    for i, (q, (docs, passages)) in enumerate(zip(questions, retrieved, strict=True)):
-        texts = [d.content or "" for d in docs]
+    for i, (q, (_, passages)) in enumerate(zip(questions, retrieved, strict=True)):
         row: dict[str, Any] = {"id": q.id, "has_answer": q.has_answer}
         order = VARIANTS[i % 4:] + VARIANTS[: i % 4]
         for v in order:
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 store = stores["f16" if v == "store-f16" else "q8_0"] if v != "prefill" else None
                 r = reader.read_each(q.question, passages, settings.slm_max_tokens, store)
             ms = (time.perf_counter() - t0) * 1000.0
-            row[v] = {"ms": ms, "answer": parse_answer(r.reply, q.question, texts), "p": r.p_answerable,
+            row[v] = {"ms": ms, "answer": r.passages.answer, "p": r.p_answerable,
                       "prefilled": r.prefilled_tokens, "restore_ms": r.timings.get("restore", 0.0),
                       "decode_ms": r.timings.get("decode", 0.0), "kv": list(r.kv)}
         rows.append(row)
@@ -193,7 +193,7 @@ def block(s: dict[str, Any], command: str) -> str:
         f"- **q8_0 against f16:** same answer on {100 * s['same_q8_f16']:.1f}% of the {v['store-f16']['n']} questions "
         "read both ways; store bytes per 1000 "
         f"passages: q8_0 {per_k['q8_0']:.0f} MB, f16 {per_k['f16']:.0f} MB.",
-        f"- **Filling the store** (what `ecqa index build --kv` does per passage): "
+        "- **Filling the store** (what `ecqa index build --kv` does per passage): "
         + ", ".join(f"{k} {p['passages'] / p['seconds']:.2f} passages/s" for k, p in s["prep"].items())
         + f" over the {s['prep']['q8_0']['passages']} passages these questions retrieve.",
     ]

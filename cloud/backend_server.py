@@ -6,7 +6,9 @@ what the gateway's answerability probe reads. Why not llama-cpp-python's own ser
 logprobs only for models loaded with ``logits_all=True``, which keeps n_ctx x vocabulary floats
 (2.4 GiB for Qwen's 152k vocabulary at n_ctx 4096). The decoding is :class:`reading.reader.LlamaReader`'s,
 the same loop as the edge's; the longest common prefix of consecutive prompts (the probe's and
-the answer's share the passages and the question) stays in the KV cache.
+the answer's share the passages and the question) stays in the KV cache, and the state of a
+prompt's part before its last ``Question: `` line — the passage, in the reading's prompts — is kept in
+memory (LRU, ``--prefix-cache-mb``) and restored when a prompt with the same part comes again.
 
 Run by :class:`cloud.backend.EmbeddedBackend` as ``python -m cloud.backend_server``; it binds
 127.0.0.1 only, prints ``ECQA-BACKEND-READY <url> <prompt family>`` when it serves, and exits
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from reading.errors import ReadingError
+from reading.kv_store import MemoryStateStore
+from reading.models import spec_for_path
 from reading.reader import Generation, LlamaReader, PromptTooLongError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ logger = logging.getLogger(__name__)
 READY_MARKER = "ECQA-BACKEND-READY"
 MAX_BODY_BYTES = 8 << 20
 MAX_TOP_LOGPROBS = 20
+# The passage cache: each passage is read with several prompts (probe, answer, check) and comes back with
+# the next question about it; a Qwen2.5-1.5B state is ~28 KB per token (f16), ~7 MB per SQuAD passage.
+DEFAULT_PREFIX_CACHE_MB = 1024
 
 
 def default_threads() -> int:
@@ -192,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 prompt, max_tokens, stop, logprobs = parse_completion_request(body, reader.n_ctx)
                 want, top = logprobs is not None, logprobs or 0
-            gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top)
+            gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top, prefix_store=self.server.prefix_store)
         except PromptTooLongError as exc:
             self._error(400, str(exc))
             return
@@ -248,8 +255,10 @@ class BackendServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, reader: LlamaReader, model_name: str, token: str | None = None) -> None:
+    def __init__(self, host: str, port: int, reader: LlamaReader, model_name: str, token: str | None = None,
+                 prefix_store: MemoryStateStore | None = None) -> None:
         self.reader = reader
+        self.prefix_store = prefix_store  # the states of prompts' parts before "Question: " (None: no cache)
         self.model_name = model_name
         self.token = token  # bearer token every request must carry; None = no check
         super().__init__((host, port), _Handler)
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--family", choices=("", "chat", "base"), default="",
                         help="prompt family ('' = chat when the GGUF has a chat template)")
+    parser.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
+                        help="memory for the KV states of prompt prefixes before 'Question: ' (passages; 0 = none)")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by the gateway)")
     parser.add_argument("--token-stdin", action="store_true",
                         help="read a bearer token from the first line of stdin and refuse requests without it (401)")
@@ -290,14 +301,17 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --token-stdin: no token on the first line of stdin — the gateway writes it there", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    reader = LlamaReader(args.model, n_ctx=args.n_ctx, n_threads=args.threads or default_threads(), family=args.family)
+    spec = spec_for_path(Path(args.model))
+    reader = LlamaReader(args.model, n_ctx=args.n_ctx, n_threads=args.threads or default_threads(), family=args.family,
+                         model_sha256=spec.sha256 if spec else "")
     try:
         reader.warm_up()
     except ReadingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.model_name or Path(args.model).name.removesuffix(".gguf")
-    server = BackendServer(args.host, args.port, reader, name, token=token)
+    store = MemoryStateStore(args.prefix_cache_mb * 1024 * 1024) if args.prefix_cache_mb > 0 else None
+    server = BackendServer(args.host, args.port, reader, name, token=token, prefix_store=store)
     if args.watch_stdin:
         threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
     print(f"{READY_MARKER} {server.url} {reader.family}", flush=True)

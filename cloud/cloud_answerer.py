@@ -27,15 +27,17 @@ from cloud.errors import (
 from cloud.prompting import fit_passages
 from cloud.wire import (
     ANSWER_PATH,
-    MAX_TITLE_CHARS,
     DIRECTION_REPLY,
     DIRECTION_REQUEST,
+    MAX_TITLE_CHARS,
     AnswerReply,
     AnswerRequest,
     Envelope,
     Passage,
     parse_refusal,
 )
+from reading.passages import PassageReading
+from reading.prompts import PASSAGE_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class CloudAnswerer:
     :param connect_timeout_s: TCP + TLS connect timeout.
     :param read_timeout_s: time allowed for the gateway's reply.
     :param retries: extra attempts after a connection error (never after a sent request).
-    :param passage_chars: characters of each passage sent up.
+    :param passage_chars: characters of each passage sent up (the `passage_chars` setting).
     :param max_tokens: most tokens of the cloud answer.
     :param max_prompt_chars: the most characters the gateway's prompt may have (see
         :func:`cloud.prompting.prompt_char_limit` of the backend's context): the last passages are cut
@@ -86,7 +88,7 @@ class CloudAnswerer:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 30.0
     retries: int = 2
-    passage_chars: int = 1500
+    passage_chars: int = PASSAGE_CHARS
     max_tokens: int = 24
     max_prompt_chars: int | None = None
     _material: EdgeMaterial | None = field(default=None, init=False, repr=False)
@@ -234,6 +236,7 @@ class CloudAnswerer:
         bytes_up=int,
         bytes_down=int,
         model=str,
+        reading=PassageReading,
     )
     def run(self, question: str, documents: list[Document], timeout_s: float | None = None) -> dict[str, Any]:
         """Ask the cloud.
@@ -295,5 +298,6 @@ class CloudAnswerer:
             "bytes_up": up,
             "bytes_down": down,
             "model": reply.model,
+            "reading": reply.reading,
         }
 

@@ -53,19 +53,7 @@ from cloud.errors import (
     UnknownKeyError,
 )
 from cloud.metrics import CONTENT_TYPE, GatewayMetrics
-from cloud.prompting import (
-    BASE_STOP,
-    answer_messages,
-    base_answer_prompt,
-    base_probe_prompt,
-    p_yes,
-    parse_reply,
-    probe_messages,
-    prompt_char_limit,
-    prompt_chars,
-    read_passages,
-)
-from reading.prompts import PROBE_TOP_LOGPROBS
+from cloud.prompting import prompt_char_limit, prompt_chars, read_passages, read_with
 from cloud.wire import (
     ANSWER_PATH,
     DEFAULT_CLOCK_SKEW_S,
@@ -81,6 +69,7 @@ from cloud.wire import (
     Envelope,
     refusal_body,
 )
+from reading.text import find_span, reply_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -286,9 +275,9 @@ class GatewayService:
             )
 
     def answer(self, request: AnswerRequest) -> AnswerReply:
-        """Ask the backend whether the passages state the answer (p(yes) of a yes/no probe), then
-        for the answer; both prompts share the passages and the question (one prefill with a
-        prefix-caching backend).
+        """Read each passage on its own, as the edge does (:func:`reading.passages.read_each`): per
+        passage a yes/no probe and an answer, then a check of the answer of the best passage — each a
+        completion request sharing the passage's prefix (one prefill with a prefix-caching backend).
 
         :raises BackendError: the backend failed.
         """
@@ -298,34 +287,34 @@ class GatewayService:
         backend = self.backend
         t1 = time.perf_counter()
         try:
-            if backend.prompt_family == "base":
-                probe = backend.complete(base_probe_prompt(request.question, passages), 1, (), PROBE_TOP_LOGPROBS)
-                comp = backend.complete(base_answer_prompt(request.question, passages), max_tokens, BASE_STOP)
-            else:
-                probe = backend.chat(probe_messages(request.question, passages), 1, (), PROBE_TOP_LOGPROBS)
-                comp = backend.chat(answer_messages(request.question, passages), max_tokens)
+            reading, steps = read_with(backend, request.question, passages, max_tokens)
         except BackendError as exc:
             # A prompt over the context is the request's fault, not the backend's: no backend error.
             self.metrics.backend(time.perf_counter() - t1, ok=isinstance(exc, BackendContextError))
             raise
         t2 = time.perf_counter()
         self.metrics.backend(t2 - t1, ok=True)
-        answer, confidence, spans = parse_reply(comp.text, comp.token_logprobs, request.question, request.passages)
-        p_answerable = p_yes(probe.top_logprobs[0] if probe.top_logprobs else None)
+        answer = reading.answer
+        spans = tuple(find_span(answer, p.text) if answer else None for p in request.passages)
+        confidence = reply_confidence(reading.token_logprobs, any(spans), bool(answer))
         t3 = time.perf_counter()
         timings = {"prompt": (t1 - t0) * 1000.0, "backend": (t2 - t1) * 1000.0, "parse": (t3 - t2) * 1000.0}
-        if probe.timings_ms and comp.timings_ms:
-            timings["prefill"] = probe.timings_ms["prefill"] + comp.timings_ms["prefill"]
-            timings["decode"] = probe.timings_ms["decode"] + comp.timings_ms["decode"]
+        if steps and all(c.timings_ms for c in steps):
+            timings["prefill"] = sum(c.timings_ms["prefill"] for c in steps)
+            timings["decode"] = sum(c.timings_ms["decode"] for c in steps)
         return AnswerReply(
             answer=answer,
             confidence=confidence,
             answer_spans=spans,
-            usage={"prompt_tokens": comp.prompt_tokens + probe.prompt_tokens - probe.cached_prompt_tokens,
-                   "completion_tokens": comp.completion_tokens + probe.completion_tokens},
+            # prompt_tokens: what the backend prefilled; the rest of every request's prompt it found cached
+            usage={"prompt_tokens": sum(c.prompt_tokens - c.cached_prompt_tokens for c in steps),
+                   "cached_prompt_tokens": sum(c.cached_prompt_tokens for c in steps),
+                   "completion_tokens": sum(c.completion_tokens for c in steps),
+                   "requests": len(steps)},
             timings_ms=timings,
-            model=comp.model,
-            p_answerable=round(p_answerable, 6),
+            model=steps[-1].model if steps else backend.name,  # the served model's own id
+            p_answerable=round(reading.p_answerable, 6),
+            reading=reading,
         )
 
     def handle_answer(self, body: bytes, edge: str) -> tuple[int, bytes]:

@@ -1,39 +1,61 @@
 """The gateway's side of reading: which prompts go to the backend, and what its replies mean.
 
-The prompts and the reply parsing are :mod:`reading`'s, shared with the edge. For a ``chat``
-backend (an instruct model: Qwen2.5 in the embedded backend or behind vLLM) the gateway sends
-messages to ``/v1/chat/completions`` and the server applies the model's own chat template; for a
-``base`` model (gemma-3-270m) it sends the few-shot completion prompt to ``/v1/completions``.
-Both tiers ask the same yes/no answerability probe first; its messages share the passages and
-the question with the answer's, so a prefix-caching backend prefills them once.
+The prompts, the per-passage reading and the reply parsing are :mod:`reading`'s, shared with the
+edge. For a ``chat`` backend (an instruct model: Qwen2.5 in the embedded backend or behind vLLM)
+the gateway sends messages to ``/v1/chat/completions`` and the server applies the model's own chat
+template; for a ``base`` model (gemma-3-270m) it sends the few-shot completion prompt to
+``/v1/completions``. Each passage is read on its own, as on the edge: every task's prompt for one
+passage shares the [system + passage] prefix, which a prefix-caching backend prefills once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cloud.backend import Backend, Completion
 from cloud.wire import Passage
-from reading.prompts import BASE_STOP
+from reading.passages import PassageReading, Step, read_each
+from reading.prompts import (
+    ANSWER,
+    BASE_STOP,
+    PROBE,
+    PROBE_TOP_LOGPROBS,
+    Task,
+    base_prompt,
+    messages,
+    verify,
+)
 from reading.prompts import Passage as ReadPassage
-from reading.prompts import answer_messages, base_answer_prompt, base_probe_prompt, p_yes, probe_messages
-from reading.text import find_span, parse_answer, reply_confidence
 
-__all__ = ["BASE_STOP", "answer_messages", "base_answer_prompt", "base_probe_prompt", "fit_passages", "p_yes",
-           "parse_reply", "probe_messages", "prompt_char_limit", "prompt_chars", "read_passages"]
+__all__ = ["fit_passages", "prompt_char_limit", "prompt_chars", "read_passages", "read_with"]
 
 
 def read_passages(passages: Sequence[Passage]) -> list[ReadPassage]:
     return [ReadPassage(p.title, p.text) for p in passages]
 
 
-def parse_reply(
-    reply: str, token_logprobs: Sequence[float], question: str, passages: Sequence[Passage]
-) -> tuple[str, float, tuple[tuple[int, int] | None, ...]]:
-    """``(answer, confidence, spans)``: answer '' = no answer; confidence is the reply's
-    geometric-mean token probability, halved for an answer that is no passage's span."""
-    answer = parse_answer(reply, question, [p.text for p in passages])
-    spans = tuple(find_span(answer, p.text) if answer else None for p in passages)
-    return answer, reply_confidence(token_logprobs, any(spans), bool(answer)), spans
+def read_with(backend: Backend, question: str, passages: Sequence[ReadPassage],
+              max_tokens: int) -> tuple[PassageReading, list[Completion]]:
+    """The per-passage reading (:func:`reading.passages.read_each`) through a backend: each step one
+    completion request (chat messages, or a base model's few-shot prompt) asking for the first token's top
+    logprobs. Returns the reading and every request's completion, in order.
+
+    :raises BackendError: the backend failed.
+    """
+    base = backend.prompt_family == "base"
+    steps: list[Completion] = []
+
+    def step(i: int, task: Task, n: int) -> Step:
+        if base:
+            comp = backend.complete(base_prompt(question, [passages[i]], task), n,
+                                    BASE_STOP if task.kind == "answer" else (), PROBE_TOP_LOGPROBS)
+        else:
+            comp = backend.chat(messages(question, [passages[i]], task), n, (), PROBE_TOP_LOGPROBS)
+        steps.append(comp)
+        return Step(comp.text, comp.token_logprobs, comp.top_logprobs[0] if comp.top_logprobs else {},
+                    comp.prompt_tokens, comp.prompt_tokens - comp.cached_prompt_tokens, comp.timings_ms)
+
+    return read_each(step, question, passages, max_tokens), steps
 
 
 # Characters per token assumed when a prompt is sized without the model's tokenizer (the edge has
@@ -48,12 +70,22 @@ MIN_PASSAGE_CHARS = 100
 CHAT_TEMPLATE_CHARS = 200
 
 
+# Characters allowed for the answer a verify step quotes (an answer is at most max_tokens tokens).
+ANSWER_CHARS = 200
+
+
+def _tasks() -> tuple[Task, ...]:
+    return (ANSWER, PROBE, verify("x" * ANSWER_CHARS))
+
+
 def prompt_chars(question: str, passages: Sequence[Passage]) -> int:
-    """Characters of the longest prompt the gateway sends for this request, in either family (the
-    base family's few-shot prompt is the longer one): what :func:`prompt_char_limit` bounds."""
+    """Characters of the longest prompt the gateway sends for this request — one passage's (each is
+    read on its own), any task, either family (the base family's few-shot prompt is the longer one):
+    what :func:`prompt_char_limit` bounds."""
     rp = read_passages(passages)
-    chat = sum(len(m["content"]) for m in probe_messages(question, rp)) + CHAT_TEMPLATE_CHARS
-    return max(chat, len(base_probe_prompt(question, rp)), len(base_answer_prompt(question, rp)))
+    longest = [max(rp, key=lambda p: len(p.text) + len(p.title))] if rp else []
+    chat = max(sum(len(m["content"]) for m in messages(question, longest, t)) for t in _tasks()) + CHAT_TEMPLATE_CHARS
+    return max(chat, *(len(base_prompt(question, longest, t)) for t in _tasks()))
 
 
 def prompt_char_limit(context_tokens: int, max_tokens: int) -> int:
@@ -63,19 +95,18 @@ def prompt_char_limit(context_tokens: int, max_tokens: int) -> int:
 
 
 def fit_passages(question: str, passages: Sequence[Passage], limit_chars: int) -> tuple[Passage, ...]:
-    """``passages`` cut from the end (the last ones first; one left under :data:`MIN_PASSAGE_CHARS`
-    is dropped) so that ``prompt_chars(question, passages)`` is at most ``limit_chars``.
+    """``passages`` each cut at its end so that its own prompt (:func:`prompt_chars` of that passage)
+    is at most ``limit_chars``, but never under :data:`MIN_PASSAGE_CHARS` (a context too small even for
+    that is the gateway's to refuse, in one line). Every passage stays, in its place: the cloud's reading of
+    passage ``i`` is read beside the edge's retrieval scores of passage ``i``.
 
     Texts are cut, never rewritten, so answer offsets found in a cut text hold in the original.
     """
-    kept = list(passages)
-    over = prompt_chars(question, kept) - limit_chars
-    while over > 0 and kept:
-        last = kept[-1]
-        keep = len(last.text) - over
-        if keep < MIN_PASSAGE_CHARS or not last.text[:keep].strip():
-            kept.pop()
-        else:
-            kept[-1] = Passage(title=last.title, text=last.text[:keep])
-        over = prompt_chars(question, kept) - limit_chars
+    kept = []
+    for p in passages:
+        # Prompts are measured with whitespace runs collapsed, so a cut can shrink the prompt by less than it
+        # cut: cut again until it fits (each round cuts at least one character).
+        while (over := prompt_chars(question, [p]) - limit_chars) > 0 and len(p.text) > MIN_PASSAGE_CHARS:
+            p = Passage(title=p.title, text=p.text[: max(len(p.text) - over, MIN_PASSAGE_CHARS)])
+        kept.append(p)
     return tuple(kept)

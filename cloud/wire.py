@@ -16,7 +16,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.errors import BadPayloadError, CloudProtocolError, EnvelopeError, MalformedError
+from cloud.errors import (
+    BadPayloadError,
+    CloudProtocolError,
+    EnvelopeError,
+    MalformedError,
+)
+from reading.passages import PassageReading
 
 PROTOCOL_VERSION = 1
 ANSWER_PATH = "/v1/answer"
@@ -169,7 +175,8 @@ class AnswerRequest:
 @dataclass(frozen=True)
 class AnswerReply:
     """What the cloud answers. ``answer`` is '' for "no answer in the passages";
-    ``answer_spans[i]`` is the answer's ``[start, end)`` in passage ``i`` or ``None``."""
+    ``answer_spans[i]`` is the answer's ``[start, end)`` in passage ``i`` or ``None``; ``reading`` is
+    every passage's signals (the edge's routing reads them with its own)."""
 
     answer: str
     confidence: float
@@ -177,7 +184,8 @@ class AnswerReply:
     usage: dict[str, int]
     timings_ms: dict[str, float]
     model: str
-    p_answerable: float = 0.5  # the model's p(yes) to "is the answer stated in the passages?"
+    p_answerable: float  # the highest per-passage p(yes) to "is the answer stated in the passage?"
+    reading: PassageReading
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +196,7 @@ class AnswerReply:
             "usage": dict(self.usage),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "model": self.model,
+            "reading": self.reading.to_json(),
         }
 
     @classmethod
@@ -210,6 +219,7 @@ class AnswerReply:
                 timings_ms=timings,
                 model=str(obj["model"]),
                 p_answerable=p_answerable,
+                reading=PassageReading.from_json(obj["reading"]),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
             raise CloudProtocolError(

@@ -23,10 +23,13 @@ class AnswerParser:
         documents: list[Document],
         token_logprobs: list[float] | None = None,
         question: str = "",
+        answer: str | None = None,
     ) -> dict[str, Any]:
+        """:param answer: the answer the reader already parsed from ``reply`` (against the passage it
+            read); None = parse ``reply`` here against every passage."""
         t0 = time.perf_counter()
         texts = [doc.content or "" for doc in documents]
-        answer = parse_answer(reply, question, texts)
+        answer = parse_answer(reply, question, texts) if answer is None else answer
         passages: list[dict[str, Any]] = []
         found = False
         for doc, content in zip(documents, texts):

@@ -7,7 +7,7 @@ from typing import Any
 
 from haystack import Document, component
 
-from reading.prompts import Passage
+from reading.prompts import PASSAGE_CHARS, Passage
 
 
 @component
@@ -18,10 +18,10 @@ class EdgePromptBuilder:
     rendered by the reader: the passages come first so that consecutive questions about the same
     passages share a prompt prefix, which the KV cache reuses.
 
-    :param passage_chars: characters of each passage kept (prefill time grows with prompt length).
+    :param passage_chars: characters of each passage kept (the `passage_chars` setting).
     """
 
-    def __init__(self, passage_chars: int = 900) -> None:
+    def __init__(self, passage_chars: int = PASSAGE_CHARS) -> None:
         self.passage_chars = passage_chars
 
     @component.output_types(passages=list[Passage], timings=dict[str, float])

@@ -13,9 +13,11 @@ from typing import Any
 from haystack import Document
 
 from edge.answer_parser import AnswerParser
-from edge.features import answer_features
+from edge.features import edge_features, passage_scores
 from edge.prompt_builder import EdgePromptBuilder
 from edge.slm_generator import SlmGenerator
+from reading.passages import PassageReading
+from reading.signals import PassageScore
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,23 @@ class EdgeAnswer:
     features: dict[str, float]
     timings: dict[str, float]
     usage: dict[str, int]
+    reading: PassageReading
+    scores: tuple[PassageScore, ...]  # the passages' retrieval scores, in the reading's order
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"answer": self.answer, "confidence": self.confidence, "passages": self.passages,
+                "features": self.features, "timings": self.timings, "usage": self.usage,
+                "reading": self.reading.to_json(), "scores": [asdict(s) for s in self.scores]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EdgeAnswer:
+        """:raises ValueError, KeyError, TypeError: not the shape :meth:`to_json` writes."""
         return cls(str(data["answer"]), float(data["confidence"]), list(data["passages"]),
                    {str(k): float(v) for k, v in data["features"].items()},
                    {str(k): float(v) for k, v in data["timings"].items()},
-                   {str(k): int(v) for k, v in data["usage"].items()})
+                   {str(k): int(v) for k, v in data["usage"].items()},
+                   PassageReading.from_json(data["reading"]),
+                   tuple(PassageScore(float(s["fused"]), float(s["dense"]), float(s["sparse"])) for s in data["scores"]))
 
 
 class EdgeReader:
@@ -65,14 +74,16 @@ class EdgeReader:
         prompt = self.prompt_builder.run(documents=documents)
         gen = self.generator.run(question=question, passages=prompt["passages"])
         parsed = self.parser.run(reply=gen["reply"], documents=documents, token_logprobs=gen["token_logprobs"],
-                                 question=question)
+                                 question=question, answer=gen["answer"])
         for i, passage in enumerate(parsed["passages"]):  # per-passage reading: where its prefix state came from
             if i < len(gen["kv"]):
                 passage["kv"] = gen["kv"][i]
                 passage["read"] = i == gen["chosen"]
-        features = answer_features(question, parsed["answer"], documents, gen["token_logprobs"], gen["p_answerable"])
+        scores = passage_scores(question, documents)
+        features = edge_features(question, scores, gen["reading"])
         timings = {**prompt["timings"], **gen["timings"], **parsed["timings"]}
-        return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"])
+        return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"],
+                          gen["reading"], tuple(scores))
 
 
 def documents_to_json(documents: list[Document]) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
-"""SlmGenerator: the edge model reads the passages — p(answerable) and a short answer, one prefill."""
+"""SlmGenerator: the edge model reads the passages — each on its own: p(answerable), an answer, its check."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,7 @@ from edge.errors import ModelError
 from reading.errors import ReadingError
 from reading.kv_store import PassageStateStore
 from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf, spec_for_path
+from reading.passages import PassageReading
 from reading.prompts import Passage
 from reading.reader import LlamaReader, PromptTooLongError
 
@@ -25,9 +27,9 @@ logger = logging.getLogger(__name__)
 class SlmGenerator:
     """Reads passages with the edge's quantized model through llama.cpp (:class:`reading.reader.LlamaReader`).
 
-    The model answers from its own chat template (a base model: completion style), and the
-    probability that the answer is stated in the passages comes from a yes/no probe that shares
-    the passages-and-question prefill with the answer.
+    The model reads each passage on its own (:mod:`reading.passages`): a yes/no probe and an answer
+    on the passage's stored prefix state, then a check of the answer it chose; its chat template
+    renders the prompts (a base model: completion style).
 
     :param model_path: a manifest model name or a GGUF file; '' = the default edge model.
     :param n_ctx: context window in tokens.
@@ -93,18 +95,19 @@ class SlmGenerator:
             raise ModelError("no passage KV store: set ECQA_KV_STORE=true and ECQA_SLM_READING=each")
         return self.reader.prepare(passages, self.store)
 
-    @component.output_types(reply=str, token_logprobs=list[float], p_answerable=float, usage=dict[str, int],
-                            timings=dict[str, float], kv=list[str], chosen=int)
+    @component.output_types(reply=str, answer=str, token_logprobs=list[float], p_answerable=float, reading=PassageReading,
+                            usage=dict[str, int], timings=dict[str, float], kv=list[str], chosen=int)
     def run(self, question: str, passages: list[Passage]) -> dict[str, Any]:
         """:raises ModelError: the passages do not fit the context window."""
         reader = self.reader
+        t0 = time.perf_counter()
         try:
             if self.reading == "each" and passages:
                 r = reader.read_each(question, passages, self.max_tokens, self.store)
             else:
                 r = reader.read(question, passages, self.max_tokens)
         except PromptTooLongError as exc:
-            raise ModelError(f"{exc} (edge: lower ECQA_TOP_K or ECQA_SLM_PASSAGE_CHARS, or raise ECQA_SLM_N_CTX)") from None
+            raise ModelError(f"{exc} (edge: lower ECQA_TOP_K or ECQA_PASSAGE_CHARS, or raise ECQA_SLM_N_CTX)") from None
         except ReadingError as exc:
             raise ModelError(f"edge model: {exc}") from None
         usage = {"prompt_tokens": r.prompt_tokens, "prefilled_tokens": r.prefilled_tokens,
@@ -113,10 +116,15 @@ class SlmGenerator:
             usage |= {"kv_hits": sum(k == "hit" for k in r.kv), "kv_misses": sum(k == "miss" for k in r.kv)}
         return {
             "reply": r.reply,
+            "answer": r.passages.answer,
             "token_logprobs": list(r.token_logprobs),
             "p_answerable": r.p_answerable,
+            "reading": r.passages,
             "usage": usage,
-            "timings": {**r.timings, "generate": sum(v for k, v in r.timings.items() if k != "probe")},
+            # "generate" is the whole reading's wall time; the others split it (probe, answer and verify
+            # steps all restore, prefill and decode).
+            "timings": {**{k: v for k, v in r.timings.items() if k != "read"},
+                        "generate": (time.perf_counter() - t0) * 1000.0},
             "kv": list(r.kv),
-            "chosen": r.chosen,
+            "chosen": r.passages.chosen,
         }

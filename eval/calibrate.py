@@ -1,11 +1,21 @@
-"""`make calibrate`: fit the routing models on the calibration split and choose thresholds.
+"""`make calibrate`: fit every routing decision's answer/abstain models on the calibration split.
 
-Runs (or resumes) the per-question records for the first N calibration-split questions of
-dev-a — edge and cloud answer each — then fits three logistic regressions over the edge
-features (the edge answer is correct; the question is unanswerable; the cloud answer beats the
-edge's), reports their 5-fold cross-validated AUROC and expected calibration error, and picks
-the policy thresholds on the out-of-fold probabilities: the best F1 with at most
-``--max-cloud-rate`` of questions escalated. Writes pipelines/calibration/default.json.
+From the per-question records of the calibration split (each question read on the edge and in the
+cloud, every passage's raw signals kept), for each decision (see :mod:`pipelines.calibration`):
+
+1. **Signals, each alone.** The out-of-fold AUROC of every signal against "the question has an
+   answer", as a one-signal logistic regression (reported; the table in BENCHMARKS.md).
+2. **Kept only if it helps.** Greedy forward selection, per model, by out-of-fold log-loss (5 folds):
+   a signal joins only when it lowers the loss by at least :data:`MIN_GAIN`.
+3. **Two models per decision**: p(answerable) (logistic) and the expected F1 of the tier's answer when
+   the question has one (logistic on the F1 as a soft label).
+4. **Thresholds out of fold, by expected F1**: each on the out-of-fold predictions of every calibration
+   question (the cloud's keep / drop as if each were escalated), the cascade's escalation under the
+   cloud-call cap. The escalation model's label is the cloud's out-of-fold outcome under the cascade's
+   keep / drop.
+
+Nothing is fitted or chosen on a question outside the calibration split. Writes
+pipelines/calibration/default.json (with provenance: records, their hash, the question ids).
 """
 
 from __future__ import annotations
@@ -14,164 +24,359 @@ import argparse
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
 from eval.records import labelled, read_records
-from eval.replay import cloud_answer, edge_answer, route_records, summarize
-from pipelines.calibration import DEFAULT_CALIBRATION, FEATURES, Calibration, LogisticModel
-from pipelines.policies import CascadePolicy, CloudPolicy, EdgePolicy, LearnedPolicy
+from eval.replay import (
+    edge_answer,
+    raw_cloud_f1,
+    record_both_signals,
+    record_cloud_signals,
+    record_edge_signals,
+)
+from pipelines.calibration import (
+    DEFAULT_CALIBRATION,
+    AnswerModel,
+    Calibration,
+    LogisticModel,
+)
+
+FOLDS = 5
+SEED = 0
+# A signal joins a model only when it lowers the out-of-fold log-loss by at least this (nats per question).
+MIN_GAIN = 0.002
+# The cascade's cloud-call cap when choosing its escalation threshold: under the 50% the cascade is held
+# to, with room for the held-out questions to differ from the calibration split.
+MAX_CLOUD_RATE = 0.45
+# Threshold grid (answer scores and escalation scores); the F1 curve is smoothed over +-SMOOTH steps so
+# that a threshold is not chosen on one lucky question.
+GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
+SMOOTH = 2
+# The escalation threshold's grid is finer: the cascade's F1 climbs with its cloud-call rate, so its best
+# threshold sits at the cap, and a coarse step would stop well short of it.
+ESC_GRID = np.round(np.linspace(0.0, 1.0, 1001), 3)
+C = 1.0  # inverse L2 strength of every logistic regression (standardized signals; as scikit-learn's default)
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     edges = np.linspace(0, 1, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         mask = (p >= lo) & (p < hi) if hi < 1 else (p >= lo) & (p <= hi)
         if mask.any():
             ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
     return float(ece)
 
 
-def fit_model(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[LogisticModel, np.ndarray, dict[str, float]]:
-    """Fitted model, out-of-fold probabilities and their AUROC/ECE."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-    if len(set(y.tolist())) < 2:
-        raise ValueError("a calibration label has one class only — use more questions (--n)")
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    oof = cross_val_predict(pipe, x, y, cv=folds, method="predict_proba")[:, 1]
-    pipe.fit(x, y)
-    scaler, lr = pipe[0], pipe[1]
-    model = LogisticModel(
-        weights={f: float(w) for f, w in zip(FEATURES, lr.coef_[0])},
-        bias=float(lr.intercept_[0]),
-        mean={f: float(m) for f, m in zip(FEATURES, scaler.mean_)},
-        scale={f: float(s) for f, s in zip(FEATURES, scaler.scale_)},
-    )
-    metrics = {"auroc": float(roc_auc_score(y, oof)), "ece": expected_calibration_error(oof, y), "positives": float(y.mean())}
-    return model, oof, metrics
+def auroc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN with one class only."""
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def choose_thresholds(records: list[dict[str, Any]], oof: dict[str, np.ndarray], max_cloud_rate: float,
-                      budget_ms: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """Grid-search the abstain and cascade thresholds, then the learned one, for best F1 under the cap."""
-    idx = {r["id"]: i for i, r in enumerate(records)}
+# --- the data of one fit ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Table:
+    """The calibration records as arrays: signals per decision, labels, each tier's answer F1."""
 
-    def scores(r: dict[str, Any]) -> tuple[float, float, float]:
-        i = idx[r["id"]]
-        return float(oof["correct"][i]), float(oof["unanswerable"][i]), float(oof["gain"][i])
-
-    grid = [round(x, 2) for x in np.arange(0.0, 1.0001, 0.05)]
-    # The cloud's own gate first: the p(answerable) and confidence under which its answer is dropped to "".
-    cloud_f1: dict[str, float] = {}
-    best_gate: tuple[float, dict[str, float]] | None = None
-    for ma in grid:
-        for mc in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-            gate = {"cloud_min_answerable": ma, "cloud_min_confidence": mc}
-            f1 = summarize(route_records(records, CloudPolicy(), scores, budget_ms, gate=gate), records)["f1"]
-            cloud_f1[f"{ma:.2f}/{mc:.1f}"] = f1
-            if best_gate is None or f1 > best_gate[0]:
-                best_gate = (f1, gate)
-    assert best_gate is not None
-    gate = best_gate[1]
-    # The edge alone: the abstain gate that serves it best, searched over the same range as the
-    # cascade's (≥ 0.2, ties to the higher gate): a gate of 0 would make the edge policy abstain on
-    # every question, stated or not, whenever its answers do not beat the empty one on average.
-    edge_best = max(((summarize(route_records(records, EdgePolicy(0.5, ta), scores, budget_ms), records)["f1"], ta)
-                     for ta in [*grid[4:], 1.01]))
-    best: tuple[float, float, float] | None = None
-    for ta in [*grid[4:], 1.01]:
-        for tc in grid:
-            s = summarize(route_records(records, CascadePolicy(tc, ta), scores, budget_ms, gate=gate), records)
-            if s["cloud_call_rate"] <= max_cloud_rate and (best is None or s["f1"] > best[0]):
-                best = (s["f1"], tc, ta)
-    assert best is not None
-    _, tc, ta = best
-    best_l: tuple[float, float] | None = None
-    for tl in grid:
-        s = summarize(route_records(records, LearnedPolicy(tl, ta), scores, budget_ms, gate=gate), records)
-        if s["cloud_call_rate"] <= max_cloud_rate and (best_l is None or s["f1"] > best_l[0]):
-            best_l = (s["f1"], tl)
-    assert best_l is not None
-    thresholds = {"cascade": tc, "latency": tc, "abstain": ta, "learned": best_l[1], "edge": 0.5, "cloud": 0.5,
-                  "edge_abstain": edge_best[1], **gate}
-    return thresholds, {"cascade_f1_oof": best[0], "learned_f1_oof": best_l[0], "edge_f1": edge_best[0],
-                        "cloud_f1": best_gate[0], "cloud_f1_by_gate": cloud_f1}
+    ids: list[str]
+    has_answer: np.ndarray  # 1 = the question has an answer
+    edge: list[dict[str, float]]  # retrieval + edge.*
+    cloud: list[dict[str, float]]  # retrieval + cloud.*
+    both: list[dict[str, float]]  # retrieval + edge.* + cloud.* + agreement
+    f1_edge: np.ndarray  # F1 (0-1) of the edge's answer
+    f1_cloud: np.ndarray  # F1 of the cloud's answer
+    edge_answered: np.ndarray  # the edge's answer is not empty
+    cloud_answered: np.ndarray
 
 
-def answerability_metrics(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """AUROC and ECE of each tier's raw p(answerable) (the yes/no probe) against "the question has
-    an answer", and the ECE of the edge's after the logistic calibration (out of fold)."""
-    from sklearn.metrics import roc_auc_score
+def table(records: Sequence[dict[str, Any]]) -> Table:
+    """Every signal of every record, computed from its raw readings as the live cascade computes them."""
+    edge, cloud, both = [], [], []
+    f1e, f1c, ae, ac = [], [], [], []
+    for r in records:
+        edge.append(record_edge_signals(r))
+        cloud.append(record_cloud_signals(r))
+        both.append(record_both_signals(r))
+        f1e.append(edge_answer(r)[1] if r["edge"]["answer"] else 0.0)
+        f1c.append(raw_cloud_f1(r) if cloud[-1]["cloud.has_answer"] else 0.0)
+        ae.append(bool(r["edge"]["answer"]))
+        ac.append(bool(cloud[-1]["cloud.has_answer"]))
+    return Table([r["id"] for r in records], np.array([r["has_answer"] for r in records], dtype=int), edge, cloud, both,
+                 np.array(f1e), np.array(f1c), np.array(ae), np.array(ac))
 
-    y = np.array([r["has_answer"] for r in records], dtype=int)
+
+def matrix(rows: Sequence[dict[str, float]], features: Sequence[str]) -> np.ndarray:
+    return np.array([[row[f] for f in features] for row in rows], dtype=float).reshape(len(rows), len(features))
+
+
+# --- logistic regressions with soft labels, out of fold -------------------------------------------
+@dataclass(frozen=True)
+class Logistic:
+    """An L2-regularized logistic regression over standardized columns, fitted by Newton's method on
+    soft labels (y in [0, 1]: the F1 of an answer as well as 0/1). Thousands of fits are needed by
+    the signal selection, each a few Newton steps on a handful of columns: milliseconds."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray) -> Logistic:
+        mean = x.mean(axis=0) if x.shape[1] else np.zeros(0)
+        scale = x.std(axis=0) if x.shape[1] else np.ones(0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+        beta = np.zeros(z.shape[1])
+        ybar = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+        beta[0] = np.log(ybar / (1 - ybar))
+        penalty = np.eye(z.shape[1]) / C
+        penalty[0, 0] = 0.0  # the intercept is not shrunk
+        for _ in range(50):
+            p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -50, 50)))
+            grad = z.T @ (p - y) + penalty @ beta
+            hess = (z * (p * (1 - p))[:, None]).T @ z + penalty + 1e-9 * np.eye(len(beta))
+            step = np.linalg.solve(hess, grad)
+            beta -= step
+            if np.max(np.abs(step)) < 1e-8:
+                break
+        return cls(mean, scale, beta[1:], float(beta[0]))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(self.intercept + ((x - self.mean) / self.scale) @ self.coef, -50, 50)))
+
+
+def folds(n: int, strata: np.ndarray) -> list[np.ndarray]:
+    """Fixed stratified folds (by ``strata``) over n rows: the test indices of each."""
+    kf = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    return [test for _, test in kf.split(np.zeros(n), strata)]
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, test_folds: list[np.ndarray]) -> np.ndarray:
+    """Each row's prediction by a model fitted without its fold."""
+    p = np.zeros(len(y))
+    for test in test_folds:
+        train = np.setdiff1d(np.arange(len(y)), test)
+        p[test] = Logistic.fit(x[train], y[train]).predict(x[test])
+    return p
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def select(rows: Sequence[dict[str, float]], candidates: Sequence[str], y: np.ndarray,
+           test_folds: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
+    """Greedy forward selection by out-of-fold log-loss; returns the kept signals and each step's loss."""
+    x_all = matrix(rows, candidates)
+    kept: list[int] = []
+    best = log_loss(y, out_of_fold(x_all[:, []], y, test_folds))
+    trace = [{"signal": "(base rate)", "log_loss": round(best, 5)}]
+    while True:
+        trials = [(log_loss(y, out_of_fold(x_all[:, kept + [j]], y, test_folds)), j)
+                  for j in range(len(candidates)) if j not in kept]
+        if not trials:
+            break
+        loss, j = min(trials)
+        if best - loss < MIN_GAIN:
+            break
+        kept.append(j)
+        best = loss
+        trace.append({"signal": candidates[j], "log_loss": round(loss, 5)})
+    return [candidates[j] for j in kept], trace
+
+
+def to_model(x: np.ndarray, y: np.ndarray, features: Sequence[str]) -> LogisticModel:
+    """The fitted regression as the edge evaluates it."""
+    m = Logistic.fit(x, y)
+    return LogisticModel(tuple(features), tuple(float(w) for w in m.coef), m.intercept,
+                         tuple(float(v) for v in m.mean), tuple(float(v) for v in m.scale))
+
+
+# --- one decision -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fitted:
+    """One answer/abstain decision: its models, their out-of-fold predictions and what was chosen."""
+
+    answerable: LogisticModel
+    quality: LogisticModel
+    p_answerable: np.ndarray  # out of fold
+    quality_oof: np.ndarray  # out of fold
+    report: dict[str, Any]
+
+    @property
+    def answer(self) -> np.ndarray:
+        """The expected F1 of answering, out of fold."""
+        return self.p_answerable * self.quality_oof
+
+    @property
+    def score(self) -> np.ndarray:
+        """The answer score, out of fold (:attr:`pipelines.calibration.Valued.score`)."""
+        return (1.0 + self.answer - (1.0 - self.p_answerable)) / 2.0
+
+
+def fit_decision(rows: Sequence[dict[str, float]], has_answer: np.ndarray, f1: np.ndarray,
+                 test_folds: list[np.ndarray]) -> Fitted:
+    """p(answerable) over every question, the answer's expected F1 over the answerable ones."""
+    names = sorted(rows[0])
+    a_feats, a_trace = select(rows, names, has_answer.astype(float), test_folds)
+    x_a = matrix(rows, a_feats)
+    p_a = out_of_fold(x_a, has_answer.astype(float), test_folds)
+    idx = np.flatnonzero(has_answer)
+    rows_q = [rows[i] for i in idx]
+    q_folds = [np.flatnonzero(np.isin(idx, t)) for t in test_folds]
+    q_feats, q_trace = select(rows_q, names, f1[idx], q_folds)
+    x_q = matrix(rows, q_feats)
+    # Out of fold for every question (the unanswerable ones too: their answer is scored by p_answerable).
+    q = np.zeros(len(rows))
+    for test in test_folds:
+        train = np.setdiff1d(idx, test)
+        q[test] = Logistic.fit(x_q[train], f1[train]).predict(x_q[test])
+    report = {"answerable": {"signals": a_feats, "selection": a_trace, "auroc": auroc(has_answer, p_a),
+                             "ece": expected_calibration_error(p_a, has_answer)},
+              "quality": {"signals": q_feats, "selection": q_trace,
+                          "mean_abs_error": float(np.mean(np.abs(q[idx] - f1[idx])))}}
+    return Fitted(to_model(x_a, has_answer.astype(float), a_feats), to_model(x_q[idx], f1[idx], q_feats), p_a, q, report)
+
+
+def smoothed_best(values: Sequence[float], allowed: Sequence[bool] | None = None) -> int:
+    """The grid index whose F1, averaged over its +-SMOOTH neighbours, is highest (among ``allowed``)."""
+    v = np.asarray(values, dtype=float)
+    pad = np.pad(v, SMOOTH, mode="edge")
+    smooth = np.convolve(pad, np.ones(2 * SMOOTH + 1) / (2 * SMOOTH + 1), mode="valid")
+    if allowed is not None:
+        smooth = np.where(np.asarray(allowed), smooth, -np.inf)
+    return int(np.argmax(smooth))
+
+
+def keep_f1(score: np.ndarray, answered: np.ndarray, f1: np.ndarray, has_answer: np.ndarray, t: float) -> np.ndarray:
+    """Per-question F1 when an answer stands at score >= t (an empty answer is "no answer" either way)."""
+    keep = (score >= t) & answered
+    return np.where(keep, f1, 1.0 - has_answer)
+
+
+def choose_threshold(score: np.ndarray, answered: np.ndarray, f1: np.ndarray, has_answer: np.ndarray) -> tuple[float, float]:
+    """The answer-score threshold with the best (smoothed) mean F1; returns it and that F1 (0-100)."""
+    curve = [float(keep_f1(score, answered, f1, has_answer, t).mean()) for t in GRID]
+    i = smoothed_best(curve)
+    return float(GRID[i]), 100 * curve[i]
+
+
+def cascade_outcome(esc_score: np.ndarray, t_esc: float, edge_score: np.ndarray, t_edge: float,
+                    edge_answered: np.ndarray, f1_edge: np.ndarray, cloud_f1: np.ndarray,
+                    has_answer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-question F1 and escalation of the cascade (:class:`pipelines.policies.CascadePolicy`)."""
+    escalate = esc_score >= t_esc
+    edge = keep_f1(edge_score, edge_answered, f1_edge, has_answer, t_edge)
+    return np.where(escalate, cloud_f1, edge), escalate
+
+
+def cascade_curve(esc_score: np.ndarray, edge: Fitted, t_edge: float, t: Table,
+                  outcome: np.ndarray) -> tuple[list[float], list[float]]:
+    """The cascade's mean F1 and cloud-call rate at each escalation threshold of :data:`ESC_GRID`."""
+    curve, rates = [], []
+    for th in ESC_GRID:
+        f1, escalated = cascade_outcome(esc_score, th, edge.score, t_edge, t.edge_answered, t.f1_edge, outcome,
+                                        t.has_answer)
+        curve.append(float(f1.mean()))
+        rates.append(float(escalated.mean()))
+    return curve, rates
+
+
+def fit(records: list[dict[str, Any]], max_cloud_rate: float, provenance: dict[str, Any],
+        progress: Callable[[str], None] = print) -> Calibration:
+    """Fit every decision on ``records`` (the calibration split) and choose its threshold out of fold."""
+    t = table(records)
+    test_folds = folds(len(records), t.has_answer)
+    progress(f"{len(records)} questions ({int(t.has_answer.sum())} answerable); fitting the edge's decision")
+    edge = fit_decision(t.edge, t.has_answer, t.f1_edge, test_folds)
+    t_edge, f1_edge_only = choose_threshold(edge.score, t.edge_answered, t.f1_edge, t.has_answer)
+    progress("the cloud's keep / drop (cloud-only)")
+    cloud = fit_decision(t.cloud, t.has_answer, t.f1_cloud, test_folds)
+    t_cloud, f1_cloud_only = choose_threshold(cloud.score, t.cloud_answered, t.f1_cloud, t.has_answer)
+    progress("the cloud's keep / drop in the cascade (both tiers' signals)")
+    both = fit_decision(t.both, t.has_answer, t.f1_cloud, test_folds)
+    t_both, f1_both = choose_threshold(both.score, t.cloud_answered, t.f1_cloud, t.has_answer)
+    # The escalation model learns the cloud's out-of-fold outcome under the cascade's keep / drop. Its signals:
+    # the forward selection's, or all of the edge's (L2-regularized) — whichever gives the cascade the better
+    # out-of-fold F1 under the cloud-call cap (a soft label with little signal per question: the selection
+    # by log-loss alone can stop after one).
+    outcome = keep_f1(both.score, t.cloud_answered, t.f1_cloud, t.has_answer, t_both)
+    progress("the escalation model")
+    selected, esc_trace = select(t.edge, sorted(t.edge[0]), outcome, test_folds)
+    edge_best = np.maximum(edge.answer, 1 - edge.p_answerable)
+    candidates = {}
+    for name, feats in (("selected", selected), ("all", sorted(t.edge[0]))):
+        esc_oof = out_of_fold(matrix(t.edge, feats), outcome, test_folds)
+        esc_score = (1.0 + esc_oof - edge_best) / 2.0
+        curve, rates = cascade_curve(esc_score, edge, t_edge, t, outcome)
+        i = smoothed_best(curve, [r <= max_cloud_rate for r in rates])
+        candidates[name] = (curve[i], feats, esc_oof, esc_score, curve, rates, i)
+    choice = max(candidates, key=lambda k: candidates[k][0])
+    _, esc_feats, esc_oof, esc_score, curve, rates, i = candidates[choice]
+    x_esc = matrix(t.edge, esc_feats)
+    learned = float(np.mean(cascade_outcome(esc_score, 0.5, edge.score, t_edge, t.edge_answered, t.f1_edge, outcome,
+                                            t.has_answer)[0]))
+    metrics = {
+        "n": len(records), "answerable": int(t.has_answer.sum()), "folds": FOLDS, "max_cloud_rate": max_cloud_rate,
+        "always_empty_f1": 100 * float(1 - t.has_answer.mean()),
+        "signals_alone": signals_alone(t, test_folds),
+        "edge": edge.report, "cloud": cloud.report, "cloud_edge": both.report,
+        "escalate": {"signals": esc_feats, "selection": esc_trace, "chosen": choice,
+                     "cascade_f1_by_signals": {k: 100 * v[0] for k, v in candidates.items()},
+                     "mean_abs_error": float(np.mean(np.abs(esc_oof - outcome)))},
+        "oof_f1": {"edge": f1_edge_only, "cloud": f1_cloud_only, "cloud_keep_in_cascade": f1_both,
+                   "cascade": 100 * curve[i], "learned": 100 * learned},
+        "oof_cloud_rate": {"cascade": rates[i]},
+        "cascade_curve": [{"threshold": float(th), "f1": 100 * f, "cloud_rate": r}
+                          for th, f, r in list(zip(ESC_GRID, curve, rates, strict=True))[::10]],
+    }
+    return Calibration(
+        edge=AnswerModel(edge.answerable, edge.quality, t_edge),
+        escalate=to_model(x_esc, outcome, esc_feats), escalate_threshold=float(ESC_GRID[i]),
+        cloud=AnswerModel(cloud.answerable, cloud.quality, t_cloud),
+        cloud_edge=AnswerModel(both.answerable, both.quality, t_both),
+        metrics=metrics, provenance=provenance)
+
+
+def signals_alone(t: Table, test_folds: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Each signal's out-of-fold AUROC against "the question has an answer", as a one-signal logistic
+    regression (so a signal that says "unanswerable" when high scores as well as one that says "answerable")."""
     out: dict[str, dict[str, float]] = {}
-    for tier, values in (("edge", [r["edge"]["features"]["p_answerable"] for r in records]),
-                         ("cloud", [r["cloud"].get("p_answerable", 0.5) for r in records])):
-        p = np.array(values, dtype=float)
-        out[tier] = {"auroc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-                     "ece": expected_calibration_error(p, y), "n": float(len(y))}
-        if 0 < y.sum() < len(y):
-            _, oof, m = _fit_one(p.reshape(-1, 1), y)
-            out[tier]["ece_calibrated"] = m["ece"]
+    y = t.has_answer.astype(float)
+    for name in sorted(t.both[0]):
+        p = out_of_fold(matrix(t.both, [name]), y, test_folds)
+        out[name] = {"auroc": round(auroc(t.has_answer, p), 4)}
     return out
 
 
-def _fit_one(x: np.ndarray, y: np.ndarray) -> tuple[Any, np.ndarray, dict[str, float]]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    lr = LogisticRegression(max_iter=1000)
-    oof = cross_val_predict(lr, x, y, cv=folds, method="predict_proba")[:, 1]
-    return lr.fit(x, y), oof, {"ece": expected_calibration_error(oof, y)}
-
-
-def fit(records: list[dict[str, Any]], max_cloud_rate: float, budget_ms: float, provenance: dict[str, Any]) -> dict[str, Any]:
-    x = np.array([[r["edge"]["features"][f] for f in FEATURES] for r in records], dtype=float)
-    labels = {
-        "correct": np.array([edge_answer(r)[1] >= 0.5 for r in records], dtype=int),
-        "unanswerable": np.array([not r["has_answer"] for r in records], dtype=int),
-        # Against the cloud answer as returned (grounded, no gate yet).
-        "gain": np.array([cloud_answer(r, {})[1] > edge_answer(r)[1] for r in records], dtype=int),
-    }
-    models, oof, metrics = {}, {}, {}
-    for name, y in labels.items():
-        model, probs, m = fit_model(x, y)
-        models[name], oof[name], metrics[name] = model, probs, m
-    thresholds, chosen = choose_thresholds(records, oof, max_cloud_rate, budget_ms)
-    metrics["answerability"] = answerability_metrics(records)
-    return {
-        "models": {k: {"weights": m.weights, "bias": m.bias, "mean": m.mean, "scale": m.scale} for k, m in models.items()},
-        "thresholds": thresholds,
-        "metrics": {**metrics, **chosen, "max_cloud_rate": max_cloud_rate, "n": len(records)},
-        "provenance": provenance,
-    }
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=Path, required=True, help="JSONL written by eval.records (calibration split)")
     ap.add_argument("--out", type=Path, default=DEFAULT_CALIBRATION)
-    ap.add_argument("--max-cloud-rate", type=float, default=0.4)
-    ap.add_argument("--budget-ms", type=float, default=4000.0)
+    ap.add_argument("--max-cloud-rate", type=float, default=MAX_CLOUD_RATE)
     args = ap.parse_args()
 
     records = labelled(read_records(args.records).values())
     provenance = {"records": str(args.records), "records_sha256": hashlib.sha256(args.records.read_bytes()).hexdigest(),
                   "fitted_at": time.strftime("%Y-%m-%d"), "question_ids": sorted(r["id"] for r in records)}
-    data = fit(records, args.max_cloud_rate, args.budget_ms, provenance)
-    args.out.write_text(json.dumps(data, indent=1))
+    cal = fit(records, args.max_cloud_rate, provenance)
+    cal.save(args.out)
     Calibration.load(args.out)  # round-trip check
-    print(json.dumps({"metrics": data["metrics"], "thresholds": data["thresholds"]}, indent=1))
+    m = cal.metrics
+    print(json.dumps({"oof_f1": m["oof_f1"], "oof_cloud_rate": m["oof_cloud_rate"],
+                      "auroc": {k: m[k]["answerable"]["auroc"] for k in ("edge", "cloud", "cloud_edge")},
+                      "thresholds": {"edge": cal.edge.threshold, "cloud": cal.cloud.threshold,
+                                     "cloud_edge": cal.cloud_edge.threshold, "escalate": cal.escalate_threshold}},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,27 @@ from typing import Any
 from eval.data import load_questions
 from eval.errors import EvalError
 from eval.plots import write_plots
-from eval.records import read_records, run_records
-from eval.replay import Routed, calibrated_scores, route_records
-from eval.report import SCHEMA, accuracy, markdown, policy_metrics, retrieval_recall, write_predictions
+from eval.records import failed, read_records, run_records
+from eval.replay import Routed, Values, record_edge_signals, route_records
+from eval.report import (
+    SCHEMA,
+    accuracy,
+    f1_interval,
+    markdown,
+    policy_metrics,
+    retrieval_recall,
+    write_predictions,
+)
 from eval.resources import ResourceSampler, read_samples, summarize_samples
 from eval.squad_metrics import Question, score_question
-from pipelines.answer import POLICIES, answer_cache_from, build_cascade, check_policy, emulated_link, latency_model_for
+from pipelines.answer import (
+    POLICIES,
+    answer_cache_from,
+    build_cascade,
+    check_policy,
+    emulated_link,
+    latency_model_for,
+)
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
 from pipelines.cloud_client import AnswererClient
@@ -39,7 +54,7 @@ from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.index import document_id, index_files
 from pipelines.link import get_profile
-from pipelines.policies import policy_class
+from pipelines.policies import Signals, policy_class
 from pipelines.settings import Settings, default_data_dir
 from pipelines.stack import embedded_stack
 from pipelines.stages import split_stages
@@ -51,10 +66,10 @@ Progress = Callable[[str, int, int], None]
 SWEEP_STEPS = 20
 
 
-def sweep_thresholds(p_correct: Sequence[float], steps: int = SWEEP_STEPS) -> list[float]:
-    """Thresholds that escalate about 0, 1/steps, …, all of the questions (quantiles of p(edge correct)):
-    a well-calibrated weak edge puts most questions under 0.1, where an even grid would see nothing."""
-    xs = sorted(p_correct)
+def sweep_thresholds(shares: Sequence[float], steps: int = SWEEP_STEPS) -> list[float]:
+    """Escalation thresholds that escalate about all, (steps-1)/steps, …, none of the questions
+    (quantiles of the escalation score): an even grid would see nothing where the scores bunch up."""
+    xs = sorted(shares)
     out = {0.0, 1.0 + 1e-9}
     for k in range(1, steps):
         out.add(xs[min(len(xs) - 1, max(0, round(k * len(xs) / steps) - 1))] + 1e-9)
@@ -154,7 +169,7 @@ def fingerprint(cfg: EvalConfig, settings: Settings, cloud: str) -> dict[str, An
         "hybrid": settings.hybrid,
         "slm_model_path": settings.slm_model_path,
         "cloud_model_path": settings.cloud_model_path,
-        "passage_chars": [settings.slm_passage_chars, settings.cloud_passage_chars],
+        "passage_chars": settings.passage_chars,
         "max_tokens": [settings.slm_max_tokens, settings.cloud_max_tokens],
         "slm_reading": [settings.slm_reading, settings.kv_type],
         "prompts_sha256": prompts_fingerprint(),
@@ -224,24 +239,30 @@ def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) ->
 def route_all(records: Sequence[dict[str, Any]], policies: Sequence[str], settings: Settings, cal: Calibration,
               network: str | None) -> dict[str, list[Routed]]:
     """Each policy's routes over the records, with a fresh answer cache and latency model per policy."""
-    return {name: route_records(records, cal.policy(name), calibrated_scores(cal), settings.budget_ms,
-                                latency_model_for(network), cal.thresholds, answer_cache_from(settings))
+    values = cached_values(records, cal)
+    return {name: route_records(records, cal.policy(name), cal, settings.budget_ms, latency_model_for(network),
+                                answer_cache_from(settings), values)
             for name in policies}
+
+
+def cached_values(records: Sequence[dict[str, Any]], cal: Calibration) -> Values:
+    """Each record's edge values, computed once for every policy and threshold of a report."""
+    by_id = {r["id"]: cal.edge_values(record_edge_signals(r)) for r in records}
+    return lambda r: by_id[r["id"]]
 
 
 def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], settings: Settings, cal: Calibration,
           network: str | None) -> list[dict[str, float]]:
-    """The cascade at escalation thresholds from :func:`sweep_thresholds`, abstention off: the
-    edge↔cloud trade-off from "edge answers all" (0) to "cloud answers all" (1), F1 against latency
-    and cloud calls. (With the calibrated abstain gate on, it decides first and the curve is flat
-    wherever the gate abstains on most questions; the calibrated policies are the report's rows.)"""
+    """The cascade at escalation thresholds from :func:`sweep_thresholds`: the edge↔cloud trade-off from
+    "the cloud reads all" (0) to "the edge decides all" (above 1), F1 against latency and cloud calls. The
+    edge answers or abstains by its calibrated threshold wherever it keeps a question."""
 
-    scores = calibrated_scores(cal)
+    values = cached_values(records, cal)
+    shares = [Signals(v[0].answer, v[0].abstain, v[1], 0.0, 0.0).escalate_score for v in map(values, records)]
     rows = []
-    for t in sweep_thresholds([scores(r)[0] for r in records]):
-        routed = route_records(records, policy_class("cascade")(threshold=t, abstain_threshold=1.01), scores,
-                               settings.budget_ms, latency_model_for(network),
-                               gate=cal.thresholds)
+    for t in sweep_thresholds(shares):
+        routed = route_records(records, cal.policy("cascade", threshold=t), cal, settings.budget_ms,
+                               latency_model_for(network), values=values)
         m = accuracy(questions, {r.id: r.answer for r in routed})
         rows.append({"threshold": t, "f1": m["f1"], "latency_mean_ms": sum(r.latency_ms for r in routed) / len(routed),
                      "cloud_call_rate": sum(r.cloud_called for r in routed) / len(routed)})
@@ -275,7 +296,8 @@ def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = No
             todo = [q for q in questions if any(q.id not in done[n] for n in cfg.policies)]
         else:
             done = read_records(records_path)
-            todo = [q for q in questions if q.id not in done or (needs_cloud and "cloud" not in done[q.id])]
+            todo = [q for q in questions if q.id not in done
+                    or (needs_cloud and ("cloud" not in done[q.id] or failed(done[q.id])))]
         if todo:
             if edge is not None:
                 edge_qa = edge.for_collection(s.collection)
@@ -382,7 +404,7 @@ def write_report(cfg: EvalConfig, settings: Settings, questions: list[Question])
                    "limit": cfg.limit, "seed": cfg.seed, "skip_calibration_split": cfg.skip_calibration_split,
                    "top_k": settings.top_k, "budget_ms": settings.budget_ms, "collection": settings.collection,
                    "mode": "live" if cfg.live else "shared"},
-        "baseline_no_answer": accuracy(questions, {}),
+        "baseline_no_answer": {**accuracy(questions, {}), "f1_ci95": f1_interval([float(not q.has_answer) for q in questions])},
         "policies": policies,
         "retrieval": {"recall_at": {} if cfg.oracle_context else retrieval_recall(records, settings.top_k)},
         "cloud_errors": (max(sum(r.degraded for r in rows) for rows in routed.values()) if cfg.live else

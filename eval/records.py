@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from haystack import Document
 from eval.data import load_questions
 from eval.squad_metrics import Question, score_question
 from pipelines.calibration import in_calibration_split
-from pipelines.cascade import CloudClient
+from pipelines.cascade import CloudClient, passages_up
 from pipelines.cloud_client import AnswererClient
 from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA, Retrieved
@@ -51,11 +52,12 @@ def run_records(questions: list[Question], edge: EdgeQA, cloud: CloudClient | No
     """Answer every question not yet in ``path`` on the edge and in the cloud; return all records.
 
     Each record is appended and flushed as soon as it is complete, so an interruption loses at
-    most the question in flight.
+    most the question in flight. A record whose cloud call failed (a timeout on a busy machine) is
+    read again: its new line supersedes the old one.
     """
     done = read_records(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    todo = [q for q in questions if q.id not in done]
+    todo = [q for q in questions if q.id not in done or (cloud is not None and failed(done[q.id]))]
     with path.open("a") as fh:
         for i, q in enumerate(todo):
             rec = answer_once(q, edge, cloud, cloud_timeout_s, oracle_context)
@@ -94,10 +96,13 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
         "passage_ids": ids,
         "titles": [str(d.meta.get("title", "")) for d in retrieved.documents],
         "scores": [round(float(d.score or 0.0), 5) for d in retrieved.documents],
+        # each passage's fused, dense and per-term BM25 scores: the retrieval signals of the routing models
+        "passage_scores": [asdict(s) for s in ans.scores],
         "embedding": [round(float(x), 5) for x in retrieved.embedding],  # for the answer cache in replay
         "retrieval_ms": (t_retrieved - t0) * 1000.0,
         "edge": {
             "answer": ans.answer,
+            "reading": ans.reading.to_json(),  # every passage's raw signals: the routing models' features come from these
             "features": ans.features,
             "timings": {**retrieved.timings, **ans.timings},
             "usage": ans.usage,
@@ -106,7 +111,7 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
         },
     }
     if cloud is not None:
-        passages = [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in retrieved.documents]
+        passages = passages_up(retrieved.documents)
         t1 = time.perf_counter()
         try:
             reply = cloud.ask(q.question, passages, timeout_s=cloud_timeout_s)
@@ -117,6 +122,7 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
                 "answer": reply.answer,
                 "confidence": reply.confidence,
                 "p_answerable": reply.p_answerable,
+                "reading": reply.reading.to_json(),
                 "timings": reply.timings,
                 "bytes_up": reply.bytes_up,
                 "bytes_down": reply.bytes_down,
@@ -125,6 +131,11 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
                 "f1": score_question(q, reply.answer)["f1"],
             }
     return rec
+
+
+def failed(record: dict[str, Any]) -> bool:
+    """Did the record's cloud call fail?"""
+    return "error" in record.get("cloud", {})
 
 
 def labelled(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,14 +152,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/squad-v2-dev-a.json"))
     ap.add_argument("--extra", type=Path, default=Path("data/squad-v2-extra-paragraphs.json"))
-    ap.add_argument("--calibration-n", type=int, default=130)
-    ap.add_argument("--eval-n", type=int, default=300)
+    ap.add_argument("--calibration-n", type=int, default=None,
+                    help="the first N calibration-split questions (default: all of them)")
+    ap.add_argument("--eval-n", type=int, default=0, help="the first N held-out questions (default: none; "
+                    "`ecqa eval --skip-calibration-split` records and reports those)")
     ap.add_argument("--network", default="wifi")
     ap.add_argument("--out", type=Path, default=Path("bench"))
     ap.add_argument("--qdrant", type=Path, default=None, help="index folder (default OUT/qdrant); runs may share one")
     args = ap.parse_args()
     questions = load_questions(args.data)
-    calib = [q for q in questions if in_calibration_split(q.id)][: args.calibration_n]
+    calib = [q for q in questions if in_calibration_split(q.id)][: args.calibration_n]  # None: all
     held_out = [q for q in questions if not in_calibration_split(q.id)][: args.eval_n]
     args.out.mkdir(parents=True, exist_ok=True)
     qdrant = args.qdrant or args.out / "qdrant"

@@ -16,13 +16,20 @@ from typing import Any
 
 from eval.squad_metrics import Question, score_question
 from eval.stats import percentile
-from pipelines.calibration import Calibration
-from pipelines.cascade import AnswerCacheLike, verify_answer
+from pipelines.calibration import Calibration, Valued
+from pipelines.cascade import AnswerCacheLike
 from pipelines.latency import LatencyModel
 from pipelines.policies import Policy
 from pipelines.router import CascadeRouter
+from pipelines.signals import (
+    PassageReading,
+    PassageScore,
+    cloud_signals,
+    edge_signals,
+    keep_cloud_answer,
+    scores_from_json,
+)
 from pipelines.stages import split_stages
-from pipelines.text import extract_answer_span
 
 
 @dataclass(frozen=True)
@@ -43,34 +50,58 @@ class Routed:
         return asdict(self)
 
 
-def cloud_answer(r: dict[str, Any], gate: dict[str, float]) -> tuple[str, float]:
-    """The verified cloud answer of a record and its F1 (0-1), as the live cascade would return it
-    under the calibrated cloud gate (``cloud_min_confidence``, ``cloud_min_answerable``)."""
-    c = r["cloud"]
-    answer = verify_answer(c["answer"], c["confidence"], c.get("p_answerable", 1.0), r["question"], r["passages"], gate)
-    q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
-    return answer, score_question(q, answer)["f1"]
+def record_scores(r: dict[str, Any]) -> list[PassageScore]:
+    """A record's per-passage retrieval scores."""
+    return scores_from_json(r["passage_scores"])
+
+
+def record_edge_signals(r: dict[str, Any]) -> dict[str, float]:
+    """A record's edge signals, computed from its raw reading as the live edge computes them (so a change
+    of the signals needs no new records)."""
+    return edge_signals(r["question"], record_scores(r), PassageReading.from_json(r["edge"]["reading"]))
+
+
+def record_cloud_signals(r: dict[str, Any]) -> dict[str, float]:
+    """A record's cloud-only signals (the cloud policy's keep / drop reads these)."""
+    return cloud_signals(r["question"], record_scores(r), PassageReading.from_json(r["cloud"]["reading"]))
+
+
+def record_both_signals(r: dict[str, Any]) -> dict[str, float]:
+    """A record's signals of both tiers and their agreement (the cascade's keep / drop reads these)."""
+    return cloud_signals(r["question"], record_scores(r), PassageReading.from_json(r["cloud"]["reading"]),
+                         record_edge_signals(r), r["edge"]["answer"])
+
+
+def raw_cloud_f1(r: dict[str, Any]) -> float:
+    """F1 (0-1) of the cloud's answer before its keep / drop."""
+    return score_question(_question(r), PassageReading.from_json(r["cloud"]["reading"]).answer)["f1"]
+
+
+def _question(r: dict[str, Any]) -> Question:
+    return Question(r["id"], r["question"], "", "", tuple(r["answers"]))
+
+
+def cloud_answer(r: dict[str, Any], cal: Calibration, with_edge: bool) -> tuple[str, float]:
+    """The cloud answer of a record as the live cascade returns it — kept or dropped by the cloud's
+    keep / drop model (the cascade's, seeing the edge's reading too, when ``with_edge``) — and its F1 (0-1)."""
+    edge = edge_answer(r)[0] if with_edge else ""
+    answer, _ = keep_cloud_answer(cal, r["question"], record_scores(r), PassageReading.from_json(r["cloud"]["reading"]),
+                                  record_edge_signals(r) if with_edge else None, edge)
+    return answer, score_question(_question(r), answer)["f1"]
 
 
 def edge_answer(r: dict[str, Any]) -> tuple[str, float]:
-    """The edge answer of a record as the current AnswerParser returns it, and its F1 (0-1).
-
-    Re-applying the span extraction to the recorded answer gives what the current parser gives
-    (it is idempotent on an extracted span), so records stay valid across parser changes.
-    """
+    """The edge answer of a record and its F1 (0-1)."""
     answer = r["edge"]["answer"]
-    if answer:
-        answer = extract_answer_span(answer, r["question"], r["passages"]) or answer
-    q = Question(r["id"], r["question"], "", "", tuple(r["answers"]))
-    return answer, score_question(q, answer)["f1"]
+    return answer, score_question(_question(r), answer)["f1"]
 
 
-Scores = Callable[[dict[str, Any]], tuple[float, float, float]]  # record -> (p_correct, p_unans, p_gain)
+Values = Callable[[dict[str, Any]], tuple[Valued, float]]  # record -> the edge's values, escalation's F1
 
 
-def calibrated_scores(cal: Calibration) -> Scores:
-    """A record's routing scores from its edge features, as the live cascade computes them."""
-    return lambda r: cal.scores(r["edge"]["features"])
+def calibrated_values(cal: Calibration) -> Values:
+    """A record's routing values from its edge signals, as the live cascade computes them."""
+    return lambda r: cal.edge_values(record_edge_signals(r))
 
 
 def record_stages(r: dict[str, Any], route: str, *, generated: bool = True, cloud: dict[str, Any] | None = None,
@@ -96,11 +127,15 @@ def _cloud_tokens(c: dict[str, Any]) -> dict[str, int]:
     return {"prompt": int(u.get("prompt_tokens", 0)), "completion": int(u.get("completion_tokens", 0))}
 
 
-def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Scores, budget_ms: float,
-                  latency: LatencyModel | None = None, gate: dict[str, float] | None = None,
-                  cache: AnswerCacheLike | None = None) -> list[Routed]:
+def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibration, budget_ms: float,
+                  latency: LatencyModel | None = None, cache: AnswerCacheLike | None = None,
+                  values: Values | None = None) -> list[Routed]:
     """Each record under ``policy``, in order; with ``cache``, repeated and near-duplicate questions
-    are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would."""
+    are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would.
+
+    :param values: the edge's values per record (default: ``cal``'s models over its signals).
+    """
+    values = values or calibrated_values(cal)
     latency = latency or LatencyModel()
     router = CascadeRouter(latency)  # the live cascade's routing step, on recorded answers
     out = []
@@ -111,18 +146,20 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, scores: Sco
             continue
         edge, cloud = r["edge"], r["cloud"]
         bytes_up = cloud.get("bytes_up", 0)
-        d = router.route(policy, scores(r), edge["total_ms"], bytes_up, budget_ms, True).decision
+        d = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True).decision
         if d.route == "cloud":
             failed = "error" in cloud  # the live cascade degrades to the edge answer (generating it if it had not)
             stages = record_stages(r, "cloud", generated=failed or policy.name != "cloud", cloud=cloud)
-            if failed:
-                answer, f1 = edge_answer(r)
-                out.append(Routed(r["id"], "edge", answer, f1, sum(stages.values()), True, stages, {}, True))
+            if failed:  # the edge's own choice: its answer or "no answer"
+                own = values(r)[0]
+                answer, f1 = edge_answer(r) if own.score >= cal.edge.threshold else ("", float(not r["has_answer"]))
+                out.append(Routed(r["id"], "edge" if answer else "abstain", answer, f1, sum(stages.values()), True,
+                                  stages, {}, True))
                 continue
             t = cloud["timings"]
             latency.observe_cloud(t.get("network", 0.0), bytes_up, cloud["bytes_down"], t.get("cloud", t.get("server", 0.0)),
                                   cloud["usage"].get("completion_tokens", 0), t.get("cloud_decode", t.get("decode")))
-            answer, f1 = cloud_answer(r, gate or {})
+            answer, f1 = cloud_answer(r, cal, with_edge=policy.name != "cloud")
             routed = Routed(r["id"], "cloud", answer, f1, sum(stages.values()), True, stages, _cloud_tokens(cloud))
         elif d.route == "abstain":
             routed = Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False,

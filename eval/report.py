@@ -14,7 +14,7 @@ from typing import Any
 
 from eval.replay import Routed
 from eval.squad_metrics import Question, evaluate
-from eval.stats import percentile
+from eval.stats import bootstrap_ci, percentile
 
 SCHEMA = 1
 STAGES = ("embed", "retrieve", "edge_generate", "seal_open", "network", "cloud", "other", "cache")
@@ -46,6 +46,7 @@ def policy_metrics(questions: Sequence[Question], routed: Sequence[Routed], pric
     return {
         "n": n,
         **accuracy(questions, preds),
+        "f1_ci95": f1_interval([r.f1 for r in routed]),
         "latency_ms": latency_stats(lat),
         "stages_ms": stages,
         "cloud_call_rate": sum(r.cloud_called for r in routed) / n,
@@ -56,6 +57,12 @@ def policy_metrics(questions: Sequence[Question], routed: Sequence[Routed], pric
         "cloud_tokens": {"prompt": prompt, "completion": completion},
         "cost_usd": {"total": cost, "per_1000_questions": 1000 * cost / n},
     }
+
+
+def f1_interval(f1s: Sequence[float]) -> list[float]:
+    """The 95% bootstrap interval (0-100) of the mean of per-question F1s (each 0-1)."""
+    lo, hi = bootstrap_ci([100.0 * f for f in f1s])
+    return [round(lo, 2), round(hi, 2)]
 
 
 def retrieval_recall(records: Sequence[dict[str, Any]], top_k: int) -> dict[str, float]:
@@ -84,6 +91,11 @@ def load_report(out: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
 
 
+def _ci(m: dict[str, Any]) -> str:
+    ci = m.get("f1_ci95")
+    return f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "—"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """report.md: the paper's Table 1 (latency) and Table 2 (accuracy), then the rest."""
     pol = report["policies"]
@@ -102,12 +114,13 @@ def markdown(report: dict[str, Any]) -> str:
         red = f"{100 * (1 - lat['mean'] / cloud_mean):+.1f}%" if cloud_mean and name != "cloud" else "—"
         lines.append(f"| {name} | {lat['mean']:.0f} | {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {red} |")
     lines += ["", "## Table 2 — precision, recall and F1 per configuration (official SQuAD v2 metric, 0–100)", "",
-              "| configuration | precision | recall | F1 | exact | HasAns F1 | NoAns acc | cloud calls | abstains | cache hits |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+              "| configuration | precision | recall | F1 | F1 95% CI | exact | HasAns F1 | NoAns acc | cloud calls | abstains "
+             "| cache hits |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
               f"| always no-answer (baseline) | {base['precision']:.1f} | {base['recall']:.1f} | {base['f1']:.1f} | "
-              f"{base['exact']:.1f} | {base['has_ans_f1']:.1f} | {base['no_ans_accuracy']:.1f} | 0% | 100% | 0% |"]
+              f"{_ci(base)} | {base['exact']:.1f} | {base['has_ans_f1']:.1f} | {base['no_ans_accuracy']:.1f} | 0% | 100% | 0% |"]
     for name, m in pol.items():
-        lines.append(f"| {name} | {m['precision']:.1f} | {m['recall']:.1f} | {m['f1']:.1f} | {m['exact']:.1f} | "
+        lines.append(f"| {name} | {m['precision']:.1f} | {m['recall']:.1f} | {m['f1']:.1f} | {_ci(m)} | {m['exact']:.1f} | "
                      f"{m['has_ans_f1']:.1f} | {m['no_ans_accuracy']:.1f} | {100 * m['cloud_call_rate']:.0f}% | "
                      f"{100 * m['abstain_rate']:.0f}% | {100 * m['cache_hit_rate']:.0f}% |")
     lines += ["", "## Latency per stage (mean ms)", ""]
@@ -135,7 +148,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {r['samples']} | {r['cpu_mean_pct']:.0f} | {r['cpu_max_pct']:.0f} | {r['rss_max_mib']:.0f} |")
         lines += ["", "100% CPU = one core busy."]
     if report.get("sweep"):
-        lines += ["", "## Cascade threshold sweep (escalate when p(edge correct) < threshold; abstention off)", "",
+        lines += ["", "## Cascade threshold sweep (escalate when the escalation score ≥ threshold; the edge "
+                  "answers or abstains by its calibrated threshold otherwise)", "",
                   "| threshold | F1 | mean ms | cloud calls |", "|---:|---:|---:|---:|"]
         for row in report["sweep"][::2]:  # every other point; report.json has them all
             lines.append(f"| {row['threshold']:.4f} | {row['f1']:.1f} | {row['latency_mean_ms']:.0f} | "

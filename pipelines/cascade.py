@@ -17,19 +17,26 @@ measures is what a user gets.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from haystack import Document
+
+from edge.features import passage_scores
 from pipelines.calibration import Calibration
 from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
 from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import Decision, Policy, Signals
 from pipelines.router import CascadeRouter
+from pipelines.signals import keep_cloud_answer
 from pipelines.types import AskResult
-from reading.text import extract_answer_span, find_span
+from reading.passages import PassageReading
+from reading.signals import PassageScore
+from reading.text import find_span
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +55,11 @@ class CloudReply:
     timings: dict[str, float]
     bytes_up: int
     bytes_down: int
-    usage: dict[str, int] = field(default_factory=dict)
-    sent: dict[str, Any] = field(default_factory=dict)  # what left the device (plaintext, before sealing)
-    model: str = ""
-    p_answerable: float = 0.5  # the cloud model's p(yes) to "is the answer stated in the passages?"
+    usage: dict[str, int]
+    sent: dict[str, Any]  # what left the device (plaintext, before sealing)
+    model: str
+    p_answerable: float  # the cloud model's highest per-passage p(yes) to "is the answer stated in the passage?"
+    reading: PassageReading  # every passage's signals (the keep / drop reads them)
 
 
 class CloudClient(Protocol):
@@ -154,7 +162,7 @@ class Cascade:
             if hit is not None:
                 return self._from_cache(q, hit, t0, pol, budget, retrieved.timings)
 
-        passages_up = [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in retrieved.documents]
+        up = passages_up(retrieved.documents)
         cloud_ok = self.cloud is not None and pol.uses_cloud and self.breaker.allow()
         edge_ans: EdgeAnswer | None = None
         dispatch: dict[str, Any] | None = None
@@ -170,24 +178,24 @@ class Cascade:
                             "loads": exc.loads, "redirected": True, "reason": str(exc).split(" — ")[0]}
                 elapsed = (time.perf_counter() - t0) * 1000.0
                 assert self.cloud is not None
-                signals = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, passages_up), budget,
+                signals = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, up), budget,
                                             True).signals
                 decision = Decision("cloud", f"{dispatch['reason']} → redirected to the cloud", 0.0, 0.0,
                                     signals.predicted_total_ms > budget)
-                result = self._finish(q, pol, decision, signals, retrieved, None, passages_up, budget, t0, dispatch)
+                result = self._finish(q, pol, decision, signals, retrieved, None, up, budget, t0, dispatch)
                 return result  # a redirection is not cached: the next time an edge may be free
         if edge_ans is None and not (pol.name == "cloud" and cloud_ok):
             edge_ans = self.edge.generate(q, retrieved)
         # Retrieval only when the SLM did not run (the cloud policy escalates before it).
         elapsed = (time.perf_counter() - t0) * 1000.0
-        bytes_up = self.cloud.estimate_bytes_up(q, passages_up) if self.cloud is not None else 0
-        scores = self.calibration.scores(edge_ans.features) if edge_ans is not None else None
-        routed = self.router.route(pol, scores, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True)
+        bytes_up = self.cloud.estimate_bytes_up(q, up) if self.cloud is not None else 0
+        values = self.calibration.edge_values(edge_ans.features) if edge_ans is not None else None
+        routed = self.router.route(pol, values, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True)
         signals, decision = routed.signals, routed.decision
         if pol.uses_cloud and cloud_ok is False and self.cloud is not None and self.breaker.state != "closed":
             decision = Decision(decision.route, decision.reason + " (circuit breaker open)", decision.confidence,
                                 decision.threshold, decision.over_budget)
-        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, passages_up, budget, t0, dispatch)
+        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, up, budget, t0, dispatch)
         if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
             self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, scope)
         return result
@@ -205,13 +213,13 @@ class Cascade:
         left_s = max(0.05, (budget - (time.perf_counter() - t0) * 1000.0) / 1000.0)
         d = self.dispatcher.read(q, retrieved.documents, timeout_s=left_s)
         ans = d.answer
-        ans = EdgeAnswer(ans.answer, ans.confidence, ans.passages, ans.features, {**ans.timings, **d.timings}, ans.usage)
+        ans = dataclasses.replace(ans, timings={**ans.timings, **d.timings})
         info = {"policy": self.dispatcher.policy.name, "worker": d.worker.id, "worker_model": d.worker.model,
                 "worker_url": d.worker.url, "attempts": d.attempts, "loads": d.loads, "redirected": False}
         return ans, info
 
     def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,
-                edge_ans: EdgeAnswer | None, passages_up: list[dict[str, Any]], budget: float, t0: float,
+                edge_ans: EdgeAnswer | None, up: list[dict[str, Any]], budget: float, t0: float,
                 dispatch: dict[str, Any] | None = None) -> AskResult:
         timings: dict[str, float] = dict(retrieved.timings)
         usage: dict[str, int] = {}
@@ -221,7 +229,7 @@ class Cascade:
             self.latency.observe_edge((time.perf_counter() - t0) * 1000.0)
         degraded = False
         reason = decision.reason
-        answer, confidence, tier = "", signals.p_correct, "edge"
+        answer, confidence, tier = "", signals.answer_value, "edge"
         passages = edge_ans.passages if edge_ans is not None else _plain_passages(retrieved)
         bytes_up = bytes_down = 0
         sent: dict[str, Any] = {}
@@ -237,7 +245,7 @@ class Cascade:
                 if remaining_ms <= 0:
                     raise TimeoutError(f"the edge stages took {(time.perf_counter() - t0) * 1000.0:.0f} ms of the "
                                        f"{budget:.0f} ms budget, leaving none for the cloud")
-                reply = self.cloud.ask(q, passages_up, timeout_s=remaining_ms / 1000.0)
+                reply = self.cloud.ask(q, up, timeout_s=remaining_ms / 1000.0)
             except Exception as exc:  # any cloud failure degrades to the edge answer, never to an error
                 self.breaker.record(False)
                 degraded = True
@@ -253,15 +261,20 @@ class Cascade:
                         timings.update(edge_ans.timings)
                         usage.update(edge_ans.usage)
                         passages = edge_ans.passages
-                if edge_ans is not None:
-                    answer, confidence = edge_ans.answer, self.calibration.correct.predict(edge_ans.features)
+                if edge_ans is not None:  # the edge's own choice: its answer, or "no answer"
+                    own, _ = self.calibration.edge_values(edge_ans.features)
+                    if own.score >= self.calibration.edge.threshold:
+                        answer, confidence = edge_ans.answer, own.answer
+                    else:
+                        tier, answer, confidence = "abstain", "", own.abstain
                 else:  # redirected because no edge could read it, and the cloud failed: no answer
                     tier, answer, confidence = "abstain", "", 0.0
             else:
                 self.breaker.record(True)
-                tier, confidence = "cloud", reply.confidence
-                answer = verify_answer(reply.answer, reply.confidence, reply.p_answerable, q,
-                                       [p["text"] for p in passages_up], self.calibration.thresholds)
+                answer, valued = keep_cloud_answer(
+                    self.calibration, q, retrieved_scores(q, retrieved), reply.reading,
+                    edge_ans.features if edge_ans is not None else None, edge_ans.answer if edge_ans is not None else "")
+                tier, confidence = "cloud", (valued.answer if answer else valued.abstain)
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
@@ -272,13 +285,13 @@ class Cascade:
                 if dispatch is not None and dispatch.get("redirected"):
                     dispatch["cloud_cost_usd"] = round(redirect_cost_usd(reply.usage, *self.prices), 8)
         elif decision.route == "abstain":
-            tier, answer = "abstain", ""
+            tier, answer, confidence = "abstain", "", signals.abstain_value
         else:
             assert edge_ans is not None
             answer = edge_ans.answer
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         decision_out = {
-            "route": "edge" if degraded else decision.route,
+            "route": tier if degraded else decision.route,  # the edge's own choice: its answer or "no answer"
             "reason": reason,
             "confidence": round(decision.confidence, 4),
             "threshold": round(decision.threshold, 4),
@@ -287,7 +300,9 @@ class Cascade:
             "degraded": degraded,
             "over_budget": decision.over_budget,
             "policy": pol.name,
-            "p_unanswerable": round(signals.p_unanswerable, 4),
+            "p_unanswerable": round(signals.abstain_value, 4),
+            "values": {"answer": round(signals.answer_value, 4), "abstain": round(signals.abstain_value, 4),
+                       "escalate": round(signals.escalate_value, 4)},
         }
         return AskResult(
             question=q, answer=answer, tier=tier, confidence=round(float(confidence), 4), passages=passages,
@@ -314,28 +329,14 @@ class Cascade:
         )
 
 
-def verify_answer(answer: str, confidence: float, p_answerable: float, question: str, texts: list[str],
-                  gate: dict[str, float]) -> str:
-    """The cloud's answer if it stands: its model says the passages state it (p(answerable) at or
-    above ``gate["cloud_min_answerable"]``), its confidence is at or above
-    ``gate["cloud_min_confidence"]`` (both chosen on the calibration split), and it is grounded —
-    a span of a passage sent up, or contains one. Else '' (the cloud abstains).
+def passages_up(documents: list[Document]) -> list[dict[str, Any]]:
+    """The passages as the cloud client takes them: id, title, text."""
+    return [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in documents]
 
-    SQuAD-style answers are spans of the passages; an ungrounded reply is most often a
-    hallucination (BENCHMARKS.md, cascade table).
-    """
-    if not answer or confidence < gate.get("cloud_min_confidence", 0.0):
-        return ""
-    if p_answerable < gate.get("cloud_min_answerable", 0.0):
-        return ""
-    extracted = extract_answer_span(answer, question, texts)  # trims words that only echo the question
-    if extracted:
-        return extracted
-    for t in texts:
-        span = find_span(answer, t)
-        if span:
-            return t[span[0] : span[1]]
-    return ""
+
+def retrieved_scores(question: str, retrieved: Retrieved) -> list[PassageScore]:
+    """The retrieved passages' scores, in the order they are read and sent up."""
+    return passage_scores(question, retrieved.documents)
 
 
 def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:

@@ -36,4 +36,4 @@ class AnswererClient:
         # The edge's own stages share these names: prefix them on the cloud side.
         timings = {(f"cloud_{k}" if k in ("generate", "prefill", "decode") else k): v for k, v in out["timings"].items()}
         return CloudReply(out["answer"], out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],
-                          self.sent(question, passages), out.get("model", ""), out["p_answerable"])
+                          self.sent(question, passages), out["model"], out["p_answerable"], out["reading"])

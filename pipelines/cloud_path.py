@@ -32,7 +32,7 @@ def cloud_answerer_from(settings: Settings) -> CloudAnswerer:
         connect_timeout_s=settings.cloud_connect_timeout_s,
         read_timeout_s=settings.cloud_read_timeout_s,
         retries=settings.cloud_retries,
-        passage_chars=settings.cloud_passage_chars,
+        passage_chars=settings.passage_chars,
         max_tokens=settings.cloud_max_tokens,
         # The backend's context (the embedded one's, ECQA_CLOUD_N_CTX): passages are cut to fit it.
         max_prompt_chars=prompt_char_limit(settings.cloud_n_ctx, settings.cloud_max_tokens),

@@ -83,7 +83,7 @@ def edge_reader_for(settings: Settings, n_threads: int | None = None) -> EdgeRea
         kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024,
         kv_type=settings.kv_type,
     )
-    return EdgeReader(EdgePromptBuilder(passage_chars=settings.slm_passage_chars), generator, AnswerParser())
+    return EdgeReader(EdgePromptBuilder(passage_chars=settings.passage_chars), generator, AnswerParser())
 
 
 class EdgeQA:
@@ -219,6 +219,7 @@ class EdgeQA:
         pipe.connect("retriever.documents", "parser.documents")
         pipe.connect("prompt_builder.passages", "generator.passages")
         pipe.connect("generator.reply", "parser.reply")
+        pipe.connect("generator.answer", "parser.answer")
         pipe.connect("generator.token_logprobs", "parser.token_logprobs")
         return pipe
 

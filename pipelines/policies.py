@@ -1,8 +1,9 @@
 """Routing policies: a tiny ABC and a name -> class registry.
 
-Each policy turns the signals of one edge answer into a score in [0, 1] and routes on it:
-answer on the edge, escalate to the cloud, or abstain on the edge (answer "" with no cloud
-call). Thresholds come from the calibration file (`make calibrate`), never typed in.
+Each policy turns what the fitted models say of one question (:class:`Signals`: the expected F1 of
+answering on the edge, of abstaining, of escalating) into a score in [0, 1] and routes on it:
+answer on the edge, escalate to the cloud, or abstain on the edge (answer "" with no cloud call).
+Thresholds come from the calibration file (`make calibrate`), never typed in.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any, ClassVar
 from pipelines.errors import PipelineError
 
 ROUTES = ("edge", "cloud", "abstain", "cache")
-# An abstain gate above every probability: the policy never abstains (eval/calibrate.py's "off").
-ABSTAIN_OFF = 1.01
+# The evaluation's sweep escalates every question at a threshold just above 1.
+THRESHOLD_MAX = 1.0 + 1e-9
 
 
 def check_threshold(value: Any, name: str = "threshold", upper: float = 1.0) -> float:
@@ -37,22 +38,35 @@ def check_threshold(value: Any, name: str = "threshold", upper: float = 1.0) -> 
 
 @dataclass(frozen=True)
 class Signals:
-    """What a policy knows about one question after the edge answered it.
+    """What a policy knows about one question after the edge read it (expected F1 of each action).
 
-    :param p_correct: calibrated probability that the edge answer is right.
-    :param p_unanswerable: calibrated probability that the collection holds no answer.
-    :param p_gain: learned probability that the cloud's answer scores higher than the edge's.
+    :param answer_value: expected F1 if the edge's answer stands (p(answerable) x its expected F1).
+    :param abstain_value: expected F1 if the edge says "no answer" (p(unanswerable)).
+    :param escalate_value: expected F1 of the cloud's final outcome if escalated.
     :param predicted_total_ms: predicted end-to-end time if escalated.
     :param budget_ms: the latency budget Tmax.
     :param cloud_available: a cloud is configured and its circuit breaker lets calls through.
     """
 
-    p_correct: float
-    p_unanswerable: float
-    p_gain: float
+    answer_value: float
+    abstain_value: float
+    escalate_value: float
     predicted_total_ms: float
     budget_ms: float
     cloud_available: bool = True
+
+    @property
+    def answer_score(self) -> float:
+        """What the edge's answer gains over "no answer" (expected F1, from -1 to 1) mapped to [0, 1]:
+        answering is the better bet above 0.5."""
+        return (1.0 + self.answer_value - self.abstain_value) / 2.0
+
+    @property
+    def escalate_score(self) -> float:
+        """What escalating gains over the edge's better option, mapped to [0, 1]: escalating gains above
+        0.5. A gain, not a ratio: under a cap on cloud calls the questions worth escalating are those that
+        gain the most F1 each."""
+        return (1.0 + self.escalate_value - max(self.answer_value, self.abstain_value)) / 2.0
 
 
 @dataclass(frozen=True)
@@ -73,19 +87,18 @@ class Policy(ABC):
     """A routing policy.
 
     :param threshold: the score threshold of this policy.
-    :param abstain_threshold: p_unanswerable at or above which the edge abstains (cascade-style
-        policies only).
+    :param answer_threshold: the edge answers (rather than abstain) when its answer score
+        (:attr:`Signals.answer_score`) is at least this (policies that answer on the edge).
     """
 
     name: ClassVar[str]
     uses_cloud: ClassVar[bool] = True
 
-    def __init__(self, threshold: float = 0.5, abstain_threshold: float = ABSTAIN_OFF) -> None:
-        # Up to ABSTAIN_OFF: a value above every score is how code says "never" (the evaluation's sweep
-        # escalates all at 1 + 1e-9). What users type is checked against [0, 1] where it enters
-        # (pipelines.answer.check_ask_options, Calibration.load).
-        self.threshold = check_threshold(threshold, upper=ABSTAIN_OFF)
-        self.abstain_threshold = check_threshold(abstain_threshold, "abstain threshold", upper=ABSTAIN_OFF)
+    def __init__(self, threshold: float = 0.5, answer_threshold: float = 0.5) -> None:
+        # Up to THRESHOLD_MAX: the evaluation's sweep escalates every question just above 1. What users
+        # type is checked against [0, 1] where it enters (pipelines.answer.check_ask_options).
+        self.threshold = check_threshold(threshold, upper=THRESHOLD_MAX)
+        self.answer_threshold = check_threshold(answer_threshold, "answer threshold")
 
     @abstractmethod
     def score(self, s: Signals) -> float:
@@ -103,27 +116,29 @@ class Policy(ABC):
             return Decision("edge", f"{why}; cloud unavailable → edge answer kept", score, threshold)
         return Decision("cloud", f"{why} → escalated", score, threshold)
 
-    def _abstains(self, s: Signals) -> bool:
-        return s.p_unanswerable >= self.abstain_threshold
-
-    def _abstain(self, score: float, threshold: float, s: Signals) -> Decision:
-        return Decision("abstain", f"p(unanswerable) {s.p_unanswerable:.2f} ≥ {self.abstain_threshold:.2f} → abstained",
-                        score, threshold)
+    def _on_edge(self, score: float, threshold: float, s: Signals, why: str = "", answer_at: float | None = None) -> Decision:
+        """The edge's own choice: its answer when that is the better bet (its answer score at least
+        ``answer_at``, default :attr:`answer_threshold`), else "no answer"."""
+        answer = s.answer_score
+        at = self.answer_threshold if answer_at is None else answer_at
+        lead = f"{why}; " if why else ""
+        if answer >= at:
+            return Decision("edge", f"{lead}answer {answer:.2f} ≥ {at:.2f} → edge answer kept", score, threshold)
+        return Decision("abstain", f"{lead}answer {answer:.2f} < {at:.2f} → abstained", score, threshold)
 
 
 class EdgePolicy(Policy):
-    """The edge answers alone: its answer, or an abstention when the evidence says unanswerable."""
+    """The edge answers alone: its answer, or "no answer" when abstaining is the better bet."""
 
     name = "edge"
     uses_cloud = False
 
     def score(self, s: Signals) -> float:
-        return s.p_correct
+        return s.answer_score
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
-        if self._abstains(s):
-            return self._abstain(score, threshold, s)
-        return Decision("edge", "edge policy: never escalates", score, threshold)
+        # Its own threshold is the answer threshold (--threshold sets it).
+        return self._on_edge(score, threshold, s, "edge policy: never escalates", answer_at=threshold)
 
 
 class CloudPolicy(Policy):
@@ -132,26 +147,28 @@ class CloudPolicy(Policy):
     name = "cloud"
 
     def score(self, s: Signals) -> float:
-        return s.p_correct
+        return s.escalate_score
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
+        if not s.cloud_available:
+            return self._on_edge(score, threshold, s, "cloud policy; cloud unavailable")
         return self._escalate(score, threshold, s, "cloud policy: always escalates")
 
 
 class CascadePolicy(Policy):
-    """Abstain when the evidence says unanswerable, keep a confident edge answer, else escalate."""
+    """Escalate when what the cloud's expected F1 gains over the edge's better option clears the calibrated
+    threshold (chosen under the cloud-call cap); else the edge answers or abstains, whichever is worth more."""
 
     name = "cascade"
 
     def score(self, s: Signals) -> float:
-        return s.p_correct
+        return s.escalate_score
 
     def route(self, score: float, threshold: float, s: Signals) -> Decision:
-        if self._abstains(s):
-            return self._abstain(score, threshold, s)
-        if score >= threshold:
-            return Decision("edge", f"confidence {score:.2f} ≥ {threshold:.2f} → edge answer kept", score, threshold)
-        return self._escalate(score, threshold, s, f"confidence {score:.2f} < {threshold:.2f}")
+        if score >= threshold and s.cloud_available:
+            return Decision("cloud", f"cloud {score:.2f} ≥ {threshold:.2f} → escalated", score, threshold)
+        why = f"cloud {score:.2f} < {threshold:.2f}" if score < threshold else f"cloud {score:.2f}; cloud unavailable"
+        return self._on_edge(score, threshold, s, why)
 
 
 class LatencyPolicy(CascadePolicy):
@@ -164,26 +181,18 @@ class LatencyPolicy(CascadePolicy):
         if d.route != "cloud":
             return d
         if s.predicted_total_ms > s.budget_ms:
-            return Decision("edge", f"confidence {score:.2f} < {threshold:.2f} but predicted {s.predicted_total_ms:.0f} ms "
-                                    f"> budget {s.budget_ms:.0f} ms → edge answer kept", score, threshold, over_budget=True)
-        return Decision("cloud", f"confidence {score:.2f} < {threshold:.2f}; predicted {s.predicted_total_ms:.0f} ms "
+            edge = self._on_edge(score, threshold, s, f"cloud {score:.2f} ≥ {threshold:.2f} but predicted "
+                                                      f"{s.predicted_total_ms:.0f} ms > budget {s.budget_ms:.0f} ms")
+            return Decision(edge.route, edge.reason, score, threshold, over_budget=True)
+        return Decision("cloud", f"cloud {score:.2f} ≥ {threshold:.2f}; predicted {s.predicted_total_ms:.0f} ms "
                                  f"within budget {s.budget_ms:.0f} ms → escalated", score, threshold)
 
 
-class LearnedPolicy(Policy):
-    """A logistic regression over all features predicts whether escalating improves the answer."""
+class LearnedPolicy(CascadePolicy):
+    """The cascade without a cloud-call cap: escalate whenever the cloud's expected F1 beats the edge's
+    best option (threshold 0.5 on the same score)."""
 
     name = "learned"
-
-    def score(self, s: Signals) -> float:
-        return s.p_gain
-
-    def route(self, score: float, threshold: float, s: Signals) -> Decision:
-        if self._abstains(s):
-            return self._abstain(score, threshold, s)
-        if score >= threshold:
-            return self._escalate(score, threshold, s, f"p(cloud better) {score:.2f} ≥ {threshold:.2f}")
-        return Decision("edge", f"p(cloud better) {score:.2f} < {threshold:.2f} → edge answer kept", score, threshold)
 
 
 REGISTRY: dict[str, type[Policy]] = {p.name: p for p in (EdgePolicy, CloudPolicy, CascadePolicy, LatencyPolicy, LearnedPolicy)}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.calibration import Valued
 from pipelines.latency import LatencyModel
 from pipelines.policies import Decision, Policy, Signals
 
-# A question the edge model did not read (the cloud policy escalates before it runs): nothing
-# says the edge is right, nothing says the collection lacks the answer, the cloud gains.
-NO_EDGE_SCORES = (0.0, 0.0, 1.0)
+# A question the edge model did not read (the cloud policy escalates before it runs): neither of the
+# edge's options is worth anything, the cloud's outcome is all there is.
+NO_EDGE_VALUES = (0.0, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,17 @@ class CascadeRouter:
     def __init__(self, latency: LatencyModel) -> None:
         self.latency = latency
 
-    def route(self, policy: Policy, scores: tuple[float, float, float] | None, edge_ms: float, bytes_up: int,
+    def route(self, policy: Policy, values: tuple[Valued, float] | None, edge_ms: float, bytes_up: int,
               budget_ms: float, cloud_available: bool) -> Routed:
         """Decide for one question.
 
-        :param scores: (p_correct, p_unanswerable, p_gain) from the calibration, or None when the
-            edge model did not read the question.
+        :param values: what the fitted models say of the edge's reading (:meth:`Calibration.edge_values`:
+            the values of answering and abstaining, the expected F1 if escalated), or None when the edge
+            model did not read the question.
         :param edge_ms: what the edge has spent so far (the T_edge of the prediction).
         :param bytes_up: the size of the cloud request if escalated (the S of S/B).
         """
         predicted = self.latency.predict(edge_ms, bytes_up).total_ms
-        signals = Signals(*(scores or NO_EDGE_SCORES), predicted, budget_ms, cloud_available)
+        edge = NO_EDGE_VALUES if values is None else (values[0].answer, values[0].abstain, values[1])
+        signals = Signals(*edge, predicted, budget_ms, cloud_available)
         return Routed(policy.decide(signals), signals)

@@ -23,6 +23,7 @@ import os
 import struct
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,3 +196,57 @@ class PassageStateStore:
 
     def __len__(self) -> int:
         return len(self._entries())
+
+
+class MemoryStateStore:
+    """States in this process's memory, least recently used first out past ``budget_bytes``: the
+    embedded cloud backend's passage cache (its states are the cloud model's, used by this process only).
+
+    :param budget_bytes: the most bytes of states kept; 0 = keep nothing.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = max(0, int(budget_bytes))
+        self.stats = StoreStats()
+        self._states: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._states.get(key)
+            if data is None:
+                self.stats.misses += 1
+                return None
+            self._states.move_to_end(key)
+            self.stats.hits += 1
+            return data
+
+    def put(self, key: str, payload: bytes) -> bool:
+        if len(payload) > self.budget_bytes:
+            return False
+        with self._lock:
+            old = self._states.pop(key, None)
+            self._bytes -= len(old) if old is not None else 0
+            self._states[key] = payload
+            self._bytes += len(payload)
+            self.stats.writes += 1
+            while self._bytes > self.budget_bytes:
+                _, gone = self._states.popitem(last=False)
+                self._bytes -= len(gone)
+                self.stats.evictions += 1
+        return True
+
+    def discard(self, key: str, why: str) -> None:
+        with self._lock:
+            gone = self._states.pop(key, None)
+            if gone is not None:
+                self._bytes -= len(gone)
+                self.stats.corrupt += 1
+        logger.warning("passage cache: a state was refused (%s) — the passage is prefilled again", why)
+
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._states)

@@ -10,6 +10,7 @@ n_ctx 2048); here only the last row is read (``_ctx.get_logits_ith(-1)``).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import logging
 import os
@@ -22,21 +23,27 @@ from typing import Any
 
 import numpy as np
 
+from reading import passages as passage_reading
 from reading.errors import ReadingError
-from reading.kv_store import PassageStateStore, state_key
+from reading.kv_store import MemoryStateStore, PassageStateStore, state_key
 from reading.llama_runtime import load_backends
 from reading.models import model_sha256
+from reading.passages import NO_VERIFY, PassageReading, PassageSignals, Step, rounded
 from reading.prompts import (
+    ANSWER,
     BASE_STOP,
+    PROBE,
     PROBE_TOP_LOGPROBS,
+    QUESTION_MARKER,
     Passage,
-    answer_messages,
-    base_answer_prompt,
-    base_probe_prompt,
+    Task,
+    base_prompt,
+    messages,
+    no_answer_logit,
     one_line,
     p_yes,
-    probe_messages,
 )
+from reading.text import find_span, parse_answer
 
 logger = logging.getLogger(__name__)
 
@@ -67,32 +74,45 @@ class Generation:
 
 @dataclass(frozen=True)
 class Reading:
-    """A model's reading of passages for a question: its reply and p(answerable)."""
+    """A model's reading of passages for a question: every passage's signals and the chosen answer.
 
-    reply: str
-    token_logprobs: tuple[float, ...]
-    p_answerable: float
-    prompt_tokens: int  # the answer prompt's length
-    prefilled_tokens: int  # tokens actually evaluated for probe and answer (the rest came from the KV cache)
-    cached_prompt_tokens: int  # of the probe prompt, reused from the previous question
-    completion_tokens: int
+    :param passages: the per-passage reading (:mod:`reading.passages`); the joint reading is one entry.
+    :param kv: per passage, where its prefix state came from ("hit": the store, "miss": prefilled,
+        "live": already in the cache); empty for the joint reading.
+    """
+
+    passages: PassageReading
+    prompt_tokens: int  # every step's prompt, as if nothing were cached
+    prefilled_tokens: int  # tokens actually evaluated (the rest came from the KV cache or the store)
+    cached_prompt_tokens: int  # passage prefix tokens restored or already live
     timings: dict[str, float] = field(default_factory=dict)
-    # Per-passage reading: each passage's p(answerable), the one answered from, and where each
-    # passage's prefix state came from ("hit": the store, "miss": prefilled, "live": already in the cache).
-    passage_p_answerable: tuple[float, ...] = ()
-    chosen: int = -1
     kv: tuple[str, ...] = ()
+
+    @property
+    def reply(self) -> str:
+        return self.passages.reply
+
+    @property
+    def token_logprobs(self) -> tuple[float, ...]:
+        return self.passages.token_logprobs
+
+    @property
+    def p_answerable(self) -> float:
+        return self.passages.p_answerable
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.passages.completion_tokens
 
 
 @dataclass(frozen=True)
 class PassagePrompt:
-    """One passage's prompts split where the question starts: the prefix (system + passage) is
-    known before any question, so its KV state can be stored; the suffixes are the question with
-    the probe's yes/no question or with the answer cue."""
+    """One passage's prompt for one task, split where the question starts: the prefix (system +
+    passage) is known before any question, so its KV state can be stored; the suffix is the
+    question and the task."""
 
     prefix: str
-    probe_suffix: str
-    answer_suffix: str
+    suffix: str
 
 
 class LlamaReader:
@@ -199,16 +219,27 @@ class LlamaReader:
     def _piece(self, token: int) -> str:
         return str(self._llm.detokenize([token]).decode("utf-8", errors="ignore"))
 
-    def generate(self, prompt: str, max_tokens: int, stop: Sequence[str] = (), top_logprobs: int = 0) -> Generation:
+    def generate(self, prompt: str, max_tokens: int, stop: Sequence[str] = (), top_logprobs: int = 0,
+                 prefix_store: PassageStateStore | MemoryStateStore | None = None) -> Generation:
         """Greedy completion of a rendered prompt.
+
+        With a ``prefix_store``, a prompt laid out as the reading lays it out (a passage, then
+        ``Question: …`` and the task) has the state of its part before the question restored from the
+        store, or prefilled and stored: the embedded cloud backend's passage cache, the edge's reading
+        of stored passage states over HTTP.
 
         :raises PromptTooLongError: the prompt and ``max_tokens`` do not fit the context window.
         """
-        tokens = self.tokenize(prompt)
+        self.warm_up()
+        cut = prompt.rfind(QUESTION_MARKER) if prefix_store is not None else -1
         with self._lock:
-            return self._generate(tokens, max_tokens, tuple(stop), top_logprobs)
+            if cut > 0:
+                return self._prefixed(prompt[:cut], prompt[cut:], max_tokens, tuple(stop), top_logprobs, None,
+                                      prefix_store, {}, _stage_times())[0]
+            return self._generate(self.tokenize(prompt), max_tokens, tuple(stop), top_logprobs)
 
-    def _generate(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...], top_k: int) -> Generation:
+    def _generate(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...], top_k: int,
+                  top_steps: int | None = None) -> Generation:
         llm = self._llm
         if len(tokens) + max_tokens > self.n_ctx:
             # The wording is the one cloud.backend.context_error recognises (a 413, not a backend failure).
@@ -233,7 +264,7 @@ class LlamaReader:
         for step in range(max_tokens):
             lp = self._last_logprobs()
             tok = int(lp.argmax())
-            if top_k:
+            if top_k and (top_steps is None or step < top_steps):
                 tops.append(self._top(lp, top_k))
             if tok in self._stop_ids:
                 finish = "stop"
@@ -288,36 +319,43 @@ class LlamaReader:
         return len(tokens) / max(t1 - t0, 1e-9), gen_tokens / max(t2 - t1, 1e-9)
 
     # --- reading ----------------------------------------------------------------------------
+    def task_prompt(self, question: str, passages: Sequence[Passage], task: Task) -> str:
+        """The rendered prompt of ``task`` over ``passages`` in this model's prompt family."""
+        if self.family == "chat":
+            return self.render(messages(question, passages, task))
+        return base_prompt(question, passages, task)
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Stop strings of an answer (a base model's completion stops at the end of its line)."""
+        return () if self.family == "chat" else BASE_STOP
+
     def read(self, question: str, passages: Sequence[Passage], max_tokens: int) -> Reading:
-        """Probe answerability, then answer, over one shared prefill of passages and question.
+        """The joint reading (all passages in one prompt): the probe, then the answer, over one
+        shared prefill of the passages and the question. Nothing to verify against: no check.
 
         :raises PromptTooLongError: the passages do not fit the context window.
         """
         self.warm_up()
-        if self.family == "chat":
-            probe_prompt = self.render(probe_messages(question, passages))
-            answer_prompt = self.render(answer_messages(question, passages))
-            stop: tuple[str, ...] = ()
-        else:
-            probe_prompt = base_probe_prompt(question, passages)
-            answer_prompt = base_answer_prompt(question, passages)
-            stop = BASE_STOP
         with self._lock:
             t0 = time.perf_counter()
-            probe = self._generate(self.tokenize(probe_prompt), 1, (), PROBE_TOP_LOGPROBS)
+            probe = self._generate(self.tokenize(self.task_prompt(question, passages, PROBE)), 1, (), PROBE_TOP_LOGPROBS)
+            ans = self._generate(self.tokenize(self.task_prompt(question, passages, ANSWER)), max_tokens, self.stop,
+                                 PROBE_TOP_LOGPROBS, top_steps=1)
             t1 = time.perf_counter()
-            ans = self._generate(self.tokenize(answer_prompt), max_tokens, stop, 0)
-        return Reading(
-            reply=ans.text,
-            token_logprobs=ans.token_logprobs,
-            p_answerable=round(p_yes(probe.top_logprobs[0] if probe.top_logprobs else None), 6),
-            prompt_tokens=ans.prompt_tokens,
-            prefilled_tokens=(probe.prompt_tokens - probe.cached_prompt_tokens) + (ans.prompt_tokens - ans.cached_prompt_tokens),
-            cached_prompt_tokens=probe.cached_prompt_tokens,
-            completion_tokens=len(ans.token_logprobs),
-            timings={"probe": (t1 - t0) * 1000.0, "prefill": probe.prefill_ms + ans.prefill_ms,
-                     "decode": ans.decode_ms + probe.decode_ms},
-        )
+        texts = [p.text for p in passages]
+        answer = parse_answer(ans.text, question, texts)
+        signals = PassageSignals(
+            p_yes=round(p_yes(probe.top_logprobs[0] if probe.top_logprobs else None), 6), reply=ans.text,
+            answer=answer, token_logprobs=rounded(ans.token_logprobs),
+            no_answer_logit=round(no_answer_logit(ans.top_logprobs[0] if ans.top_logprobs else None), 5),
+            is_span=bool(answer) and any(find_span(answer, t) for t in texts))
+        prefilled = (probe.prompt_tokens - probe.cached_prompt_tokens) + (ans.prompt_tokens - ans.cached_prompt_tokens)
+        reading = PassageReading((signals,), 0, NO_VERIFY, probe.prompt_tokens + ans.prompt_tokens, prefilled,
+                                 len(ans.token_logprobs))
+        return Reading(reading, probe.prompt_tokens + ans.prompt_tokens, prefilled, probe.cached_prompt_tokens,
+                       {"prefill": probe.prefill_ms + ans.prefill_ms, "decode": ans.decode_ms + probe.decode_ms,
+                        "read": (t1 - t0) * 1000.0})
 
     # --- per-passage reading over stored prefix states -------------------------------------
     @property
@@ -327,21 +365,15 @@ class LlamaReader:
             self._model_sha256 = model_sha256(self.model_path)
         return self._model_sha256
 
-    def passage_prompt(self, question: str, passage: Passage) -> PassagePrompt:
-        """One passage's probe and answer prompts, split where the question starts."""
+    def passage_prompt(self, question: str, passage: Passage, task: Task = ANSWER) -> PassagePrompt:
+        """One passage's prompt for ``task``, split where the question starts."""
         self.warm_up()
-        if self.family == "chat":
-            probe = self.render(probe_messages(question, [passage]))
-            answer = self.render(answer_messages(question, [passage]))
-        else:
-            probe = base_probe_prompt(question, [passage])
-            answer = base_answer_prompt(question, [passage])
-        marker = "Question: " + one_line(question)
-        cut_p, cut_a = probe.rfind(marker), answer.rfind(marker)
-        if cut_p < 0 or cut_a < 0 or probe[:cut_p] != answer[:cut_a]:
+        prompt = self.task_prompt(question, [passage], task)
+        cut = prompt.rfind(QUESTION_MARKER + one_line(question))
+        if cut < 0:
             raise ReadingError(f"{self.name}: the prompt does not put the passage before the question — "
                                "read the passages jointly (ECQA_SLM_READING=joint)")
-        return PassagePrompt(answer[:cut_a], probe[cut_p:], answer[cut_a:])
+        return PassagePrompt(prompt[:cut], prompt[cut:])
 
     def state_key(self, prefix: str) -> str:
         """The store key of a prefix's state: model, template, KV cache type and the prefix itself."""
@@ -388,7 +420,7 @@ class LlamaReader:
             n += 1
         return n
 
-    def _load_prefix(self, tokens: list[int], key: str, store: PassageStateStore | None,
+    def _load_prefix(self, tokens: list[int], key: str, store: PassageStateStore | MemoryStateStore | None,
                      memo: dict[str, bytes], t: dict[str, float]) -> str:
         """Put a prefix's KV state in the cache: "live" (already there), "hit" (this read's copy or the
         store), or "miss" (prefilled, then stored)."""
@@ -419,7 +451,7 @@ class LlamaReader:
         memo[key] = state
         if store is not None:
             store.put(key, state)
-        t["store"] += (time.perf_counter() - t2) * 1000.0
+        t["kv_store"] += (time.perf_counter() - t2) * 1000.0
         return "miss"
 
     def prepare(self, passages: Sequence[Passage], store: PassageStateStore) -> list[str]:
@@ -434,14 +466,38 @@ class LlamaReader:
                 if store.path(key).exists():
                     out.append("hit")
                     continue
-                t = {"restore": 0.0, "prefill": 0.0, "prefilled": 0.0, "store": 0.0}
-                out.append(self._load_prefix(self._prefix_tokens(prefix), key, store, {}, t))
+                out.append(self._load_prefix(self._prefix_tokens(prefix), key, store, {}, _stage_times()))
         return out
+
+    def _prefixed(self, prefix: str, suffix: str, max_tokens: int, stop: tuple[str, ...], top_k: int, top_steps: int,
+                  store: PassageStateStore | MemoryStateStore | None, memo: dict[str, bytes],
+                  t: dict[str, float]) -> tuple[Generation, str]:
+        """Generate from [prefix + suffix] with the prefix's state loaded first (live, restored or prefilled
+        and stored). Holds the lock. :returns: the generation and where the prefix state came from."""
+        toks = self._prefix_tokens(prefix)
+        suffix_toks = self._suffix_tokens(suffix)
+        if len(toks) + len(suffix_toks) + max_tokens > self.n_ctx:
+            # The wording is the one cloud.backend.context_error recognises (a 413, not a backend failure).
+            raise PromptTooLongError(
+                f"the prompt has {len(toks) + len(suffix_toks)} tokens; with max_tokens {max_tokens} it exceeds the "
+                f"context window {self.n_ctx} — send fewer or shorter passages")
+        loaded = dict(t)
+        source = self._load_prefix(toks, self.state_key(prefix), store, memo, t)
+        gen = self._generate(toks + suffix_toks, max_tokens, stop, top_k, top_steps)
+        t["prefill"] += gen.prefill_ms
+        t["prefilled"] += gen.prompt_tokens - gen.cached_prompt_tokens
+        t["decode"] += gen.decode_ms
+        # As the whole prompt's: the prefix's restore or prefill (and storing it) count as prefill time, and
+        # prefix tokens prefilled just now are not "cached".
+        load_ms = sum(t[k] - loaded[k] for k in ("restore", "kv_store")) + (t["prefill"] - loaded["prefill"])
+        return dataclasses.replace(gen, prefill_ms=load_ms,
+                                   cached_prompt_tokens=gen.cached_prompt_tokens - int(t["prefilled"] - loaded["prefilled"])
+                                   + (gen.prompt_tokens - gen.cached_prompt_tokens)), source
 
     def read_each(self, question: str, passages: Sequence[Passage], max_tokens: int,
                   store: PassageStateStore | None = None) -> Reading:
-        """Read each passage on its own: restore its [system + passage] state (or prefill it), prefill
-        only the question with the yes/no probe, and answer from the passage with the highest p(yes).
+        """Read each passage on its own (:func:`reading.passages.read_each`): restore its [system +
+        passage] state (or prefill and store it), then prefill only the question and the task.
 
         Attention stays exact (no stitching of chunk caches); only the point where the prefill is split
         differs from a full prefill of that passage's prompt (same answer on 94.5% of `make bench-kv`'s
@@ -452,55 +508,28 @@ class LlamaReader:
         self.warm_up()
         if not passages:
             return self.read(question, passages, max_tokens)
-        prompts = [self.passage_prompt(question, p) for p in passages]
-        stop = () if self.family == "chat" else BASE_STOP
-        t: dict[str, float] = {"restore": 0.0, "prefill": 0.0, "prefilled": 0.0, "store": 0.0}
+        t = _stage_times()
         memo: dict[str, bytes] = {}
-        scores = [0.0] * len(prompts)
-        kv = [""] * len(prompts)
+        kv: dict[int, str] = {}
+
+        def step(i: int, task: Task, n: int) -> Step:
+            pp = self.passage_prompt(question, passages[i], task)
+            before = t["prefilled"]
+            gen, source = self._prefixed(pp.prefix, pp.suffix, n, self.stop if task.kind == "answer" else (),
+                                         PROBE_TOP_LOGPROBS, 1, store, memo, t)
+            kv.setdefault(i, source)
+            return Step(gen.text, gen.token_logprobs, gen.top_logprobs[0] if gen.top_logprobs else {},
+                        gen.prompt_tokens, int(t["prefilled"] - before))
+
         with self._lock:
-            llm = self._llm
             t0 = time.perf_counter()
-            prefixes = [self._prefix_tokens(pp.prefix) for pp in prompts]
-            keys = [self.state_key(pp.prefix) for pp in prompts]
-            # The top-ranked passage last: when it is also the best, its cache already holds the
-            # question, and the answer prefills only its cue.
-            for i in reversed(range(len(prompts))):
-                toks = prefixes[i]
-                probe = self._suffix_tokens(prompts[i].probe_suffix)
-                if len(toks) + len(probe) + max_tokens > self.n_ctx:
-                    raise PromptTooLongError(
-                        f"a passage's prompt has {len(toks) + len(probe)} tokens; with max_tokens {max_tokens} it "
-                        f"exceeds the context window {self.n_ctx} — send fewer or shorter passages")
-                kv[i] = self._load_prefix(toks, keys[i], store, memo, t)
-                t1 = time.perf_counter()
-                llm.n_tokens = len(toks)
-                llm.eval(probe)
-                t["prefill"] += (time.perf_counter() - t1) * 1000.0
-                t["prefilled"] += len(probe)
-                top = self._top(self._last_logprobs(), PROBE_TOP_LOGPROBS)
-                scores[i] = round(p_yes(top), 6)
-            t_probe = time.perf_counter()
-            best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-            self._load_prefix(prefixes[best], keys[best], None, memo, t)
-            answer_tokens = prefixes[best] + self._suffix_tokens(prompts[best].answer_suffix)
-            ans = self._generate(answer_tokens, max_tokens, stop, 0)
-        t["prefilled"] += ans.prompt_tokens - ans.cached_prompt_tokens
-        t["prefill"] += ans.prefill_ms
-        return Reading(
-            reply=ans.text,
-            token_logprobs=ans.token_logprobs,
-            p_answerable=max(scores),
-            prompt_tokens=sum(len(x) for x in prefixes) + ans.prompt_tokens - len(prefixes[best]),
-            prefilled_tokens=int(t["prefilled"]),
-            cached_prompt_tokens=sum(len(x) for x, k in zip(prefixes, kv, strict=True) if k != "miss"),
-            completion_tokens=len(ans.token_logprobs),
-            timings={"probe": (t_probe - t0) * 1000.0, "restore": t["restore"], "prefill": t["prefill"],
-                     "kv_store": t["store"], "decode": ans.decode_ms},
-            passage_p_answerable=tuple(scores),
-            chosen=best,
-            kv=tuple(kv),
-        )
+            reading = passage_reading.read_each(step, question, passages, max_tokens)
+            t1 = time.perf_counter()
+        sources = tuple(kv[i] for i in range(len(passages)))
+        # Every step's prompt counts; what was not evaluated came from a stored, restored or live state.
+        return Reading(reading, reading.prompt_tokens, int(t["prefilled"]), reading.prompt_tokens - int(t["prefilled"]),
+                       {"restore": t["restore"], "prefill": t["prefill"], "kv_store": t["kv_store"],
+                        "decode": t["decode"], "read": (t1 - t0) * 1000.0}, sources)
 
     def _top(self, lp: np.ndarray, k: int) -> dict[str, float]:
         best = np.argpartition(-lp, k)[:k]
@@ -509,3 +538,7 @@ class LlamaReader:
             piece = self._piece(int(tok))
             top[piece] = float(np.logaddexp(top[piece], lp[tok])) if piece in top else float(lp[tok])
         return top
+
+
+def _stage_times() -> dict[str, float]:
+    return {"restore": 0.0, "prefill": 0.0, "prefilled": 0.0, "kv_store": 0.0, "decode": 0.0}

@@ -38,7 +38,9 @@ def find_span(answer: str, passage: str) -> tuple[int, int] | None:
     for cand in candidates:
         if not cand:
             continue
-        start = hay.find(cand.lower())
+        start = passage.find(cand)  # the same case first: "Steam" at a sentence start is not "steam"
+        if start < 0:
+            start = hay.find(cand.lower())
         if start >= 0:
             return start, start + len(cand)
     return None
@@ -118,13 +120,40 @@ def is_no_answer(text: str) -> bool:
     return not text or bool(_NO_ANSWER.search(text.lower()))
 
 
+def verbatim_span(reply: str, passages: Sequence[str]) -> str | None:
+    """The passage text of ``reply`` when the reply (its first line, stripped; or without wrapping
+    quotes, a final period or a leading article, see :func:`find_span`) occurs verbatim in a passage."""
+    first = reply.strip().splitlines()[0].strip() if reply.strip() else ""
+    for candidate in (first, clean_reply(reply)):
+        if not candidate:
+            continue
+        for passage in passages:
+            span = find_span(candidate, passage)
+            if span is not None:
+                return passage[span[0] : span[1]]
+    return None
+
+
+def ground_answer(answer: str, question: str, passages: Sequence[str]) -> str | None:
+    """The passage span an answer stands for, or None when it is grounded in no passage.
+
+    A reply that occurs verbatim in a passage is the answer as it is ("A Turing machine" stays
+    whole, "T(n) = O(n2)" keeps its parentheses); only a sentence-style reply ("The capital is
+    Miret.") is cut down to the span that carries what the question lacks.
+    """
+    if not answer.strip():
+        return None
+    return verbatim_span(answer, passages) or extract_answer_span(clean_reply(answer), question, list(passages))
+
+
 def parse_answer(reply: str, question: str, passages: Sequence[str]) -> str:
-    """The answer in a model reply ('' = no answer): cleaned, and cut down to the passage span
-    that carries what the question lacks when the reply is a sentence or echoes the question."""
+    """The answer in a model reply ('' = no answer): a verbatim span of a passage as it is, else the
+    cleaned reply cut down to the passage span that carries what the question lacks (a sentence, or
+    a reply that echoes the question), else the cleaned reply."""
     text = clean_reply(reply)
     if is_no_answer(text):
         return ""
-    return extract_answer_span(text, question, list(passages)) or text
+    return ground_answer(reply, question, passages) or text
 
 
 def reply_confidence(token_logprobs: Sequence[float], is_span: bool, has_answer: bool) -> float:

@@ -125,13 +125,13 @@ def memory_store():
 
 @pytest.fixture(scope="session")
 def answering_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packaged calibration with both abstain gates off: for tests of plumbing (badges, the JSON
-    contract, queues) that need the edge to answer whatever the calibrated gate would say about a
-    made-up passage. Routing itself is tested against the packaged thresholds elsewhere."""
+    """The packaged calibration with the edge's answer threshold at 0 (the edge never abstains): for tests
+    of plumbing (badges, the JSON contract, queues) that need the edge to answer whatever the fitted models
+    would say about a made-up passage. Routing itself is tested against the packaged thresholds elsewhere."""
     from pipelines.calibration import DEFAULT_CALIBRATION
 
     data = json.loads(DEFAULT_CALIBRATION.read_text())
-    data["thresholds"].update({"abstain": 1.01, "edge_abstain": 1.01})
+    data["edge"]["threshold"] = 0.0
     path = tmp_path_factory.mktemp("calibration") / "answering.json"
     path.write_text(json.dumps(data))
     return path

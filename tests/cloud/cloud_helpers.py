@@ -33,10 +33,12 @@ class FakeOpenAI:
     """A tiny OpenAI-compatible server (``/v1/chat/completions`` and ``/v1/completions``) that
     records every request body in :attr:`calls`, in the order they came.
 
-    A request for one token with top logprobs is the gateway's answerability probe: its first
-    token is "Yes", with the top alternatives "Yes"/"No" in the ratio ``p_yes`` : ``1 - p_yes`` (and
-    a tenth of the mass on an unrelated token, which must not count). Any other request gets
-    ``text`` with ``logprobs``, in the format of the endpoint it came to.
+    A request for one token with top logprobs is a yes/no step of the gateway's reading — the
+    answerability probe, or the check of an answer: its first token is "Yes", with the top alternatives
+    "Yes"/"No" in the ratio ``p_yes`` : ``1 - p_yes`` (and a tenth of the mass on an unrelated token,
+    which must not count). Any other request is an answer: ``text`` with ``logprobs`` (and, when asked
+    for, the first token's top alternatives, "un" of "unanswerable" among them), in the format of the
+    endpoint it came to.
 
     :param text: the answer's text.
     :param logprobs: the answer's token logprobs.
@@ -108,11 +110,16 @@ class FakeOpenAI:
     @property
     def probe_calls(self) -> list[dict[str, Any]]:
         """The answerability probes among :attr:`calls`."""
-        return [c for c in self.calls if is_probe(c)]
+        return [c for c in self.calls if is_probe(c) and not is_verify(c)]
+
+    @property
+    def verify_calls(self) -> list[dict[str, Any]]:
+        """The checks of an answer ("does the passage state that X answers the question?")."""
+        return [c for c in self.calls if is_verify(c)]
 
     @property
     def answer_calls(self) -> list[dict[str, Any]]:
-        """The calls that are not probes: the answer requests."""
+        """The calls that are not yes/no steps: the answer requests."""
         return [c for c in self.calls if not is_probe(c)]
 
     def probe_top(self) -> dict[str, float]:
@@ -128,8 +135,10 @@ class FakeOpenAI:
             usage = {"prompt_tokens": self.PROBE_PROMPT_TOKENS, "completion_tokens": 1,
                      "prompt_tokens_details": {"cached_tokens": self.PROBE_CACHED_TOKENS}}
         else:
-            text, lps, tops = self.text, list(self.logprobs), []
+            text, lps = self.text, list(self.logprobs)
+            asked = body.get("top_logprobs") or (body.get("logprobs") if not isinstance(body.get("logprobs"), bool) else 0)
             tokens = _pieces(text, len(lps))
+            tops = [{tokens[0]: lps[0], "un": math.log(0.02)}] if asked and lps else []
             usage = {"prompt_tokens": self.ANSWER_PROMPT_TOKENS, "completion_tokens": len(lps)}
         if chat:
             alternatives = [[{"token": k, "logprob": v, "bytes": None} for k, v in top.items()] for top in tops]
@@ -140,7 +149,7 @@ class FakeOpenAI:
                       "logprobs": {"content": content} if body.get("logprobs") else None}
         else:
             logprobs: dict[str, Any] = {"token_logprobs": lps}
-            if probe:  # with the top alternatives asked for, the tokens come too
+            if tops:  # with the top alternatives asked for, the tokens come too
                 logprobs |= {"tokens": tokens, "top_logprobs": tops}
             choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": logprobs}
         return {"model": FAKE_MODEL, "choices": [choice], "usage": usage}
@@ -166,6 +175,12 @@ def is_probe(call: dict[str, Any]) -> bool:
     tops = call.get("top_logprobs") or (logprobs if isinstance(logprobs, int) and not isinstance(logprobs, bool)
                                         and logprobs > 1 else 0)
     return call.get("max_tokens") == 1 and bool(tops)
+
+
+def is_verify(call: dict[str, Any]) -> bool:
+    """Whether a recorded request checks an answer against its passage (a yes/no step naming the answer)."""
+    text = prompt_text(call).rsplit("\n", 1)[-1]
+    return is_probe(call) and ("Does the passage state that" in text or "say that" in text)
 
 
 def prompt_text(call: dict[str, Any]) -> str:

@@ -57,9 +57,12 @@ def test_output_has_the_edge_answerer_shape(gateway: Gateway, edge1_dir: Path, f
     cloud = answerer(gateway.url, edge1_dir, passage_chars=30, max_tokens=12)
     out = cloud.run(question="What is the capital of Zorvath Island?", documents=DOCS)
     assert set(out) == {"answer", "confidence", "p_answerable", "passages", "usage", "timings", "bytes_up", "bytes_down",
-                        "model"}
-    # Usage covers both backend calls: the answer (321 + 2) and the probe's uncached prompt (333 - 320) + 1.
-    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {"prompt_tokens": 334, "completion_tokens": 3})
+                        "model", "reading"}
+    # Usage covers every backend call: per passage the probe's uncached prompt (333 - 320) + 1 and the answer
+    # (321 + 2), then the check of the chosen answer (13 + 1).
+    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {"prompt_tokens": 2 * 334 + 13,
+                                                                                "completion_tokens": 7, "requests": 5})
+    assert len(out["reading"].passages) == 2
     assert out["p_answerable"] == pytest.approx(FAKE_P_YES)
     # exp(mean(-0.05, -0.1)) = 0.93, halved: "Miret" is in no passage as sent (cut at 30 characters).
     assert 0.43 < out["confidence"] < 0.47
@@ -70,9 +73,10 @@ def test_output_has_the_edge_answerer_shape(gateway: Gateway, edge1_dir: Path, f
     # The span was found in the text sent up (30 chars: "Miret" is cut off), so the parser found none…
     assert first["answer_span"] is None and out["passages"][1]["answer_span"] is None
     # …because only passage_chars characters travelled, and max_tokens too:
-    sent = "Passage 1 (Zorvath Island): Zorvath Island is a volcanic i\n\nPassage 2 (Kelvane): The Kelvane glacier feeds the\n\n"
-    assert [sent in prompt_text(c) for c in fake_backend.calls] == [True, True]  # the probe and the answer
-    assert [c["max_tokens"] for c in fake_backend.answer_calls] == [12]
+    sent = ["Passage (Zorvath Island): Zorvath Island is a volcanic i\n\n", "Passage (Kelvane): The Kelvane glacier feeds the\n\n"]
+    # each passage on its own, the last-ranked first: its probe and its answer; then the chosen one's check
+    assert [[s in prompt_text(c) for s in sent] for c in fake_backend.calls] == [[False, True]] * 2 + [[True, False]] * 3
+    assert [c["max_tokens"] for c in fake_backend.answer_calls] == [12, 12]
     t = out["timings"]
     assert set(t) == {"seal", "network", "cloud", "generate", "open"}
     assert t["cloud"] >= t["generate"] > 0 and t["network"] >= 0 and t["seal"] > 0
@@ -103,8 +107,8 @@ def test_nothing_readable_on_the_wire(gateway: Gateway, edge1_dir: Path, fake_ba
     finally:
         proxy.stop()
     # The plaintext really travelled (the backend saw it, the edge got the answer back)…
-    assert len(fake_backend.calls) == 2
-    for call in fake_backend.calls:  # the probe and the answer
+    assert len(fake_backend.calls) == 3
+    for call in fake_backend.calls:  # the probe, the answer and the check
         assert f"{CANARY}-passage" in prompt_text(call) and f"{CANARY}-question" in prompt_text(call)
     assert out["answer"] == f"{CANARY}-answer"
     # …through the proxy…
@@ -235,7 +239,7 @@ def test_the_edge_never_sends_a_prompt_over_the_backend_context(material_dir: Pa
     docs = [Document(id=f"d{i}", content=f"Passage {i}: " + "Rollo was a Viking leader. " * 200, meta={"title": f"t{i}"})
             for i in range(10)]
     settings = load_settings(cloud_url=gw.url, cloud_dir=edge1_dir, cloud_n_ctx=1024, cloud_max_tokens=8,
-                             cloud_passage_chars=5000)
+                             passage_chars=5000)
     client = AnswererClient(cloud_answerer_from(settings))
     try:
         limit = prompt_char_limit(1024, 8)
@@ -243,10 +247,12 @@ def test_the_edge_never_sends_a_prompt_over_the_backend_context(material_dir: Pa
         passages = [{"id": d.id, "title": d.meta["title"], "text": d.content} for d in docs]
         reply = client.ask("Who was Rollo?", passages, timeout_s=10)
         prompts = [prompt_text(c) for c in fake_backend.calls]
-        assert len(prompts) == 2 and all(len(p) <= limit for p in prompts)  # the probe and the answer
-        assert prompts[1].endswith("Question: Who was Rollo?")
+        # each passage cut to fit on its own, each read on its own: a probe and an answer, then one check
+        assert len(prompts) == 2 * len(docs) + 1 and all(len(p) <= limit for p in prompts)
+        assert "Question: Who was Rollo?" in prompts[1]
         sent = reply.sent["passages"]
-        assert 0 < len(sent) < len(docs) and all(docs[i].content.startswith(p["text"]) for i, p in enumerate(sent))
+        assert len(sent) == len(docs) and all(docs[i].content.startswith(p["text"]) for i, p in enumerate(sent))
+        assert all(len(p["text"]) < len(docs[i].content) for i, p in enumerate(sent))
         assert prompt_chars("Who was Rollo?", [Passage(p["title"], p["text"]) for p in sent]) <= limit
     finally:
         client.answerer.close()

@@ -9,12 +9,23 @@ from pathlib import Path
 import pytest
 from cloud_helpers import CHAT_PATH, COMPLETIONS_PATH, FAKE_MODEL, FakeOpenAI
 
+import cloud.gateway
 import cloud.prompting
+import reading.passages
 import reading.prompts
-from cloud.backend import EmbeddedBackend, OpenAIBackend, _answer_logprobs, check_backend_url
-from cloud.backend_server import BadRequest, parse_chat_request, parse_completion_request
+from cloud.backend import (
+    EmbeddedBackend,
+    OpenAIBackend,
+    _answer_logprobs,
+    check_backend_url,
+)
+from cloud.backend_server import (
+    BadRequest,
+    parse_chat_request,
+    parse_completion_request,
+)
 from cloud.errors import BackendError, CloudModelError
-from cloud.prompting import parse_reply, read_passages
+from cloud.prompting import read_passages
 from cloud.wire import Passage
 
 GREEDY = {"temperature": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
@@ -185,30 +196,11 @@ def test_embedded_server_accepts_the_gateway_chat_requests() -> None:
 
 
 def test_the_gateway_prompts_are_the_shared_reading_ones() -> None:
-    # One copy of the prompts for both tiers (they are tested in tests/reading/test_prompts.py).
-    for name in ("answer_messages", "probe_messages", "base_answer_prompt", "base_probe_prompt", "BASE_STOP", "p_yes"):
-        assert getattr(cloud.prompting, name) is getattr(reading.prompts, name), name
+    # One copy of the prompts and of the reading for both tiers (tests/reading/).
+    assert cloud.prompting.messages is reading.prompts.messages and cloud.prompting.base_prompt is reading.prompts.base_prompt
+    assert cloud.prompting.read_each is reading.passages.read_each and cloud.gateway.read_with is cloud.prompting.read_with
     read = read_passages([Passage("T", "Amara Velt founded it."), Passage("", "Other.")])
     assert read == [reading.prompts.Passage("T", "Amara Velt founded it."), reading.prompts.Passage("", "Other.")]
-
-
-def test_reply_parsing_answer_no_answer_confidence_spans() -> None:
-    passages = [Passage("", "It performs in the Copperdome concert hall."), Passage("", "Founded by Amara Velt.")]
-    question = "Who founded the orchestra?"
-    answer, conf, spans = parse_reply(' "Amara Velt."', [-0.1, -0.3], question, passages)
-    assert (answer, spans) == ("Amara Velt", (None, (11, 21)))
-    assert conf == pytest.approx(math.exp(-0.2), abs=1e-4)
-    # A sentence reply is cut down to the passage span that answers (the words the question lacks).
-    answer, conf, spans = parse_reply("The orchestra was founded by Amara Velt.", [-0.1, -0.3], question, passages)
-    assert (answer, spans) == ("Amara Velt", (None, (11, 21))) and conf == pytest.approx(math.exp(-0.2), abs=1e-4)
-    answer, conf, spans = parse_reply(" the Copperdome concert hall", [-0.2], "Where does it play?", passages)
-    assert (answer, spans) == ("Copperdome concert hall", ((19, 42), None))
-    answer, conf, spans = parse_reply(" Paris", [-0.2], question, passages)  # not in any passage: halved
-    assert answer == "Paris" and conf == pytest.approx(0.5 * math.exp(-0.2), abs=1e-4) and spans == (None, None)
-    for reply in (" unanswerable", " Unanswerable.", "", " The passage does not say"):
-        answer, conf, spans = parse_reply(reply, [-0.05], question, passages)
-        assert answer == "" and spans == (None, None), reply
-    assert parse_reply(" Amara Velt", [], question, passages)[1] == 0.0  # no logprobs: no confidence
 
 
 def test_embedded_backend_model_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,16 +256,23 @@ def test_embedded_server_refuses_requests_without_its_token() -> None:
         server.server_close()
 
 
-def test_passages_are_cut_from_the_end_to_fit_the_prompt_limit() -> None:
-    from cloud.prompting import MIN_PASSAGE_CHARS, fit_passages, prompt_char_limit, prompt_chars
+def test_each_passage_is_cut_at_its_end_to_fit_the_prompt_limit() -> None:
+    """Each passage is read on its own, so each one's prompt must fit; every passage keeps its place."""
+    from cloud.prompting import (
+        MIN_PASSAGE_CHARS,
+        fit_passages,
+        prompt_char_limit,
+        prompt_chars,
+    )
 
-    passages = [Passage(f"t{i}", f"{i} " + "word " * 300) for i in range(4)]
+    passages = [Passage(f"t{i}", f"{i} " + "word " * (100 + 100 * i)) for i in range(4)]
     whole = prompt_chars("Q?", passages)
+    assert whole == prompt_chars("Q?", passages[-1:])  # the longest passage's prompt
     assert fit_passages("Q?", passages, whole) == tuple(passages)  # fits: unchanged
-    limit = whole - 2000
+    limit = prompt_chars("Q?", passages[1:2])
     cut = fit_passages("Q?", passages, limit)
-    assert prompt_chars("Q?", cut) <= limit
+    assert len(cut) == 4 and prompt_chars("Q?", cut) <= limit
     assert cut[:2] == tuple(passages[:2]) and all(p.text == passages[i].text[: len(p.text)] for i, p in enumerate(cut))
-    assert all(len(p.text) >= MIN_PASSAGE_CHARS for p in cut)
-    assert fit_passages("Q?", passages, 10) == ()  # not even the fixed prompt fits: nothing is sent
+    tiny = fit_passages("Q?", passages, 10)  # not even the fixed prompt fits: the gateway refuses it in one line
+    assert [len(p.text) for p in tiny] == [MIN_PASSAGE_CHARS] * 4
     assert prompt_char_limit(4096, 64) == 12096 and prompt_char_limit(10, 64) == 0

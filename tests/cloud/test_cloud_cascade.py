@@ -5,11 +5,11 @@ call-counting fake (the real Qwen2.5-Coder-1.5B round trip is tested in test_clo
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 from cloud_helpers import FakeOpenAI, prompt_text
+from routing_helpers import forced
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -19,17 +19,9 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 runner = CliRunner()
 
 
-def calibration_file(path: Path, p_correct: float, p_unans: float) -> Path:
-    """Constant routing models: the edge answer is right with p_correct, unanswerable with p_unans."""
-
-    def const(p: float) -> dict:
-        return {"weights": {}, "bias": math.log(p / (1 - p)), "mean": {}, "scale": {}}
-
-    path.write_text(json.dumps({
-        "models": {"correct": const(p_correct), "unanswerable": const(p_unans), "gain": const(0.5)},
-        "thresholds": {"cascade": 0.5, "latency": 0.5, "learned": 0.5, "abstain": 0.8, "cloud_min_confidence": 0.5,
-                       "cloud_min_answerable": 0.5},
-    }))
+def calibration_file(path: Path, route: str) -> Path:
+    """Constant routing models under which the cascade takes ``route`` (see routing_helpers.forced)."""
+    forced(route).save(path)
     return path
 
 
@@ -53,11 +45,11 @@ def ask(index_dir: Path, gateway: Gateway, edge1_dir: Path, *extra: str) -> dict
 def test_low_confidence_escalates_over_wifi(index_dir: Path, gateway: Gateway, edge1_dir: Path,
                                             fake_backend: FakeOpenAI, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", 0.2, 0.1)))
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", "cloud")))
     data = ask(index_dir, gateway, edge1_dir)
     d = data["decision"]
     assert (data["tier"], data["answer"], d["route"], d["degraded"]) == ("cloud", "Miret", "cloud", False)
-    assert d["reason"] == "confidence 0.20 < 0.50 → escalated" and d["threshold"] == 0.5
+    assert d["reason"] == f"cloud {(1 + 0.95 - 0.5) / 2:.2f} ≥ 0.50 → escalated" and d["threshold"] == 0.5
     assert set(d) >= {"route", "reason", "confidence", "threshold", "predicted_total_ms", "measured_total_ms", "degraded"}
     t = data["timings_ms"]
     assert d["measured_total_ms"] == pytest.approx(t["total"], abs=0.2)
@@ -65,7 +57,9 @@ def test_low_confidence_escalates_over_wifi(index_dir: Path, gateway: Gateway, e
     # Over the wifi profile a new TLS connection costs 3 round trips of 30 ms.
     assert t["network"] >= 85.0
     assert t["generate"] > 0 and t["cloud"] > 0  # the edge answered first, then the cloud
-    assert len(fake_backend.answer_calls) == 1 and len(fake_backend.probe_calls) == 1 and data["bytes_up"] > 300
+    sent = len(data["sent"]["passages"])  # each passage read on its own: a probe and an answer, then one check
+    assert len(fake_backend.answer_calls) == len(fake_backend.probe_calls) == sent and data["bytes_up"] > 300
+    assert len(fake_backend.verify_calls) == 1
     assert data["sent"]["question"] == "What is the capital of Zorvath Island?"
     assert "Its capital is Miret" in data["sent"]["passages"][0]["text"]
     assert "Its capital is Miret" in prompt_text(fake_backend.answer_calls[0])
@@ -74,10 +68,10 @@ def test_low_confidence_escalates_over_wifi(index_dir: Path, gateway: Gateway, e
 def test_confident_edge_answer_and_abstention_make_no_cloud_call(index_dir: Path, gateway: Gateway, edge1_dir: Path,
                                                                  fake_backend: FakeOpenAI, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "hi.json", 0.9, 0.1)))
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "hi.json", "edge")))
     kept = ask(index_dir, gateway, edge1_dir)
     assert (kept["tier"], kept["decision"]["route"], kept["bytes_up"]) == ("edge", "edge", 0)
-    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "un.json", 0.2, 0.9)))
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "un.json", "abstain")))
     abstained = ask(index_dir, gateway, edge1_dir)
     assert (abstained["tier"], abstained["answer"], abstained["decision"]["route"]) == ("abstain", "", "abstain")
     assert fake_backend.calls == []
@@ -87,7 +81,7 @@ def test_confident_edge_answer_and_abstention_make_no_cloud_call(index_dir: Path
     ("text", "p_yes"),
     [
         (" Atlantis", 0.8),  # not in any passage sent up
-        (" Miret", 0.3),  # grounded and confident, but the cloud model says the passages do not state it (< 0.5)
+        (" Miret", 0.3),  # grounded, but the cloud model says the passages do not state it (p(yes) < 0.5)
     ],
 )
 def test_fake_cloud_answer_that_is_not_grounded_or_not_answerable_is_dropped(
@@ -95,7 +89,7 @@ def test_fake_cloud_answer_that_is_not_grounded_or_not_answerable_is_dropped(
     monkeypatch: pytest.MonkeyPatch, text: str, p_yes: float,
 ) -> None:
     fake_backend.text, fake_backend.p_yes = text, p_yes
-    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", 0.2, 0.1)))
+    monkeypatch.setenv("ECQA_CALIBRATION_PATH", str(calibration_file(tmp_path / "c.json", "cloud")))
     data = ask(index_dir, gateway, edge1_dir)
     assert (data["tier"], data["answer"]) == ("cloud", "")
-    assert len(fake_backend.answer_calls) == 1 and len(fake_backend.probe_calls) == 1
+    assert len(fake_backend.answer_calls) == len(fake_backend.probe_calls) == len(data["sent"]["passages"])

@@ -36,6 +36,7 @@ from cloud.wire import (
     AnswerRequest,
     Envelope,
 )
+from reading.passages import PassageReading, PassageSignals
 
 KEY = AesKey("k-test", bytes(range(32)))
 PAYLOAD = {"question": "What is the capital of Zorvath Island?", "passages": [{"title": "Z", "text": "Its capital is Miret. " * 20}]}
@@ -179,10 +180,17 @@ def test_request_and_reply_shapes() -> None:
                 {"question": "q", "passages": [{"title": 1, "text": "t"}]}):
         with pytest.raises(BadPayloadError):
             AnswerRequest.from_dict(bad)
+    reading = PassageReading((PassageSignals(0.73, " Miret", "Miret", (-0.1,), -2.5, True),
+                              PassageSignals(0.2, "Oslo", "Oslo", (-0.9,), -1.0, False)), 0, 0.8)
     reply = AnswerReply(answer="Miret", confidence=0.9, answer_spans=((3, 8), None), usage={"prompt_tokens": 3},
-                        timings_ms={"backend": 1.5}, model="m", p_answerable=0.73)
+                        timings_ms={"backend": 1.5}, model="m", p_answerable=0.73, reading=reading)
     assert reply.to_dict()["p_answerable"] == 0.73
     assert AnswerReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    # every passage's signals travel, checked: a reading that is not one is not this version's reply
+    for bad in ({"passages": [], "chosen": 0, "p_verify": 0.5}, {"passages": "x", "chosen": 0, "p_verify": 0.5},
+                {**reading.to_json(), "p_verify": 2.0}, {**reading.to_json(), "chosen": 5}, None):
+        with pytest.raises(CloudProtocolError, match="does not have the expected shape"):
+            AnswerReply.from_dict({**reply.to_dict(), "reading": bad})
     # p(answerable) is a probability, and a reply without it is not this version's.
     for bad in (1.5, -0.01, float("nan"), None, "high"):
         with pytest.raises(CloudProtocolError, match="does not have the expected shape"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import re
 import ssl
@@ -28,7 +29,14 @@ from cloud.backend import OpenAIBackend
 from cloud.certs import load_edge_material, load_server_material
 from cloud.envelope import AesKey, now_ms, unseal
 from cloud.gateway import Gateway, GatewayService
-from cloud.wire import ANSWER_PATH, DIRECTION_REPLY, AnswerReply, AnswerRequest, Envelope, Passage
+from cloud.wire import (
+    ANSWER_PATH,
+    DIRECTION_REPLY,
+    AnswerReply,
+    AnswerRequest,
+    Envelope,
+    Passage,
+)
 
 pytestmark = pytest.mark.network
 
@@ -54,11 +62,12 @@ def refused(gateway: Gateway, reason: str) -> float:
     return metric(gateway, "ecqa_gateway_refusals_total", reason=reason)
 
 
-SYSTEM = ("Answer the question with a short phrase copied from the passages. If the passages do not contain the "
-          "answer, reply: unanswerable")
-PROBE_QUESTION = "Is the answer to this question stated in the passages? Reply yes or no."
-USER = (f"Passage 1 (Zorvath): Zorvath Island's capital is Miret. {CANARY}\n\n"
-        f"Question: What is the capital of Zorvath Island? {CANARY}")
+SYSTEM = "You are a helpful assistant."
+QUESTION = (f"Passage (Zorvath): Zorvath Island's capital is Miret. {CANARY}\n\n"
+            f"Question: What is the capital of Zorvath Island? {CANARY}\n\n")
+USER = QUESTION + "Answer the question with a short phrase copied from the passage."
+PROBE_USER = QUESTION + "Is the answer to this question stated in the passage? Reply yes or no."
+VERIFY_USER = QUESTION + 'Does the passage state that "Miret" answers the question? Reply yes or no.'
 
 
 def open_reply(edge_client: EdgeClient, resp: httpx.Response) -> AnswerReply:
@@ -78,18 +87,24 @@ def test_answers_a_sealed_request(gateway: Gateway, edge_client: EdgeClient, fak
     assert reply.answer_spans == ((28, 33),)
     assert 0.86 < reply.confidence < 0.93  # exp(mean(-0.05, -0.1))
     assert reply.p_answerable == pytest.approx(FAKE_P_YES)  # the fake's P(yes) / (P(yes) + P(no))
-    # The answer's prompt (321) + the probe's uncached tokens (333 - 320); the answer's 2 + the probe's 1.
-    assert reply.usage == {"prompt_tokens": 334, "completion_tokens": 3}
+    # Every passage's signals come back: the probe's p(yes), the answer, its check
+    signals = reply.reading.passages[0]
+    assert (signals.answer, signals.is_span, reply.reading.chosen) == ("Miret", True, 0)
+    assert signals.p_yes == pytest.approx(FAKE_P_YES) and reply.reading.p_verify == pytest.approx(FAKE_P_YES)
+    assert signals.no_answer_logit == pytest.approx(math.log(0.02 / 0.98))  # "un" at the answer's first step
+    # The probe's and the check's uncached tokens (333 - 320 each) + the answer's prompt (321); 1 + 2 + 1 tokens.
+    assert reply.usage == {"prompt_tokens": 347, "completion_tokens": 4, "requests": 3}
     assert {"open", "prompt", "backend", "parse", "total"} <= set(reply.timings_ms)
     assert reply.timings_ms["total"] >= reply.timings_ms["backend"] > 0
-    # The backend got two greedy chat requests, the probe first: both carry the passage and the question.
-    assert fake_backend.paths == [CHAT_PATH, CHAT_PATH]
-    assert len(fake_backend.probe_calls) == 1 and fake_backend.answer_calls == fake_backend.calls[1:]
+    # The backend got three greedy chat requests — probe, answer, check — all on the passage and the question.
+    assert fake_backend.paths == [CHAT_PATH] * 3
+    assert fake_backend.calls == [*fake_backend.probe_calls, *fake_backend.answer_calls, *fake_backend.verify_calls]
     call = fake_backend.answer_calls[0]
     assert call["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
     assert (call["temperature"], call["repeat_penalty"], call["repetition_penalty"], call["logprobs"]) == (0.0, 1.0, 1.0, True)
     assert (call["stop"], call["max_tokens"], call["model"]) == ([], 8, FAKE_MODEL)
-    assert "top_logprobs" not in call  # the answer needs its own tokens' logprobs only
+    assert call["top_logprobs"] == 20  # the no-answer evidence at the answer's first step
+    assert fake_backend.verify_calls[0]["messages"][1]["content"] == VERIFY_USER
     assert metric(gateway, "ecqa_gateway_requests_total", path=ANSWER_PATH, code="200") == 1
     assert metric(gateway, "ecqa_gateway_backend_latency_seconds_count") == 1
 
@@ -104,14 +119,14 @@ def test_reply_carries_the_probes_p_answerable(gateway: Gateway, edge_client: Ed
     assert reply.p_answerable == pytest.approx(p_yes, abs=1e-6)
     assert reply.answer == "Miret"  # the gateway reports p(answerable); the edge decides what to do with it
     # The probe: one chat token with the top 20 alternatives, sent before the answer…
-    probe, answer = fake_backend.calls
+    probe, answer, _ = fake_backend.calls
     assert fake_backend.probe_calls == [probe]
     assert {k: probe[k] for k in ("max_tokens", "logprobs", "top_logprobs", "temperature", "stop", "model")} == (
         {"max_tokens": 1, "logprobs": True, "top_logprobs": 20, "temperature": 0.0, "stop": [], "model": FAKE_MODEL})
-    # …whose messages are the answer's with the yes/no question appended: the same passages and question
-    # (and a shared prefix for a prefix-caching backend).
+    # …whose messages are the answer's with another task after the same passage and question (one
+    # instruction each, and a shared prefix for a prefix-caching backend).
     assert probe["messages"][0] == answer["messages"][0] == {"role": "system", "content": SYSTEM}
-    assert probe["messages"][1] == {"role": "user", "content": answer["messages"][1]["content"] + "\n\n" + PROBE_QUESTION}
+    assert probe["messages"][1] == {"role": "user", "content": PROBE_USER}
     assert answer["messages"][1]["content"] == USER
 
 
@@ -126,17 +141,18 @@ def test_base_family_backend_gets_completion_prompts(fake_backend: FakeOpenAI, m
     backend.close()
     assert (reply.answer, reply.answer_spans, reply.model) == ("Miret", ((28, 33),), FAKE_MODEL)
     assert reply.p_answerable == pytest.approx(0.4, abs=1e-6)
-    assert reply.usage == {"prompt_tokens": 334, "completion_tokens": 3}
-    assert fake_backend.paths == [COMPLETIONS_PATH, COMPLETIONS_PATH]
-    probe, answer = fake_backend.calls
+    assert reply.usage == {"prompt_tokens": 347, "completion_tokens": 4, "requests": 3}
+    assert fake_backend.paths == [COMPLETIONS_PATH] * 3
+    probe, answer, check = fake_backend.calls
     block = f"Passage: Zorvath Island's capital is Miret.\nQuestion: {question}\n"
     assert probe["prompt"].endswith(block + "Is the answer stated in the passages (yes or no)?")
     assert (probe["max_tokens"], probe["logprobs"], probe["stop"]) == (1, 20, [])
     assert answer["prompt"].endswith(block + "Answer:")
-    assert (answer["max_tokens"], answer["logprobs"], answer["stop"]) == (8, 1, ["\n"])
+    assert (answer["max_tokens"], answer["logprobs"], answer["stop"]) == (8, 20, ["\n"])
+    assert check["prompt"].endswith(block + 'Do the passages say that "Miret" answers the question (yes or no)?')
     # Both start with the same instruction (a cacheable prefix); the few-shot examples teach each cue.
     assert probe["prompt"][:100] == answer["prompt"][:100]
-    assert "ecqa_gateway_backend_latency_seconds_count 1\n" in service.metrics.render()  # one observation for both calls
+    assert "ecqa_gateway_backend_latency_seconds_count 1\n" in service.metrics.render()  # one observation for the reading
 
 
 # --- refused at the TLS handshake --------------------------------------------------------------
@@ -226,8 +242,9 @@ def test_replayed_nonce(gateway: Gateway, edge_client: EdgeClient, fake_backend:
     body = edge_client.seal(question_payload()).to_bytes()
     assert edge_client.post(body).status_code == 200
     assert "already received" in refusal(edge_client.post(body), 409, "replay")
-    # Only the first request reached the backend (its probe and its answer).
+    # Only the first request reached the backend (its probe, its answer and the check).
     assert len(fake_backend.probe_calls) == 1 and len(fake_backend.answer_calls) == 1 and refused(gateway, "replay") == 1
+    assert len(fake_backend.calls) == 3
 
 
 def test_oversized_envelope_is_not_even_read(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
@@ -370,3 +387,18 @@ def test_the_replay_window_file_keeps_live_nonces_across_processes(tmp_path: Pat
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and all(len(line.split(" ")) == 3 for line in lines)  # rewritten: live nonces only
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_each_passage_is_read_on_its_own(gateway: Gateway, edge_client: EdgeClient, fake_backend: FakeOpenAI) -> None:
+    """Finding 1: the cloud read the three passages in one prompt, for both the probe and the answer, where
+    the edge reads each on its own. Now every request to the backend carries one passage, each passage gets
+    its own probe and answer, and the reply carries every passage's signals."""
+    texts = ["Zorvath Island's capital is Miret.", "The Kelvane glacier feeds the Tarrow River.", "Miret has a harbour."]
+    payload = {"question": "What is the capital of Zorvath Island?", "max_tokens": 8,
+               "passages": [{"title": f"t{i}", "text": t} for i, t in enumerate(texts)]}
+    reply = open_reply(edge_client, edge_client.post(edge_client.seal(payload).to_bytes()))
+    assert len(fake_backend.probe_calls) == len(fake_backend.answer_calls) == 3 and len(fake_backend.verify_calls) == 1
+    for call in fake_backend.calls:
+        user = call["messages"][1]["content"]
+        assert user.startswith("Passage (t") and sum(t in user for t in texts) == 1
+    assert len(reply.reading.passages) == 3 and reply.answer_spans[0] == (28, 33)

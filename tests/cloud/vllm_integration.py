@@ -127,9 +127,13 @@ def test_answers_through_the_gateway_from_vllm(gateway_url: str, vllm_url: str, 
     assert out["passages"][0]["answer_span"] is not None
     assert 0.0 < out["confidence"] <= 1.0  # from vLLM's token logprobs
     assert out["p_answerable"] > 0.5  # from the top logprobs of the probe's first token
-    # The chat prompt (~90 tokens with the passage) plus the probe's tokens that vLLM did not report cached.
+    reading = out["reading"]  # the passage's signals, read as the edge reads them
+    assert "Copperdome" in reading.answer and reading.p_verify > 0.5 and reading.passages[0].is_span
+    assert reading.passages[0].no_answer_logit < 0  # the answer's first step: not "unanswerable"
+    # The chat prompts (~90 tokens with the passage) that vLLM's prefix caching did not report cached.
     assert out["usage"]["prompt_tokens"] > 90 and out["timings"]["generate"] > 0
-    assert vllm_requests(vllm_url) == before + 2  # the answerability probe, then the answer
+    # the answerability probe, the answer and the check of the answer: three requests sharing the passage
+    assert out["usage"]["requests"] == 3 and vllm_requests(vllm_url) == before + 3
 
 
 def test_refusals_never_reach_vllm(gateway_url: str, vllm_url: str, material_dir: Path) -> None:

@@ -30,9 +30,9 @@ def test_real_gguf_answers_with_logprobs_answerability_and_usage(generator: SlmG
     assert all(lp <= 0.0 for lp in out["token_logprobs"])
     assert 0.0 <= out["p_answerable"] <= 1.0
     assert out["usage"]["prompt_tokens"] > 30
-    t = out["timings"]
-    assert t["generate"] == pytest.approx(t["prefill"] + t["decode"], rel=0.01)
-    assert 0 < t["probe"] <= t["generate"]
+    t = out["timings"]  # "generate" is the whole reading's wall time; prefill and decode split it
+    assert t["prefill"] + t["decode"] <= t["generate"] < t["prefill"] + t["decode"] + 100
+    assert out["reading"].passages[0].p_yes == out["p_answerable"] and out["answer"] == "Miret"
 
 
 def test_answerability_is_higher_when_the_passage_states_the_answer(generator: SlmGenerator) -> None:
@@ -87,7 +87,8 @@ def test_the_default_reading_is_per_passage_from_the_store(tmp_path: Path) -> No
     assert out["reply"].strip() == "Miret" and out["chosen"] == 1 and out["kv"] == ["hit", "hit"]
     assert (out["usage"]["kv_hits"], out["usage"]["kv_misses"]) == (2, 0)
     t = out["timings"]
-    assert t["restore"] > 0 and t["generate"] == pytest.approx(t["restore"] + t["prefill"] + t["kv_store"] + t["decode"])
+    parts = t["restore"] + t["prefill"] + t["kv_store"] + t["decode"]
+    assert t["restore"] > 0 and parts <= t["generate"] < parts + 100
 
 
 def test_prepare_without_a_store_is_a_clear_error() -> None:

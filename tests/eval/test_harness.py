@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import one_error_line
 from official_squad_v2 import official_eval
+from routing_helpers import calibration, record
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -34,18 +35,19 @@ def ecqa(*args: str):  # type: ignore[no-untyped-def]
 
 # --- routing details: cache hits, degraded calls, stage sums ---------------------------------------
 def _record(i: int, question: str, cloud: dict | None = None) -> dict:
-    return {"id": f"q{i}", "question": question, "answers": ["Miret"], "has_answer": True, "retrieval_ms": 40.0,
-            "passages": ["Its capital is Miret."], "passage_ids": ["p1"], "embedding": [1.0, 0.0, 0.0],
-            "edge": {"answer": "Miret", "features": {}, "timings": {"embed": 10.0, "retrieve": 30.0}, "total_ms": 1000.0},
-            "cloud": cloud or {"answer": "Miret", "confidence": 0.9, "timings": {"seal": 1.0, "network": 50.0, "cloud": 600.0,
-                                                                                 "open": 1.0},
-                               "bytes_up": 1000, "bytes_down": 300, "usage": {"prompt_tokens": 500, "completion_tokens": 2},
-                               "total_ms": 700.0}}
+    rec = record(i, True, "Miret", "Miret", edge_p=0.9)
+    rec.update(question=question, retrieval_ms=40.0, embedding=[1.0, 0.0, 0.0])
+    rec["edge"].update(timings={"embed": 10.0, "retrieve": 30.0}, total_ms=1000.0)
+    rec["cloud"].update(timings={"seal": 1.0, "network": 50.0, "cloud": 600.0, "open": 1.0}, bytes_up=1000, bytes_down=300,
+                        usage={"prompt_tokens": 500, "completion_tokens": 2}, total_ms=700.0)
+    if cloud is not None:
+        rec["cloud"] = cloud
+    return rec
 
 
 def test_repeated_question_is_a_cache_hit_and_stages_add_up() -> None:
     recs = [_record(0, "What is the capital?"), _record(1, "what is the capital"), _record(2, "Who founded it?")]
-    routed = route_records(recs, CloudPolicy(), lambda r: (0.5, 0.0, 0.5), 4000, cache=AnswerCache(16, 0.95))
+    routed = route_records(recs, CloudPolicy(), calibration(), 4000, cache=AnswerCache(16, 0.95))
     assert [r.route for r in routed] == ["cloud", "cache", "cloud"]
     assert routed[1].answer == "Miret" and routed[1].latency_ms < 5  # the exact level answers before retrieval
     assert routed[0].latency_ms == pytest.approx(40.0 + 700.0)  # retrieval, then the cloud call; no SLM
@@ -56,7 +58,7 @@ def test_repeated_question_is_a_cache_hit_and_stages_add_up() -> None:
 
 def test_failed_cloud_call_degrades_to_the_edge_answer() -> None:
     rec = _record(0, "What is the capital?", cloud={"error": "connection refused", "total_ms": 5.0})
-    [r] = route_records([rec], CascadePolicy(threshold=1.0), lambda r: (0.1, 0.0, 0.5), 4000)
+    [r] = route_records([rec], CascadePolicy(threshold=0.0), calibration(), 4000)
     assert (r.route, r.answer, r.degraded, r.cloud_called) == ("edge", "Miret", True, True)
     assert r.latency_ms == pytest.approx(1000.0 + 5.0)
 
@@ -287,7 +289,7 @@ def test_records_of_other_models_or_prompts_are_not_resumed(unseen_squad: Path, 
     base = fingerprint(cfg, load_settings(), "embedded")
     assert base["prompts_sha256"] == prompts_fingerprint() and len(base["prompts_sha256"]) == 16
     assert fingerprint(cfg, load_settings(cloud_model_path="gemma-3-270m"), "embedded") != base
-    assert fingerprint(cfg, load_settings(cloud_passage_chars=1500), "embedded") != base
+    assert fingerprint(cfg, load_settings(passage_chars=1500), "embedded") != base
     assert fingerprint(cfg, load_settings(slm_reading="joint"), "embedded") != base
     assert fingerprint(cfg, load_settings(kv_type="f16"), "embedded") != base
     monkeypatch.setattr("eval.harness.prompts_fingerprint", lambda: "another-prompt")

@@ -3,7 +3,6 @@ client over real TLS, the real answer cache. Routing is forced with constant cal
 
 from __future__ import annotations
 
-import math
 import socket
 import threading
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from index_helpers import memory_index
+from routing_helpers import forced
 
 from cloud.certs import init_material
 from cloud.cloud_answerer import CloudAnswerer
@@ -18,7 +18,6 @@ from edge.answer_cache import AnswerCache
 from edge.store import DocumentStore
 from indexing.build import build_index
 from indexing.loaders import load_passages
-from pipelines.calibration import Calibration, LogisticModel
 from pipelines.cascade import Cascade
 from pipelines.cloud_client import AnswererClient
 from pipelines.edge_pipeline import EdgeQA
@@ -26,16 +25,6 @@ from pipelines.latency import CircuitBreaker
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.slow
-
-
-def const(p: float) -> LogisticModel:
-    """A model that always answers ``p``."""
-    return LogisticModel(weights={}, bias=math.log(p / (1 - p)), mean={}, scale={})
-
-
-def calibration(p_correct: float, p_unans: float, p_gain: float = 0.5) -> Calibration:
-    return Calibration(const(p_correct), const(p_unans), const(p_gain),
-                       thresholds={"cascade": 0.5, "latency": 0.5, "learned": 0.5, "abstain": 0.8})
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +84,22 @@ def client(cloud_dir: Path, port: int) -> AnswererClient:
 
 
 def test_confident_edge_answer_stays_on_the_edge(edge: EdgeQA, cloud_dir: Path) -> None:
-    cascade = Cascade(edge, calibration(0.9, 0.1), cloud=client(cloud_dir, free_port()))
+    cascade = Cascade(edge, forced("edge"), cloud=client(cloud_dir, free_port()))
     r = cascade.answer("What is the capital of Zorvath Island?", policy="cascade")
     assert (r.tier, r.answer) == ("edge", "Miret")
     d = r.decision
     assert d is not None and d["route"] == "edge" and not d["degraded"]
-    assert d["confidence"] == pytest.approx(0.9) and d["threshold"] == 0.5
-    assert "≥ 0.50 → edge answer kept" in d["reason"]
+    assert d["confidence"] == pytest.approx((1 + 0.1 - 0.95 * 0.95) / 2) and d["threshold"] == 0.5
+    assert "≥ 0.50 → edge answer kept" in d["reason"] and r.confidence == pytest.approx(0.95 * 0.95)
     assert d["measured_total_ms"] == pytest.approx(r.timings_ms["total"], abs=0.1)
     assert d["predicted_total_ms"] > r.timings_ms["generate"]
-    assert r.bytes_up == 0 and set(r.features) >= {"top_dense", "is_span", "p_answerable"}
+    assert r.bytes_up == 0 and set(r.features) >= {"top_dense", "edge.is_span", "edge.p_yes_max", "edge.p_verify"}
 
 
 def test_unanswerable_evidence_abstains_without_cloud_call(edge: EdgeQA, cloud_dir: Path) -> None:
     hole = BlackHole()
     try:
-        cascade = Cascade(edge, calibration(0.2, 0.95), cloud=client(cloud_dir, hole.port))
+        cascade = Cascade(edge, forced("abstain"), cloud=client(cloud_dir, hole.port))
         r = cascade.answer("Who was the first mayor of Miret?", policy="cascade")
     finally:
         hole.close()
@@ -121,7 +110,7 @@ def test_unanswerable_evidence_abstains_without_cloud_call(edge: EdgeQA, cloud_d
 
 def test_dead_cloud_degrades_to_edge_and_breaker_opens(edge: EdgeQA, cloud_dir: Path) -> None:
     breaker = CircuitBreaker(failures=2, reset_s=60.0)
-    cascade = Cascade(edge, calibration(0.2, 0.1), cloud=client(cloud_dir, free_port()), breaker=breaker, budget_ms=8000)
+    cascade = Cascade(edge, forced("cloud"), cloud=client(cloud_dir, free_port()), breaker=breaker, budget_ms=8000)
     for _ in range(2):
         r = cascade.answer("Who founded the Brindlewick Orchestra?", policy="cascade", use_cache=False)
         assert r.tier == "edge" and r.decision is not None and r.decision["degraded"]
@@ -140,7 +129,7 @@ def test_hanging_cloud_answers_within_budget(edge: EdgeQA, cloud_dir: Path) -> N
     budget = (time.perf_counter() - t0) * 1000 + 1500.0
     hole = BlackHole()
     try:
-        cascade = Cascade(edge, calibration(0.2, 0.1), cloud=client(cloud_dir, hole.port), budget_ms=budget)
+        cascade = Cascade(edge, forced("cloud"), cloud=client(cloud_dir, hole.port), budget_ms=budget)
         t0 = time.perf_counter()
         r = cascade.answer(question, policy="cascade")
         elapsed = (time.perf_counter() - t0) * 1000
@@ -154,14 +143,14 @@ def test_hanging_cloud_answers_within_budget(edge: EdgeQA, cloud_dir: Path) -> N
 
 
 def test_cloud_only_policy_with_dead_cloud_still_answers(edge: EdgeQA, cloud_dir: Path) -> None:
-    cascade = Cascade(edge, calibration(0.9, 0.1), cloud=client(cloud_dir, free_port()))
+    cascade = Cascade(edge, forced("edge"), cloud=client(cloud_dir, free_port()))
     r = cascade.answer("What is the capital of Zorvath Island?", policy="cloud", use_cache=False)
     assert r.tier == "edge" and r.decision is not None and r.decision["degraded"] and r.answer == "Miret"
 
 
 def test_cache_hits_guard_and_reindex_invalidation(edge: EdgeQA, store: DocumentStore, embedder, unseen_squad: Path) -> None:  # type: ignore[no-untyped-def]
     cache = AnswerCache(max_entries=16)
-    cascade = Cascade(edge, calibration(0.9, 0.1), cache=cache)
+    cascade = Cascade(edge, forced("edge"), cache=cache)
     first = cascade.answer("Who founded the Brindlewick Orchestra?", policy="edge")
     assert first.tier == "edge"
     again = cascade.answer("who founded the Brindlewick Orchestra", policy="edge")

@@ -5,7 +5,6 @@ Load-Aware is not, rejection against redirection to the cloud, and a worker kill
 from __future__ import annotations
 
 import json
-import math
 import random
 import signal
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from haystack import Document
 from index_helpers import memory_index
+from routing_helpers import forced, reading
 from worker_helpers import SMALL_MODEL, Worker, post, read_request
 
 from edge.answer_parser import AnswerParser
@@ -23,7 +23,6 @@ from edge.prompt_builder import EdgePromptBuilder
 from edge.reader import EdgeReader
 from edge.registry import FileRegistry
 from edge.slm_generator import SlmGenerator
-from pipelines.calibration import Calibration, LogisticModel
 from pipelines.cascade import Cascade, CloudReply
 from pipelines.dispatch import Dispatcher, EdgeOverflow
 from pipelines.dispatch_policies import RandomPolicy, WorkerLoad
@@ -74,7 +73,7 @@ def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: igno
     local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1, kv_type="q8_0"), AnswerParser())
     mine = local.read("Who was Normandy named after?", [Document(id="d0", content=texts[0], meta={"title": "T"}, score=1.0)])
     assert body["answer"] == mine.answer and body["answer"]
-    assert body["features"]["p_answerable"] == pytest.approx(mine.features["p_answerable"], abs=1e-6)
+    assert body["features"]["edge.p_yes_max"] == pytest.approx(mine.features["edge.p_yes_max"], abs=1e-4)
     entry = {e.id: e for e in FileRegistry(reg).entries()}["w-a"]
     assert entry.model.startswith("SmolLM2-135M") and entry.parameters == "135M" and entry.quantization == "Q4_1"
     assert entry.prompt_tps > 10 and entry.gen_tps > 1 and entry.read_tps > 1  # two timings: no order between them
@@ -111,14 +110,11 @@ class PaidCloud:
     def ask(self, question: str, passages: list[dict[str, Any]], timeout_s: float) -> CloudReply:
         self.calls += 1
         return CloudReply("France", 0.9, {"cloud": 5.0, "network": 1.0}, 900, 200,
-                          usage={"prompt_tokens": 1200, "completion_tokens": 3}, model="cloud.gguf", p_answerable=0.95)
+                          usage={"prompt_tokens": 1200, "completion_tokens": 3}, sent={}, model="cloud.gguf",
+                          p_answerable=0.95, reading=reading("France", 0.95, passages=len(passages)))
 
     def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int:
         return 900
-
-
-def const(p: float) -> LogisticModel:
-    return LogisticModel(weights={}, bias=math.log(p / (1 - p)), mean={}, scale={})
 
 
 def test_when_every_worker_is_full_it_is_rejected_or_redirected_and_costed(pair, tiny_squad: Path,  # type: ignore[no-untyped-def]
@@ -126,8 +122,7 @@ def test_when_every_worker_is_full_it_is_rejected_or_redirected_and_costed(pair,
     reg, a, b = pair
     store = memory_index(embedder, [tiny_squad])
     edge = EdgeQA(load_settings(collection="docs"), store).warm_up_retrieval()  # before the holds: they last seconds
-    cal = Calibration(const(0.9), const(0.1), const(0.5), thresholds={"cascade": 0.5, "latency": 0.5, "learned": 0.5,
-                                                                     "abstain": 0.8})
+    cal = forced("edge")
     holds = [holding(a), holding(b)]
     reject = Cascade(edge, cal, cloud=PaidCloud(), budget_ms=60000,
                      dispatcher=Dispatcher(FileRegistry(reg), "load-aware", overflow="reject"))

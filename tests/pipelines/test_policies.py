@@ -16,9 +16,10 @@ from pipelines.policies import (
 )
 
 
-def sig(p_correct: float = 0.5, p_unans: float = 0.1, p_gain: float = 0.5, predicted: float = 1000.0,
+def sig(answer: float = 0.5, abstain: float = 0.1, escalate: float = 0.5, predicted: float = 1000.0,
         budget: float = 2000.0, cloud: bool = True) -> Signals:
-    return Signals(p_correct, p_unans, p_gain, predicted, budget, cloud)
+    """Expected F1 of answering on the edge, of abstaining, of escalating."""
+    return Signals(answer, abstain, escalate, predicted, budget, cloud)
 
 
 def test_registry_names_and_unknown_policy() -> None:
@@ -28,43 +29,62 @@ def test_registry_names_and_unknown_policy() -> None:
         policy_class("oracle")
 
 
-def test_edge_never_escalates_cloud_always_does() -> None:
-    assert EdgePolicy(0.5).decide(sig(p_correct=0.0, p_unans=0.99)).route == "edge"
-    d = CloudPolicy(0.5).decide(sig(p_correct=1.0))
+def test_scores_are_gains_in_expected_f1() -> None:
+    s = sig(answer=0.3, abstain=0.1, escalate=0.6)
+    assert s.answer_score == pytest.approx((1 + 0.3 - 0.1) / 2) and s.escalate_score == pytest.approx((1 + 0.6 - 0.3) / 2)
+    assert sig(answer=0.0, abstain=0.0, escalate=1.0).escalate_score == 1.0  # the edge did not read: the cloud decides
+    assert sig(answer=0.2, abstain=0.2).answer_score == 0.5  # a tie
+
+
+def test_edge_never_escalates_and_abstains_where_abstaining_is_worth_more() -> None:
+    assert EdgePolicy(0.5).decide(sig(answer=0.6, abstain=0.2)).route == "edge"
+    d = EdgePolicy(0.5, answer_threshold=0.5).decide(sig(answer=0.1, abstain=0.8))
+    assert d.route == "abstain" and d.reason == "edge policy: never escalates; answer 0.15 < 0.50 → abstained"
+    # the edge policy's own threshold is its answer threshold (`--threshold`)
+    assert EdgePolicy(0.1).decide(sig(answer=0.1, abstain=0.8)).route == "edge"
+
+
+def test_cloud_always_escalates_unless_it_is_unavailable() -> None:
+    d = CloudPolicy(0.5).decide(sig(answer=1.0, escalate=0.0))
     assert d.route == "cloud" and "escalated" in d.reason
-    assert CloudPolicy(0.5).decide(sig(cloud=False)).route == "edge"
+    assert CloudPolicy(0.5).decide(sig(answer=0.6, abstain=0.2, cloud=False)).route == "edge"
+    assert CloudPolicy(0.5).decide(sig(answer=0.1, abstain=0.8, cloud=False)).route == "abstain"
 
 
 @pytest.mark.parametrize(
-    ("p_correct", "p_unans", "route"),
-    [(0.9, 0.1, "edge"), (0.2, 0.1, "cloud"), (0.2, 0.95, "abstain"), (0.9, 0.95, "abstain"), (0.6, 0.79, "edge")],
+    ("answer", "abstain", "escalate", "route"),
+    [(0.7, 0.1, 0.5, "edge"),  # the edge's answer is worth more than the cloud's outcome
+     (0.2, 0.1, 0.6, "cloud"),  # the cloud's outcome is
+     (0.05, 0.9, 0.6, "abstain"),  # "no answer" on the edge is worth more: as safe as the cloud would be
+     (0.3, 0.3, 0.35, "edge")],  # under the threshold the edge keeps it, and answers (a tie goes to answering)
 )
-def test_cascade_three_outcomes(p_correct: float, p_unans: float, route: str) -> None:
-    d = CascadePolicy(threshold=0.6, abstain_threshold=0.8).decide(sig(p_correct=p_correct, p_unans=p_unans))
+def test_cascade_three_outcomes(answer: float, abstain: float, escalate: float, route: str) -> None:
+    d = CascadePolicy(threshold=0.55, answer_threshold=0.5).decide(sig(answer, abstain, escalate))
     assert d.route == route
-    assert d.threshold == 0.6 and d.confidence == p_correct
+    assert d.threshold == 0.55 and d.confidence == pytest.approx((1 + escalate - max(answer, abstain)) / 2)
 
 
 def test_cascade_reason_reads_like_the_ui() -> None:
-    d = CascadePolicy(0.6).decide(sig(p_correct=0.41))
-    assert d.reason == "confidence 0.41 < 0.60 → escalated"
+    d = CascadePolicy(0.6).decide(sig(answer=0.1, abstain=0.1, escalate=0.4))
+    assert d.reason == "cloud 0.65 ≥ 0.60 → escalated"
+    d = CascadePolicy(0.6).decide(sig(answer=0.7, abstain=0.1, escalate=0.4))
+    assert d.reason == "cloud 0.35 < 0.60; answer 0.80 ≥ 0.50 → edge answer kept"
 
 
 def test_latency_policy_escalates_only_within_budget() -> None:
-    pol = LatencyPolicy(threshold=0.6, abstain_threshold=0.9)
-    within = pol.decide(sig(p_correct=0.3, predicted=420.0, budget=600.0))
+    pol = LatencyPolicy(threshold=0.6, answer_threshold=0.5)
+    within = pol.decide(sig(answer=0.2, escalate=0.8, predicted=420.0, budget=600.0))
     assert within.route == "cloud" and "predicted 420 ms within budget 600 ms" in within.reason
-    over = pol.decide(sig(p_correct=0.3, predicted=900.0, budget=600.0))
+    over = pol.decide(sig(answer=0.2, escalate=0.8, predicted=900.0, budget=600.0))
     assert over.route == "edge" and over.over_budget and "> budget 600 ms" in over.reason
-    assert pol.decide(sig(p_correct=0.9, predicted=9000.0, budget=600.0)).route == "edge"
+    assert pol.decide(sig(answer=0.9, escalate=0.2, predicted=9000.0, budget=600.0)).route == "edge"
 
 
-def test_learned_policy_routes_on_predicted_gain() -> None:
-    pol = LearnedPolicy(threshold=0.55, abstain_threshold=0.9)
-    assert pol.decide(sig(p_gain=0.7)).route == "cloud"
-    assert pol.decide(sig(p_gain=0.3)).route == "edge"
-    assert pol.decide(sig(p_gain=0.7, p_unans=0.95)).route == "abstain"
-    assert pol.score(sig(p_gain=0.7)) == 0.7
+def test_learned_policy_is_the_cascade_without_a_cloud_call_cap() -> None:
+    pol = LearnedPolicy(threshold=0.5)
+    assert pol.decide(sig(answer=0.3, abstain=0.1, escalate=0.31)).route == "cloud"
+    assert pol.decide(sig(answer=0.3, abstain=0.1, escalate=0.29)).route == "edge"
+    assert pol.score(sig(answer=0.3, escalate=0.3)) == pytest.approx(0.5)
 
 
 def test_ewma_first_sample_then_weighted() -> None:
@@ -130,17 +150,17 @@ def test_a_threshold_outside_0_1_or_not_finite_is_refused(bad: object) -> None:
         check_threshold(bad)
     msg = str(exc.value)
     assert "threshold" in msg and "from 0 to 1" in msg and " — " in msg and "\n" not in msg
-    if bad != 1.0001:  # a policy also takes "above every score" (up to 1.01), as the evaluation's sweep does
+    if bad != 1.0001:  # a policy also takes "above every score" (just over 1), as the evaluation's sweep does
         with pytest.raises(PipelineError, match="threshold"):
             CascadePolicy(threshold=bad)  # type: ignore[arg-type]
 
 
 def test_thresholds_at_the_ends_of_the_range_are_kept() -> None:
-    from pipelines.policies import ABSTAIN_OFF, check_threshold
+    from pipelines.policies import THRESHOLD_MAX, check_threshold
 
     assert [check_threshold(v) for v in (0, 0.0, 0.25, 1)] == [0.0, 0.0, 0.25, 1.0]
-    policy = CascadePolicy(threshold=1, abstain_threshold=ABSTAIN_OFF)  # 1.01: the "never abstain" gate
-    assert (policy.threshold, policy.abstain_threshold) == (1.0, 1.01)
-    assert CascadePolicy(threshold=1.0 + 1e-9).threshold > 1.0  # the sweep's "escalate everything"
-    with pytest.raises(PipelineError, match="abstain threshold"):
-        CascadePolicy(threshold=0.5, abstain_threshold=float("nan"))
+    policy = CascadePolicy(threshold=1, answer_threshold=0)
+    assert (policy.threshold, policy.answer_threshold) == (1.0, 0.0)
+    assert CascadePolicy(threshold=THRESHOLD_MAX).threshold > 1.0  # the sweep's "escalate nothing"
+    with pytest.raises(PipelineError, match="answer threshold"):
+        CascadePolicy(threshold=0.5, answer_threshold=float("nan"))

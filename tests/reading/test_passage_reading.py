@@ -45,10 +45,12 @@ def test_each_passage_is_read_on_its_own_and_the_answer_comes_from_the_one_that_
     for question, gold in QUESTIONS:
         _cold(reader)
         r = reader.read_each(question, PASSAGES, 16)
+        p = r.passages
         assert gold in r.reply, (question, r)
-        assert PASSAGES[r.chosen].title in {"Zorvath Island", "Brindlewick Orchestra", "Normans"}
-        assert gold in PASSAGES[r.chosen].text
-        assert len(r.passage_p_answerable) == 3 and r.p_answerable == max(r.passage_p_answerable)
+        assert gold in PASSAGES[p.chosen].text and gold in p.answer and p.passages[p.chosen].is_span
+        assert len(p.passages) == 3 and r.p_answerable == max(s.p_yes for s in p.passages)
+        assert 0.0 < p.p_verify < 1.0  # the chosen answer was checked against its passage
+        assert all(s.reply for s in p.passages)  # every passage answered (the answer task always answers)
         assert r.kv == ("miss", "miss", "miss")
 
 
@@ -64,13 +66,14 @@ def test_the_same_answers_with_and_without_the_store_and_only_the_question_prefi
         stored = reader.read_each(question, PASSAGES, 16, store)
         assert stored.kv == ("hit", "hit", "hit")
         assert stored.reply == plain.reply == first.reply
-        assert stored.passage_p_answerable == pytest.approx(plain.passage_p_answerable, abs=1e-4)
-        assert stored.chosen == plain.chosen
+        assert [s.p_yes for s in stored.passages.passages] == pytest.approx(
+            [s.p_yes for s in plain.passages.passages], abs=1e-4)
+        assert stored.passages.chosen == plain.passages.chosen
         prefix_tokens = stored.cached_prompt_tokens
         assert prefix_tokens > 150  # three system+passage prefixes came from the store
-        # Only the question suffixes (probe, then the answer cue): plain prefilled the passages too (less
-        # the system prompt's tokens, which the cache kept from one passage to the next).
-        assert stored.prefilled_tokens < 4 * 50 and plain.prefilled_tokens - stored.prefilled_tokens > 100
+        # Only the question suffixes (the probe's, the answer's, one check's): plain prefilled the passages
+        # too (less the system prompt's tokens, which the cache kept from one passage to the next).
+        assert stored.prefilled_tokens < 7 * 50 and plain.prefilled_tokens - stored.prefilled_tokens > 100
         assert stored.timings["restore"] > 0
     assert len(store) == 3 and store.stats.corrupt == 0
 
