@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -91,8 +92,8 @@ def eval_command(
     print_report(report, cfg.out)
 
 
-def print_report(report: dict[str, Any], folder: Path) -> None:
-    """The paper's two tables, narrow enough for an 80-column terminal."""
+def print_report(report: dict[str, Any], folder: Path, console: Console = out) -> None:
+    """The paper's two tables, narrow enough for an 80-column terminal (on ``console``, stdout's by default)."""
     from rich import box
 
     pol, base = report["policies"], report["baseline_no_answer"]
@@ -100,7 +101,8 @@ def print_report(report: dict[str, Any], folder: Path) -> None:
     cloud_mean = pol.get("cloud", {}).get("latency_ms", {}).get("mean")
 
     def table(title: str, cols: tuple[str, ...]) -> Table:
-        t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+        t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True,
+                  title_justify="left")
         for col in cols:
             t.add_column(col, justify="left" if col == "configuration" else "right", no_wrap=True)
         return t
@@ -121,9 +123,9 @@ def print_report(report: dict[str, Any], folder: Path) -> None:
     for name, m in pol.items():
         t2.add_row(name, *(f"{m[k]:.1f}" for k in ("precision", "recall", "f1", "exact", "has_ans_f1", "no_ans_accuracy")),
                    f"{100 * m['cloud_call_rate']:.0f}%", f"{100 * m['abstain_rate']:.0f}%")
-    out.print(t1)
-    out.print(t2)
-    out.print(f"report: {escape(str(folder / 'report.md'))} (+ report.json, predictions-<policy>.json, "
+    console.print(t1)
+    console.print(t2)
+    console.print(f"report: {escape(str(folder / 'report.md'))} (+ report.json, predictions-<policy>.json, "
               f"{len(report['files'].get('plots', []))} plots)", highlight=False, soft_wrap=True)
 
 

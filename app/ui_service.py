@@ -59,7 +59,7 @@ class Answered:
     :param result: ``AskResult.to_json()`` — the contract the CLI prints.
     :param measured: ms per stage of :data:`STAGES`, summing to the measured total.
     :param predicted: ms per stage of the latency model's T_total if escalated (None for a cache hit).
-    :param degraded: the policy wanted the cloud but it failed or its breaker is open: the edge answered.
+    :param degraded: the policy wanted the cloud but it failed or its breaker is open: the edge decided alone.
     :param budget_ms: the Tmax the question was answered under.
     :param network: the link profile the cloud was reached over (``none`` = direct).
     :param ui_ms: wall time of :meth:`UiService.ask`, to compare with ``result['timings_ms']['total']``.
@@ -284,7 +284,7 @@ class UiService:
 
 
 def cloud_unreachable(decision: dict[str, Any] | None) -> bool:
-    """The policy wanted the cloud and the edge answered instead: the call failed (``degraded``), or
+    """The policy wanted the cloud and the edge decided alone instead: the call failed (``degraded``), or
     the circuit breaker, open after failed calls, let none through (the policies then say
     "cloud unavailable")."""
     d = decision or {}

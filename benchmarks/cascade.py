@@ -85,13 +85,14 @@ def reliability(records: list[dict[str, Any]], cal: Calibration) -> list[dict[st
     return out
 
 
-def cache_latency(qdrant: Path, questions: list[str]) -> dict[str, float]:
-    """Hit latency through the real Cascade (policy edge): each question once, then repeated."""
+def cache_latency(qdrant: Path, collection: str, questions: list[str]) -> dict[str, float]:
+    """Hit latency through the real Cascade (policy edge) over the evaluation's collection: each question
+    once, then repeated."""
     from edge.store import DocumentStore
     from pipelines.answer import build_cascade
     from pipelines.settings import load_settings
 
-    s = load_settings(qdrant_path=qdrant, collection="eval")
+    s = load_settings(qdrant_path=qdrant, collection=collection)
     with DocumentStore(path=qdrant) as store:
         cascade = build_cascade(s, store)
         for q in questions:
@@ -108,6 +109,14 @@ def cache_latency(qdrant: Path, questions: list[str]) -> dict[str, float]:
     hits.sort()
     return {"n": len(hits), "p50_ms": statistics.median(hits), "p95_ms": hits[int(0.95 * (len(hits) - 1))],
             "hit_rate": float(stats.get("hit_rate", 0.0))}
+
+
+def eval_collection(records: Path) -> str:
+    """The collection the `ecqa eval` run beside ``records`` indexed into (named by its files' content)."""
+    report = records.parent / "report.json"
+    if not report.exists():
+        raise SystemExit(f"no {report} beside the records — run the `ecqa eval` step of `make bench-models` first")
+    return str(json.loads(report.read_text())["config"]["collection"])
 
 
 def markdown(res: dict[str, Any], cmd: str) -> str:
@@ -170,7 +179,8 @@ def main() -> None:
         "rows": replay_all(records, cal, args.budget_ms),
         "calibration": {"metrics": cal.metrics, "thresholds": thresholds(cal)},
         "reliability": reliability(records, cal),
-        "cache": cache_latency(args.qdrant, [r["question"] for r in records[:20]]),
+        "cache": cache_latency(args.qdrant, eval_collection(args.records),
+                               [r["question"] for r in records[:20]]),
     }
     publish(res, args.out, markdown(res, "make bench-cascade"), args.benchmarks_md, START, END, HEADING)
 

@@ -53,6 +53,8 @@ def main() -> None:
         print(f"{page.locator('#answer-card .ecqa-badge').inner_text()}: "
               f"{page.locator('#answer-card .ecqa-answer').inner_text()!r} — Enter to answer card {browser_ms:.0f} ms, "
               f"cascade total {total}")
+        for row in page.locator("#history tbody tr").all():  # every question asked: answer, tier, latency
+            print(" | ".join(c.inner_text() for c in row.locator("td").all()))
         page.locator("#history").scroll_into_view_if_needed()
         page.screenshot(path=args.out, full_page=True)
         browser.close()

@@ -44,7 +44,7 @@ class Routed:
     cloud_called: bool
     stages: dict[str, float] = field(default_factory=dict)  # ms per stage; they add up to latency_ms
     cloud_tokens: dict[str, int] = field(default_factory=dict)  # prompt, completion
-    degraded: bool = False  # the cloud call failed and the edge answered
+    degraded: bool = False  # the cloud call failed and the edge decided alone
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +148,7 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
         bytes_up = cloud.get("bytes_up", 0)
         d = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True).decision
         if d.route == "cloud":
-            failed = "error" in cloud  # the live cascade degrades to the edge answer (generating it if it had not)
+            failed = "error" in cloud  # the live cascade degrades to the edge (reading first if it had not)
             stages = record_stages(r, "cloud", generated=failed or policy.name != "cloud", cloud=cloud)
             if failed:  # the edge's own choice: its answer or "no answer"
                 own = values(r)[0]

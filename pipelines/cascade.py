@@ -249,7 +249,7 @@ class Cascade:
             except Exception as exc:  # any cloud failure degrades to the edge answer, never to an error
                 self.breaker.record(False)
                 degraded = True
-                reason = f"{decision.reason}; cloud failed ({_short(exc)}) → edge answer, degraded"
+                reason = f"{decision.reason}; cloud failed ({_short(exc)})"
                 logger.warning("cloud call failed: %s", _short(exc))
                 if edge_ans is None and not (dispatch or {}).get("redirected"):  # cloud-only policy: the edge answers after all
                     try:
@@ -269,6 +269,7 @@ class Cascade:
                         tier, answer, confidence = "abstain", "", own.abstain
                 else:  # redirected because no edge could read it, and the cloud failed: no answer
                     tier, answer, confidence = "abstain", "", 0.0
+                reason += " → edge answer, degraded" if tier == "edge" else " → no answer, degraded"
             else:
                 self.breaker.record(True)
                 answer, valued = keep_cloud_answer(

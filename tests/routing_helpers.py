@@ -52,13 +52,17 @@ def record(i: int, has_answer: bool, edge_answer: str, cloud_answer: str, edge_p
     }
 
 
-# What the edge's answer, abstaining and escalating are worth under each forced route (answer, abstain, escalate).
-_ROUTES = {"edge": (0.95, 0.95, 0.10), "cloud": (0.5, 0.2, 0.95), "abstain": (0.02, 0.5, 0.30)}
+# What the edge's answer, abstaining and escalating are worth under each forced route (p answerable, quality,
+# escalate). Under "cloud" the edge's own choice (when the cloud fails) is its answer: 0.8 * 0.9 over 1 - 0.8.
+# Under "cloud_or_nothing" the edge would say "no answer" (abstaining 0.9 against answering 0.09), yet
+# escalating (0.99) is worth more still.
+_ROUTES = {"edge": (0.95, 0.95, 0.10), "cloud": (0.8, 0.9, 0.95), "abstain": (0.02, 0.5, 0.30),
+           "cloud_or_nothing": (0.1, 0.9, 0.99)}
 
 
 def forced(route: str, cloud_keeps: bool = True) -> Calibration:
     """A calibration of constant models under which the cascade takes ``route`` for every question
-    ("edge", "cloud" or "abstain"); the cloud's answer stands when its passage states it (p(yes) over 0.5)
+    ("edge", "cloud", "cloud_or_nothing" or "abstain"); the cloud's answer stands when its passage states it (p(yes) over 0.5)
     and it is a span of the passage (or never, ``cloud_keeps=False``)."""
     p, q, esc = _ROUTES[route]
     stated_span = LogisticModel(("cloud.p_yes_max", "cloud.is_span"), (4.0, 6.0), -8.0, (0.0, 0.0), (1.0, 1.0))

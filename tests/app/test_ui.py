@@ -38,8 +38,8 @@ def test_ask_shows_answer_badge_passages_and_latency_chart(page: Any, ui_server:
     assert predicted["cloud"] > 0 and predicted["network up"] > 0 and predicted["edge generate"] > 0
     p_total = float(page.locator('#latency-chart [data-row="predicted"] .ecqa-total').inner_text().split()[0])
     assert sum(predicted.values()) == pytest.approx(p_total, abs=1.0)
-    why = re.fullmatch(r"why: edge policy: never escalates; predicted (\d+) ms if escalated, (within|over) budget "
-                       r"(\d+) ms", card["why"])
+    why = re.fullmatch(r"why: edge policy: never escalates; answer [01]\.\d\d ≥ 0\.00 → edge answer kept; "
+                       r"predicted (\d+) ms if escalated, (within|over) budget (\d+) ms", card["why"])
     assert why, card["why"]
     assert abs(int(why.group(1)) - p_total) <= 1  # both rounded to whole ms from the same prediction
     assert int(why.group(3)) == ui_server.service.settings.budget_ms  # the configured Tmax, the slider's start

@@ -59,9 +59,9 @@ def test_output_has_the_edge_answerer_shape(gateway: Gateway, edge1_dir: Path, f
     assert set(out) == {"answer", "confidence", "p_answerable", "passages", "usage", "timings", "bytes_up", "bytes_down",
                         "model", "reading"}
     # Usage covers every backend call: per passage the probe's uncached prompt (333 - 320) + 1 and the answer
-    # (321 + 2), then the check of the chosen answer (13 + 1).
-    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {"prompt_tokens": 2 * 334 + 13,
-                                                                                "completion_tokens": 7, "requests": 5})
+    # (321 + 2), then the check of the chosen answer (13 + 1); the two probes and the check each found 320 tokens cached.
+    assert (out["answer"], out["model"], out["usage"]) == ("Miret", FAKE_MODEL, {
+        "prompt_tokens": 2 * 334 + 13, "cached_prompt_tokens": 3 * 320, "completion_tokens": 7, "requests": 5})
     assert len(out["reading"].passages) == 2
     assert out["p_answerable"] == pytest.approx(FAKE_P_YES)
     # exp(mean(-0.05, -0.1)) = 0.93, halved: "Miret" is in no passage as sent (cut at 30 characters).

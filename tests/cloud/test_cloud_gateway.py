@@ -92,8 +92,9 @@ def test_answers_a_sealed_request(gateway: Gateway, edge_client: EdgeClient, fak
     assert (signals.answer, signals.is_span, reply.reading.chosen) == ("Miret", True, 0)
     assert signals.p_yes == pytest.approx(FAKE_P_YES) and reply.reading.p_verify == pytest.approx(FAKE_P_YES)
     assert signals.no_answer_logit == pytest.approx(math.log(0.02 / 0.98))  # "un" at the answer's first step
-    # The probe's and the check's uncached tokens (333 - 320 each) + the answer's prompt (321); 1 + 2 + 1 tokens.
-    assert reply.usage == {"prompt_tokens": 347, "completion_tokens": 4, "requests": 3}
+    # The probe's and the check's uncached tokens (333 - 320 each) + the answer's prompt (321); 1 + 2 + 1 tokens;
+    # the 320 tokens the probe and the check found cached are counted apart.
+    assert reply.usage == {"prompt_tokens": 347, "cached_prompt_tokens": 640, "completion_tokens": 4, "requests": 3}
     assert {"open", "prompt", "backend", "parse", "total"} <= set(reply.timings_ms)
     assert reply.timings_ms["total"] >= reply.timings_ms["backend"] > 0
     # The backend got three greedy chat requests — probe, answer, check — all on the passage and the question.
@@ -141,7 +142,7 @@ def test_base_family_backend_gets_completion_prompts(fake_backend: FakeOpenAI, m
     backend.close()
     assert (reply.answer, reply.answer_spans, reply.model) == ("Miret", ((28, 33),), FAKE_MODEL)
     assert reply.p_answerable == pytest.approx(0.4, abs=1e-6)
-    assert reply.usage == {"prompt_tokens": 347, "completion_tokens": 4, "requests": 3}
+    assert reply.usage == {"prompt_tokens": 347, "cached_prompt_tokens": 640, "completion_tokens": 4, "requests": 3}
     assert fake_backend.paths == [COMPLETIONS_PATH] * 3
     probe, answer, check = fake_backend.calls
     block = f"Passage: Zorvath Island's capital is Miret.\nQuestion: {question}\n"

@@ -138,6 +138,25 @@ def test_answers_as_a_string_is_one_line_naming_the_question(command: str, tmp_p
     assert not (tmp_path / "o" / "records.jsonl").exists()  # nothing evaluated, nothing indexed
 
 
+def test_the_tables_fit_80_columns_whatever_the_figures(tmp_path: Path) -> None:
+    """At 100.0 everywhere (5 questions can do it) the policy table ran 85 columns wide: rich cut
+    "always no-answer" and every 100.0 to "100…"."""
+    from rich.console import Console
+
+    from app.cli_eval import print_report
+
+    top = {"latency_ms": dict.fromkeys(("mean", "p50", "p95", "p99"), 123456.0), "cloud_call_rate": 1.0,
+           "abstain_rate": 1.0, **dict.fromkeys(("precision", "recall", "f1", "exact", "has_ans_f1", "no_ans_accuracy"), 100.0)}
+    report = {"policies": dict.fromkeys(("edge", "cloud", "cascade", "latency", "learned"), top), "n": 600,
+              "baseline_no_answer": top, "config": {"network": "wifi"}, "files": {}}
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    print_report(report, tmp_path, console)
+    text = console.export_text()
+    assert "…" not in text and "always no-answer  100.0" in text
+    tables = text.split("report: ")[0]  # the last line names the folder, however long its path
+    assert max(len(line.rstrip()) for line in tables.splitlines()) <= 80
+
+
 # --- a real run -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory, unseen_squad: Path, tiny_squad: Path) -> Path:
@@ -172,15 +191,18 @@ def test_report_schema_and_files(report_dir: Path) -> None:
     assert set(rep["retrieval"]["recall_at"]) == {"1", "2", "3"}
     sweep = rep["sweep"]
     assert 2 <= len(sweep) <= 21 and [r["threshold"] for r in sweep] == sorted(r["threshold"] for r in sweep)
-    assert sweep[0]["cloud_call_rate"] == 0.0 and sweep[-1]["cloud_call_rate"] == 1.0  # edge for all … cloud for all
-    assert sweep[-1]["f1"] == pytest.approx(rep["policies"]["cloud"]["f1"], abs=0.01)  # no abstention: all to the cloud
-    # Threshold 0, abstention off: the edge answers all (the edge policy itself may abstain on its own gate).
+    # Threshold 0: every question escalates, the cascade's keep / drop model (both tiers' readings) decides
+    # the cloud's answer; above 1: none does, and the edge answers or abstains as the edge policy does.
+    assert sweep[0]["cloud_call_rate"] == 1.0 and sweep[-1]["cloud_call_rate"] == 0.0  # cloud for all … edge for all
+    assert sweep[-1]["f1"] == pytest.approx(rep["policies"]["edge"]["f1"], abs=0.01)
     from eval.records import read_records
-    from eval.replay import edge_answer
+    from eval.replay import cloud_answer
+    from pipelines.calibration import Calibration
 
     records = read_records(report_dir / "records.jsonl").values()
-    answers_all = 100 * sum(edge_answer(r)[1] for r in records) / len(records)
-    assert sweep[0]["f1"] == pytest.approx(answers_all, abs=0.01)
+    cal = Calibration.load()  # the packaged one: the run's environment names none
+    kept_all = 100 * sum(cloud_answer(r, cal, with_edge=True)[1] for r in records) / len(records)
+    assert sweep[0]["f1"] == pytest.approx(kept_all, abs=0.01)
     md = (report_dir / "report.md").read_text()
     assert "Table 1" in md and "Table 2" in md and "always no-answer (baseline)" in md
     for plot in ("latency.png", "stages.png", "sweep_latency.png", "sweep_cloud_rate.png", "cpu.png"):

@@ -64,6 +64,14 @@ def test_cascade_three_outcomes(answer: float, abstain: float, escalate: float, 
     assert d.threshold == 0.55 and d.confidence == pytest.approx((1 + escalate - max(answer, abstain)) / 2)
 
 
+def test_the_edge_saying_no_answer_still_escalates_when_the_cloud_is_worth_more() -> None:
+    """Finding 6: the cascade abstained on the 0.5B model's evidence (64% of questions) before the 1.5B model
+    saw them. "No answer" on the edge now stands only where it is worth as much as escalating."""
+    edge_says_none = sig(answer=0.05, abstain=0.6, escalate=0.9)
+    assert CascadePolicy(threshold=0.55).decide(edge_says_none).route == "cloud"
+    assert CascadePolicy(threshold=0.55).decide(sig(answer=0.05, abstain=0.9, escalate=0.6)).route == "abstain"
+
+
 def test_cascade_reason_reads_like_the_ui() -> None:
     d = CascadePolicy(0.6).decide(sig(answer=0.1, abstain=0.1, escalate=0.4))
     assert d.reason == "cloud 0.65 ≥ 0.60 → escalated"
