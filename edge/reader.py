@@ -40,8 +40,14 @@ class EdgeAnswer:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EdgeAnswer:
-        """:raises ValueError, KeyError, TypeError: not the shape :meth:`to_json` writes."""
-        return cls(str(data["answer"]), float(data["confidence"]), list(data["passages"]),
+        """:raises ValueError, KeyError, TypeError, AttributeError: not the shape :meth:`to_json` writes."""
+        passages = list(data["passages"])
+        if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in passages):
+            raise ValueError("every passage must be an object with a text")
+        confidence = float(data["confidence"])
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError("the confidence must lie in [0, 1]")
+        return cls(str(data["answer"]), confidence, passages,
                    {str(k): float(v) for k, v in data["features"].items()},
                    {str(k): float(v) for k, v in data["timings"].items()},
                    {str(k): int(v) for k, v in data["usage"].items()},

@@ -12,6 +12,8 @@ carries no answer, so failing over cannot answer a question twice.
 
 from __future__ import annotations
 
+import logging
+
 import random
 import threading
 import time
@@ -28,6 +30,8 @@ from pipelines.dispatch_policies import DispatchPolicy, WorkerLoad, make_policy
 from pipelines.errors import PipelineError
 
 OVERFLOW_MODES = ("reject", "cloud")
+
+logger = logging.getLogger(__name__)
 
 
 class EdgeOverflow(PipelineError):
@@ -159,8 +163,17 @@ class Dispatcher:
             t_back = time.perf_counter()
             data = _json(resp)
             if resp.status_code == 200:
+                try:
+                    answer = EdgeAnswer.from_json(data)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    # Not an answer (a broken or foreign worker): skipped until its next heartbeat, next worker.
+                    with self._lock:
+                        self._dead[w.id] = entry.heartbeat
+                    logger.warning("edge worker %s sent a 200 that is not an answer (%s) — trying the next one",
+                                   w.id, type(exc).__name__)
+                    attempts.append({"worker": w.id, "outcome": f"malformed reply ({type(exc).__name__})"})
+                    continue
                 attempts.append({"worker": w.id, "outcome": "served"})
-                answer = EdgeAnswer.from_json(data)
                 worker_ms = sum(v for k, v in answer.timings.items() if k in ("prompt", "generate", "parse"))
                 timings = {"dispatch": overhead, "worker_http": max(0.0, (t_back - t_send) * 1000.0 - worker_ms
                                                                     - answer.timings.get("worker_queue", 0.0))}
@@ -168,9 +181,10 @@ class Dispatcher:
             if resp.status_code == 503:
                 attempts.append({"worker": w.id, "outcome": "full"})
                 continue
+            message = str(data.get("message", ""))[:200]
             if resp.status_code in (400, 413):
-                raise PipelineError(f"edge worker {w.id}: {data.get('message', resp.status_code)}")
-            attempts.append({"worker": w.id, "outcome": f"failed ({resp.status_code}: {data.get('message', '')[:80]})"})
+                raise PipelineError(f"edge worker {w.id}: {message or resp.status_code}")
+            attempts.append({"worker": w.id, "outcome": f"failed ({resp.status_code}: {message[:80]})"})
         outcomes = ", ".join(f"{a['worker']} {a['outcome']}" for a in attempts) or "every worker is full"
         raise EdgeOverflow(f"no edge worker could take the question ({outcomes}) — retry in a moment, start another "
                            "worker (`ecqa edge serve`), or set ECQA_DISPATCH_OVERFLOW=cloud", attempts, view)

@@ -7,8 +7,11 @@ them is another key, so a stale state is never found; the old file ages out by L
 
 - **Written atomically**: to a temporary file in the same folder, then renamed. Two processes
   sharing a folder never read a half-written state.
-- **Checked on read**: a header carries the payload's length and SHA-256; a file that does not
-  match (truncated, corrupt, another format) is deleted and reported as a miss, never loaded.
+- **Checked on read**: a header carries the payload's length and the SHA-256 of the key and the
+  payload together, so a state is bound to its passage: a file that does not match (truncated,
+  corrupt, another format, or another passage's state copied under this name) is deleted and
+  reported as a miss, never loaded. (This stops mistakes and stale copies; whoever can write the
+  folder can still forge a state — keep it as private as the model files.)
 - **Bounded**: a byte budget; past it, the least recently used files go (a hit refreshes a file's
   modification time).
 - **Never an error to the user**: a folder that is read-only, full or deleted while running
@@ -29,8 +32,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"ECQAKV1\n"
-_HEADER = struct.Struct("<8sQ32s")  # magic, payload length, payload SHA-256
+MAGIC = b"ECQAKV2\n"  # v1 hashed the payload alone: a v1 file is not read (a miss; recomputed and replaced)
+_HEADER = struct.Struct("<8sQ32s")  # magic, payload length, SHA-256 of key and payload
 SUFFIX = ".kv"
 DEFAULT_BUDGET_BYTES = 2 * 1024**3
 
@@ -43,6 +46,16 @@ def state_key(model_sha256: str, template_sha256: str, kv_type: str, prefix: str
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def _digest(key: str, payload: bytes) -> bytes:
+    """What a state file's header carries: the SHA-256 of its key (the passage's) and its payload."""
+    h = hashlib.sha256()
+    data = key.encode("ascii", errors="replace")
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+    h.update(payload)
+    return h.digest()
 
 
 @dataclass
@@ -98,10 +111,10 @@ class PassageStateStore:
             self._warn(f"cannot read {path.name}: {exc.strerror or exc}")
             self.stats.misses += 1
             return None
-        payload = self._unpack(raw)
+        payload = self._unpack(key, raw)
         if payload is None:
             self.stats.misses += 1
-            self.discard(key, "it failed its checksum")
+            self.discard(key, "it failed its checksum (corrupt, or not this passage's state)")
             return None
         try:
             os.utime(path)  # LRU: a hit is a use
@@ -120,12 +133,12 @@ class PassageStateStore:
             pass
 
     @staticmethod
-    def _unpack(raw: bytes) -> bytes | None:
+    def _unpack(key: str, raw: bytes) -> bytes | None:
         if len(raw) < _HEADER.size:
             return None
         magic, length, digest = _HEADER.unpack_from(raw)
         payload = raw[_HEADER.size:]
-        if magic != MAGIC or length != len(payload) or hashlib.sha256(payload).digest() != digest:
+        if magic != MAGIC or length != len(payload) or _digest(key, payload) != digest:
             return None
         return payload
 
@@ -134,7 +147,7 @@ class PassageStateStore:
         size = _HEADER.size + len(payload)
         if size > self.budget_bytes:
             return False
-        header = _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+        header = _HEADER.pack(MAGIC, len(payload), _digest(key, payload))
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=self.folder)

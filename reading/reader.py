@@ -396,14 +396,18 @@ class LlamaReader:
         return bytes(memoryview(buf)[:n])
 
     def _restore(self, tokens: list[int], data: bytes) -> bool:
-        """Load a prefix state into sequence 0; False when llama.cpp refuses it (the cache is then empty)."""
+        """Load a prefix state into sequence 0; False when llama.cpp refuses it or it holds another number of
+        positions than ``tokens`` (the cache is then empty)."""
         import llama_cpp
 
         llm = self._llm
         llm._ctx.kv_cache_seq_rm(0, 0, -1)
         llm.n_tokens = 0
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0):
+        ok = llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0)
+        # A state of another length is not this prefix's (its positions would not line up with the suffix:
+        # llama_decode fails, or worse reads another passage): refused like one llama.cpp refuses.
+        if not ok or llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(llm._ctx.ctx), 0) != len(tokens) - 1:
             llm._ctx.kv_cache_seq_rm(0, 0, -1)
             return False
         llm.input_ids[: len(tokens)] = tokens

@@ -60,6 +60,20 @@ def test_a_corrupt_state_is_refused_deleted_and_reported_as_a_miss(tmp_path: Pat
     assert "checksum" in caplog.text
 
 
+def test_another_passages_state_copied_under_this_name_is_refused(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 22, finding 1: the header's SHA-256 covered the payload, not the key, so `cp red.kv blue.kv`
+    was read as blue's state (the edge then answered from the wrong passage)."""
+    store = PassageStateStore(tmp_path)
+    red, blue = "r" * 64, "b" * 64
+    store.put(red, b"the red house's state" * 50)
+    shutil.copyfile(store.path(red), store.path(blue))
+    with caplog.at_level(logging.WARNING, logger="reading.kv_store"):
+        assert store.get(blue) is None
+    assert not store.path(blue).exists() and store.stats.corrupt == 1 and "not this passage's state" in caplog.text
+    assert store.get(red) == b"the red house's state" * 50  # the original is untouched
+
+
 def test_past_the_budget_the_least_recently_used_state_goes(tmp_path: Path) -> None:
     payload = bytes(1000)
     store = PassageStateStore(tmp_path, budget_bytes=2 * (1000 + 48) + 10)

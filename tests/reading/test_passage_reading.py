@@ -94,6 +94,38 @@ def test_a_corrupt_state_is_recomputed_never_loaded(reader: LlamaReader, tmp_pat
     assert reader.read_each(question, PASSAGES[:1], 16, store).kv == ("hit",)  # stored again, intact
 
 
+HOUSES = [Passage("Houses", "The red house is owned by John."), Passage("Houses", "The blue house is owned by Mary.")]
+
+
+def test_another_passages_state_under_this_name_is_never_read_as_its_own(reader: LlamaReader, tmp_path: Path) -> None:
+    """Issue 22, finding 1: `cp kv/<red>.kv kv/<blue>.kv` made "Who owns the blue house?" answer "John";
+    a state of another length was a llama_decode traceback, kept for every later question."""
+    store = PassageStateStore(tmp_path / "kv")
+    question = "Who owns the blue house?"
+    red, blue = (reader.passage_prompt(question, p).prefix for p in HOUSES)
+    assert len(reader._prefix_tokens(red)) == len(reader._prefix_tokens(blue))  # the same shape: only the key differs
+    for p in HOUSES:
+        _cold(reader)
+        reader.read_each(question, [p], 8, store)
+    red_path, blue_path = store.path(reader.state_key(red)), store.path(reader.state_key(blue))
+    blue_path.write_bytes(red_path.read_bytes())  # the copy
+    _cold(reader)
+    copied = reader.read_each(question, HOUSES[1:], 8, store)
+    assert copied.kv == ("miss",) and "Mary" in copied.reply and store.stats.corrupt == 1
+    # A state whose checksum was made for this key (forged) but of another length: refused by llama.cpp's
+    # own count of positions, deleted, the passage prefilled — no traceback, and stored right again.
+    longer = reader._prefix_tokens(reader.passage_prompt(question, PASSAGES[0]).prefix)
+    assert len(longer) != len(reader._prefix_tokens(blue))
+    _cold(reader)
+    reader.read_each(question, PASSAGES[:1], 8, store)
+    store.put(reader.state_key(blue), store.get(reader.state_key(reader.passage_prompt(question, PASSAGES[0]).prefix)))
+    _cold(reader)
+    forged = reader.read_each(question, HOUSES[1:], 8, store)
+    assert forged.kv == ("miss",) and "Mary" in forged.reply and store.stats.corrupt == 2
+    _cold(reader)
+    assert reader.read_each(question, HOUSES[1:], 8, store).kv == ("hit",)
+
+
 def test_a_changed_model_template_or_passage_misses(reader: LlamaReader, tmp_path: Path) -> None:
     store = PassageStateStore(tmp_path / "kv")
     question = QUESTIONS[0][0]
