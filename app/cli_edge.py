@@ -29,6 +29,9 @@ def edge_serve(
     worker_id: Annotated[str | None, typer.Option("--id", help="Registry id [default edge-<hostname>-<port>].")] = None,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1, 0 = any free one.")] = 0,
     host: Annotated[str, typer.Option("--host", help="Address to bind (and to advertise).")] = "127.0.0.1",
+    advertise: Annotated[str | None, typer.Option("--advertise", help="Host name or address the dispatcher reaches "
+                                                  "this worker at [default: --host; this machine's host name when "
+                                                  "--host binds every address (0.0.0.0 or ::)].")] = None,
     registry: Registry_ = None,
     model: Annotated[str | None, typer.Option("--model", help="Edge model: a manifest name or a GGUF path "
                                               "[env ECQA_SLM_MODEL_PATH; default qwen2.5-coder-0.5b-instruct].")] = None,
@@ -67,7 +70,7 @@ def edge_serve(
                   "measuring its speed…[/]", highlight=False)
         worker = build_worker(s, worker_id or "pending", cpus, s.worker_concurrency, s.worker_queue, reg, threads)
         server = make_server(worker, host, port)
-        url = f"http://{host}:{server.server_address[1]}"
+        url = f"http://{advertised_host(host, advertise)}:{server.server_address[1]}"
         wid = worker_id or f"edge-{socket.gethostname()[:40]}-{server.server_address[1]}"
         worker.entry = replace(worker.entry, id=wid, url=url)
         worker.start_heartbeat()
@@ -85,6 +88,12 @@ def edge_serve(
         if server is not None:
             server.server_close()
     out.print("edge worker stopped", highlight=False)
+
+
+def advertised_host(host: str, advertise: str | None) -> str:
+    """The host part of the URL a worker advertises: never an unspecified address nobody can reach."""
+    name = advertise or (socket.gethostname() if host in ("0.0.0.0", "::", "") else host)
+    return f"[{name}]" if ":" in name and not name.startswith("[") else name
 
 
 @edge_app.command("list")

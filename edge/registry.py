@@ -15,18 +15,31 @@ Keys read like DNS names (the capability metadata store of the collaborative edg
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
 
+logger = logging.getLogger(__name__)
+
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A worker's URL: http(s)://host:port[/path] with a host a client can reach (never an unspecified address).
+_URL = re.compile(r"^https?://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})(/[!-~]*)?$")
+_UNSPECIFIED = {"0.0.0.0", "[::]", "[0:0:0:0:0:0:0:0]"}
+# The largest count (slots, requests) and number (tokens per second, a time stamp) an entry may hold:
+# far above any real worker, low enough that capacity and load stay finite.
+MAX_COUNT = 10**9
+MAX_NUMBER = 1e12
+# Seconds a heartbeat may lie in the future (clocks of hosts sharing a registry drift a little).
+CLOCK_SKEW_S = 2.0
 
 
 class RegistryError(EdgeError):
@@ -77,12 +90,62 @@ class WorkerEntry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerEntry:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """An entry as a registry holds it, checked field by field.
+
+        :raises ValueError: not an entry: a bad id or URL, a field of the wrong type, a number that is
+            negative, not finite or absurdly large.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("an entry is a JSON object")
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            v = data[f.name]
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind == "str":
+                ok = isinstance(v, str) and len(v) <= 512
+            elif kind == "bool":
+                ok = isinstance(v, bool)
+            elif kind == "int":
+                ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
+            else:  # float
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= MAX_NUMBER
+                v = float(v) if ok else v
+            if not ok:
+                raise ValueError(f"field {f.name!r} is not a valid {kind}")
+            out[f.name] = v
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in out]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        if not _ID.match(out["id"]):
+            raise ValueError("no valid id")
+        m = _URL.match(out.get("url", ""))
+        if m is None or m["host"] in _UNSPECIFIED or not 0 < int(m["port"]) < 65536:
+            raise ValueError(f"url {str(out.get('url', ''))[:80]!r} is not http(s)://host:port of a reachable host")
+        return cls(**out)
 
     def keys(self) -> dict[str, Any]:
         """The entry as DNS-like keys: ``/edge/<id>/<field>``."""
         return {f"/edge/{self.id}/{k}": v for k, v in self.to_json().items() if k != "id"}
+
+
+def fresh(entry: WorkerEntry, now: float, ttl_s: float) -> bool:
+    """Whether an entry's heartbeat is live: at most ``ttl_s`` old, and not in the future (beyond a small
+    skew) — a heartbeat from the future would never expire."""
+    return -CLOCK_SKEW_S <= now - entry.heartbeat <= ttl_s
+
+
+class _Refusals:
+    """One warning line per refused entry (by where it was found), not one per read."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, where: str, why: str) -> None:
+        if where not in self._seen:
+            self._seen.add(where)
+            logger.warning("registry entry %s refused: %s", where, why)
 
 
 def check_worker_id(worker_id: str) -> str:
@@ -129,6 +192,7 @@ class FileRegistry(Registry):
         super().__init__(ttl_s)
         self.folder = Path(folder)
         self.clock = clock
+        self._refused = _Refusals()
 
     def put(self, entry: WorkerEntry) -> None:
         check_worker_id(entry.id)
@@ -152,9 +216,16 @@ class FileRegistry(Registry):
         for path in paths:
             try:
                 entry = WorkerEntry.from_json(json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue  # removed while read, or not an entry
-            if now - entry.heartbeat <= self.ttl_s:
+            except FileNotFoundError:
+                continue  # removed while read
+            except (OSError, ValueError, TypeError, RecursionError) as exc:
+                self._refused(str(path), str(exc)[:200])
+                continue
+            if entry.id != path.stem:
+                self._refused(str(path), f"it names another worker ({entry.id!r})")
+            elif now - entry.heartbeat < -CLOCK_SKEW_S:
+                self._refused(str(path), "its heartbeat is in the future")
+            elif fresh(entry, now, self.ttl_s):
                 out.append(entry)
         return out
 
@@ -180,6 +251,7 @@ class RedisRegistry(Registry):
 
         self.url = url
         self.prefix = prefix
+        self._refused = _Refusals()
         self._redis_errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         try:
             self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -204,14 +276,25 @@ class RedisRegistry(Registry):
         if not keys:
             return []
         values = self._call(lambda: self._client.mget(keys))
+        now = time.time()
         out = []
-        for raw in values:
+        for key, raw in zip(keys, values):
             if raw is None:  # expired between SCAN and MGET
                 continue
+            name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
             try:
-                out.append(WorkerEntry.from_json(json.loads(raw)))
-            except (ValueError, TypeError):
+                entry = WorkerEntry.from_json(json.loads(raw))
+            except (ValueError, TypeError, RecursionError) as exc:
+                self._refused(name, str(exc)[:200])
                 continue
+            # The TTL is checked here too: a key set by hand without one (or with a heartbeat from the
+            # future) would otherwise be listed forever.
+            if name != self.prefix + entry.id:
+                self._refused(name, f"it names another worker ({entry.id!r})")
+            elif now - entry.heartbeat < -CLOCK_SKEW_S:
+                self._refused(name, "its heartbeat is in the future")
+            elif fresh(entry, now, self.ttl_s):
+                out.append(entry)
         return out
 
     def remove(self, worker_id: str) -> None:

@@ -79,6 +79,50 @@ def test_a_torn_or_foreign_file_is_not_an_entry(tmp_path: Path) -> None:
     assert [e.id for e in reg.entries()] == ["a"]
 
 
+ROGUE = {"id": "zz-fake", "url": "http://127.0.0.1:9/", "model": "m.gguf", "read_tps": 1e9}
+
+
+@pytest.mark.parametrize(("name", "change", "why"), [
+    ("future", {"heartbeat": 1000.0 + 3600}, "in the future"),  # would never expire
+    ("stale", {"heartbeat": 1000.0 - 60}, None),  # simply dead: dropped without a warning
+    ("nobeat", {}, None),  # no heartbeat at all: as old as can be
+    ("unspecified", {"url": "http://0.0.0.0:8000", "heartbeat": 1000.0}, "reachable host"),
+    ("types", {"read_tps": "fast", "heartbeat": 1000.0}, "read_tps"),
+    ("infinite", {"read_tps": float("inf"), "heartbeat": 1000.0}, "read_tps"),
+    ("negative", {"in_flight": -5, "heartbeat": 1000.0}, "in_flight"),
+    ("impostor", {"id": "a", "heartbeat": 1000.0}, "names another worker"),
+])
+def test_a_hand_written_entry_in_the_folder_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       name: str, change: dict, why: str | None) -> None:
+    """Issue 22, finding 2: a hand-written `zz-fake.json` (no or a future heartbeat, any numbers) was listed
+    forever and won load-aware dispatch with `read_tps: 1e9`."""
+    import json
+    import logging
+
+    clock = Clock()
+    reg = FileRegistry(tmp_path, ttl_s=6.0, clock=clock)
+    reg.put(entry("a"))
+    (tmp_path / f"{ROGUE['id']}.json").write_text(json.dumps({**ROGUE, **change}))
+    with caplog.at_level(logging.WARNING, logger="edge.registry"):
+        assert [e.id for e in reg.entries()] == ["a"]
+        reg.entries()
+    warned = [r.getMessage() for r in caplog.records]
+    if why is None:
+        assert warned == []
+    else:  # one line naming the file, however often the registry is read
+        assert len(warned) == 1 and "zz-fake.json" in warned[0] and why in warned[0]
+
+
+def test_a_worker_bound_to_every_address_advertises_a_reachable_one() -> None:
+    """Issue 22, finding 2: `--host 0.0.0.0` advertised http://0.0.0.0:PORT, which no dispatcher can reach."""
+    from app.cli_edge import advertised_host
+
+    assert advertised_host("0.0.0.0", None) == socket.gethostname() == advertised_host("::", None)
+    assert advertised_host("0.0.0.0", "edge-3.lan") == "edge-3.lan"
+    assert advertised_host("127.0.0.1", None) == "127.0.0.1" and advertised_host("::1", None) == "[::1]"
+    assert WorkerEntry.from_json({"id": "w", "url": f"http://{advertised_host('0.0.0.0', None)}:8000", "model": "m"})
+
+
 def test_open_registry_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_registry("", tmp_path, 5), FileRegistry)
     assert open_registry("file:" + str(tmp_path / "x"), tmp_path, 5).describe() == str(tmp_path / "x")
@@ -124,6 +168,27 @@ def test_redis_registry_heartbeats_and_expires_in_redis(redis_url: str) -> None:
     assert other.entries() == []  # prefixes keep deployments apart
     reg.remove("b")
     assert reg.entries() == []
+
+
+@pytest.mark.network
+def test_an_entry_set_by_hand_in_redis_without_a_ttl_is_not_listed_forever(redis_url: str) -> None:
+    """Issue 22, finding 2: `SET ecqa:edge:x …` (no TTL, or a heartbeat from the future) was listed forever."""
+    import json
+
+    import redis
+
+    reg = RedisRegistry(redis_url, ttl_s=2.0, prefix="test:rogue:")
+    reg.put(entry("a"))
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("test:rogue:zz-fake", json.dumps({**ROGUE, "heartbeat": time.time()}))  # no expiry
+    raw.set("test:rogue:zz-future", json.dumps({**ROGUE, "id": "zz-future", "heartbeat": time.time() + 3600}))
+    raw.set("test:rogue:zz-junk", b"{not json")
+    assert sorted(e.id for e in reg.entries()) == ["a", "zz-fake"]  # fresh for now, like any entry
+    time.sleep(2.3)
+    reg.put(entry("a"))
+    assert [e.id for e in reg.entries()] == ["a"]  # the TTL is checked on read, not only by Redis
+    assert raw.ttl("test:rogue:zz-fake") == -1  # still there, never expiring in Redis itself
+    reg.remove("a")
 
 
 @pytest.mark.network

@@ -1,0 +1,66 @@
+"""Fuzz targets for what other processes write where this one reads it: a registry entry (a file in the
+registry folder or a Redis value) and a worker's reply to the dispatcher. Either the parsed value, which
+then serves as the dispatcher uses it, or ValueError — never another exception (issue 22, findings 2-3)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from fuzz_helpers import JSON_VALUES, NUMBERS, mostly
+from hypothesis import event, given
+from hypothesis import strategies as st
+from routing_helpers import reading
+
+from edge.reader import EdgeAnswer
+from edge.registry import WorkerEntry, fresh
+
+pytestmark = pytest.mark.fuzz
+
+FIELD_VALUES = {
+    "id": mostly(st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)),
+    "url": mostly(st.sampled_from(["http://127.0.0.1:8000", "https://edge-1.lan:443", "http://0.0.0.0:80",
+                                   "http://[::1]:9/x", "http://h:0", "ftp://h:1", "http://h", "http://h:99999"])),
+    "model": mostly(st.text(max_size=40)),
+    "read_tps": mostly(st.floats(0, 1e12), NUMBERS), "prompt_tps": mostly(st.floats(0, 1e12), NUMBERS),
+    "heartbeat": mostly(st.floats(0, 2e9), NUMBERS),
+    "concurrency": mostly(st.integers(-3, 20)), "queue": mostly(st.integers(-3, 20)),
+    "in_flight": mostly(st.integers(-3, 20)), "healthy": mostly(st.booleans()),
+}
+REQUIRED = ("id", "url", "model")
+ENTRIES = mostly(st.fixed_dictionaries({k: FIELD_VALUES[k] for k in REQUIRED},
+                                       optional={k: v for k, v in FIELD_VALUES.items() if k not in REQUIRED}),
+                 JSON_VALUES, in_ten=9)
+
+
+@given(data=ENTRIES)
+def test_registry_entry_parser(data: Any) -> None:
+    try:
+        entry = WorkerEntry.from_json(data)
+    except ValueError:
+        event("refused")
+        return
+    event("accepted")
+    for v in (entry.read_tps, entry.prompt_tps, entry.heartbeat, entry.capacity):
+        assert math.isfinite(v) and v >= 0
+    assert entry.limit >= 0 and entry.url.startswith(("http://", "https://")) and "0.0.0.0" not in entry.url
+    assert WorkerEntry.from_json(entry.to_json()) == entry
+    fresh(entry, 1000.0, 6.0)  # a plain comparison of finite numbers
+
+
+GOOD = EdgeAnswer("Miret", 0.8, [{"id": "p0", "title": "t", "text": "Its capital is Miret."}], {"top_fused": 0.8},
+                  {"generate": 5.0}, {"prompt_tokens": 40}, reading("Miret"), ()).to_json()
+REPLIES = mostly(st.fixed_dictionaries({}, optional={k: mostly(st.just(v)) for k, v in GOOD.items()}), JSON_VALUES,
+                 in_ten=9)
+
+
+@given(data=REPLIES)
+def test_worker_reply_parser(data: Any) -> None:
+    try:
+        answer = EdgeAnswer.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError):  # what the dispatcher fails over on
+        event("refused")
+        return
+    event("accepted")
+    assert 0.0 <= answer.confidence <= 1.0 and all(isinstance(p["text"], str) for p in answer.passages)
