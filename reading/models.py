@@ -249,11 +249,14 @@ def _stamp_path(path: Path) -> Path:
 
 def _stamp_of(path: Path, sha256: str) -> dict[str, int | str]:
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "sha256": sha256}
+    # ctime too: a write with the modification time put back (`touch -r`) still moves the change time,
+    # which no user call can set. (Copying or chmod-ing the cache moves it as well: one re-hash, no harm.)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+            "sha256": sha256}
 
 
 def _stamp_ok(spec: ModelSpec, path: Path) -> bool:
-    """Whether ``path`` was fully hashed as ``spec`` and has not changed since (size, mtime, inode)."""
+    """Whether ``path`` was fully hashed as ``spec`` and has not changed since (size, mtime, ctime, inode)."""
     try:
         if path.stat().st_size != spec.size:
             return False

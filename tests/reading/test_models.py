@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import random
 import threading
 import zipfile
@@ -150,7 +151,8 @@ def test_pull_assembles_verifies_and_stamps(tiny: Tiny, cache: Path) -> None:
     assert path.read_bytes() == tiny.data
     stamp = json.loads((cache / f"{FILE}.verified").read_text())
     st = path.stat()
-    assert stamp == {"size": len(tiny.data), "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "sha256": tiny.sha256}
+    assert stamp == {"size": len(tiny.data), "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+                     "sha256": tiny.sha256}
     # The assembly reports every part, ending at the file size.
     size = len(tiny.data)
     assert [c for c in calls if c[1] == size] == [(PART_BYTES, size), (2 * PART_BYTES, size), (3 * PART_BYTES, size)]
@@ -355,6 +357,25 @@ def test_stale_stamp_triggers_a_rehash_and_a_corrupt_file_is_refused(tiny: Tiny,
         resolve_gguf(str(path), NAME)  # the manifest file by its path is verified too
     # Pulling again replaces the bad file with the official one.
     assert pull(NAME, index_args=tiny.args).read_bytes() == tiny.data
+
+
+def test_a_same_size_change_with_the_modification_time_put_back_is_still_hashed(tiny: Tiny, cache: Path) -> None:
+    """Issue 22, finding 5: one byte changed in place and `touch -r` (the mtime restored) was loaded without
+    hashing; only `ecqa models verify` caught it."""
+    path = pull(NAME, index_args=tiny.args)
+    before = path.stat()
+    time.sleep(0.01)  # the change time moves on with the clock
+    with path.open("r+b") as fh:
+        fh.seek(100_000)
+        byte = fh.read(1)
+        fh.seek(100_000)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # touch -r
+    assert (path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+    assert pull_state(NAME) == "unverified"
+    with pytest.raises(ModelVerifyError):
+        model_path(NAME)
 
 
 def test_size_mismatch_is_refused(tiny: Tiny, cache: Path) -> None:
