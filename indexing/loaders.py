@@ -53,7 +53,7 @@ def load_passages(
     """Load passages from files and directories (recursively), in the order given.
 
     :param paths: files (.json SQuAD v2, .jsonl, .txt, .md) or directories to search for such files.
-    :param chunk_chars: max characters of a passage cut from .txt/.md files.
+    :param chunk_chars: max characters of a passage cut from .txt/.md files and from longer JSONL records.
     :param overlap_chars: characters of whole sentences repeated between neighbouring text chunks.
     :returns: the passages and one summary per file read. Duplicates are kept; the index builder dedups.
     :raises InputFileError: a path is missing, unreadable or not UTF-8.
@@ -111,7 +111,7 @@ def _load_file(path: Path, chunk_chars: int, overlap_chars: int) -> list[Passage
     if fmt == "squad":
         return _load_squad(path, text)
     if fmt == "jsonl":
-        return _load_jsonl(path, text)
+        return _load_jsonl(path, text, chunk_chars, overlap_chars)
     title = (_markdown_title(text) if path.suffix.lower() == ".md" else None) or path.stem
     return [
         Passage(text=chunk, title=title, source=str(path), meta={"chunk_index": i})
@@ -213,8 +213,10 @@ def _load_squad(path: Path, text: str) -> list[Passage]:
     return passages
 
 
-def _load_jsonl(path: Path, text: str) -> list[Passage]:
-    """One passage per non-blank line holding a JSON object with a non-empty 'text'."""
+def _load_jsonl(path: Path, text: str, chunk_chars: int = 1200, overlap_chars: int = 200) -> list[Passage]:
+    """Passages from each non-blank line holding a JSON object with a non-empty 'text': the record's text
+    as one passage, or cut like a text file when longer than ``chunk_chars`` (a 50 MB record was one
+    50 MB passage: gigabytes at build time, all of it in every answer that retrieved it)."""
     passages: list[Passage] = []
     # split("\n") rather than splitlines(): JSON strings may hold U+2028, which splitlines breaks on.
     for n, line in enumerate(text.split("\n"), start=1):
@@ -242,7 +244,11 @@ def _load_jsonl(path: Path, text: str) -> list[Passage]:
         if title is not None and not isinstance(title, str):
             raise InputFormatError(f"{path}: line {n} has a 'title' that is not a string — make it a string or drop it")
         meta: dict[str, Any] = {"line": n} if "id" not in record else {"id": record["id"], "line": n}
-        passages.append(Passage(text=body, title=title or path.stem, source=str(path), meta=meta))
+        if len(body) <= chunk_chars:
+            passages.append(Passage(text=body, title=title or path.stem, source=str(path), meta=meta))
+            continue
+        passages.extend(Passage(text=chunk, title=title or path.stem, source=str(path), meta={**meta, "chunk_index": i})
+                        for i, chunk in enumerate(split_passages(body, chunk_chars, overlap_chars)))
     return passages
 
 

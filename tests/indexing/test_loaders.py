@@ -305,6 +305,23 @@ def test_squad_paragraph_without_string_context(tmp_path: Path, paragraph: objec
     _raises(InputFormatError, path, "paragraph 1 of article 'Art'", "'context'")
 
 
+def test_a_huge_jsonl_record_is_cut_like_any_text(tmp_path: Path) -> None:
+    """Issue 22, finding 6: one 50 MB JSONL record became one 50 MB passage (6.4 GB peak RSS at build, all of
+    it printed by `ask --json`). A record longer than chunk_chars is cut as a text file is; short ones stay whole."""
+    sentence = "The blue house on the hill is owned by Mary, who bought it in 1990. "
+    big = sentence * (5_000_000 // len(sentence))
+    f = tmp_path / "big.jsonl"
+    f.write_text(json.dumps({"id": "big", "title": "Houses", "text": big}) + "\n" + json.dumps({"text": "Short."}) + "\n")
+    passages, _ = load_passages([f], chunk_chars=1200, overlap_chars=200)
+    *chunks, short = passages
+    assert len(chunks) > 4000 and max(len(p.text) for p in chunks) <= 1200
+    assert [p.meta["chunk_index"] for p in chunks] == list(range(len(chunks)))
+    assert {(p.title, p.meta["id"], p.meta["line"]) for p in chunks} == {("Houses", "big", 1)}
+    assert chunks == [Passage(text=c, title="Houses", source=str(f), meta={"id": "big", "line": 1, "chunk_index": i})
+                      for i, c in enumerate(split_passages(big, 1200, 200))]
+    assert (short.text, short.meta) == ("Short.", {"line": 2})  # no chunk_index: whole
+
+
 def test_malformed_jsonl_line_gives_its_number(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "ok"}\n\n{"text": "unterminated\n', encoding="utf-8")
