@@ -31,8 +31,8 @@ from edge.errors import EdgeError
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# A worker's URL: http(s)://host:port[/path] with a host a client can reach (never an unspecified address).
-_URL = re.compile(r"^https?://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})(/[!-~]*)?$")
+# A worker's URL: http(s)://host[:port][/path] with a host a client can reach (never an unspecified address).
+_URL = re.compile(r"^https?://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:(?P<port>[0-9]{1,5}))?(/[!-~]*)?$")
 _UNSPECIFIED = {"0.0.0.0", "[::]", "[0:0:0:0:0:0:0:0]"}
 # The largest count (slots, requests) and number (tokens per second, a time stamp) an entry may hold:
 # far above any real worker, low enough that capacity and load stay finite.
@@ -121,8 +121,8 @@ class WorkerEntry:
         if not _ID.match(out["id"]):
             raise ValueError("no valid id")
         m = _URL.match(out.get("url", ""))
-        if m is None or m["host"] in _UNSPECIFIED or not 0 < int(m["port"]) < 65536:
-            raise ValueError(f"url {str(out.get('url', ''))[:80]!r} is not http(s)://host:port of a reachable host")
+        if m is None or m["host"] in _UNSPECIFIED or (m["port"] is not None and not 0 < int(m["port"]) < 65536):
+            raise ValueError(f"url {str(out.get('url', ''))[:80]!r} is not http(s)://host[:port] of a reachable host")
         return cls(**out)
 
     def keys(self) -> dict[str, Any]:
@@ -278,7 +278,7 @@ class RedisRegistry(Registry):
         values = self._call(lambda: self._client.mget(keys))
         now = time.time()
         out = []
-        for key, raw in zip(keys, values):
+        for key, raw in zip(keys, values, strict=True):
             if raw is None:  # expired between SCAN and MGET
                 continue
             name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)

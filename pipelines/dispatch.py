@@ -13,7 +13,6 @@ carries no answer, so failing over cannot answer a question twice.
 from __future__ import annotations
 
 import logging
-
 import random
 import threading
 import time

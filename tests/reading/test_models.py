@@ -8,9 +8,9 @@ import hashlib
 import json
 import logging
 import os
-import time
 import random
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
