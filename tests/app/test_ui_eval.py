@@ -4,6 +4,7 @@ edge and the real gateway, then its tables and plots show, and they are there ag
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,17 @@ def _open_tab(page: Any) -> None:
     page.locator("#eval-run").wait_for()
 
 
+def _upload(page: Any, path: Path) -> None:
+    """Upload ``path`` with the tab's button: the data box then names the kept copy."""
+    page.locator("#eval-upload input[type=file], input[type=file]").first.set_input_files(str(path))
+    expect(page.locator("#eval-data").get_by_role("textbox")).to_have_value(
+        re.compile(rf"uploads/{re.escape(path.name)}$"), timeout=30_000)
+
+
 def test_small_eval_shows_tables_and_plots_and_reopens_on_them(page: Any, eval_dir: Path, unseen_squad: Path) -> None:
     _open_tab(page)
     expect(page.locator("#eval-report")).to_contain_text("No saved report")
-    page.locator("#eval-data").get_by_role("textbox").fill(str(unseen_squad))
+    _upload(page, unseen_squad)
     page.locator("#eval-n").locator("input").first.fill("2")
     page.locator("#eval-run").click()
     expect(page.locator("#eval-status")).to_contain_text("2 questions evaluated", timeout=300_000)
@@ -70,8 +78,14 @@ def test_bad_eval_input_is_a_message(page: Any, eval_dir: Path, tmp_path: Path) 
     _open_tab(page)
     bad = tmp_path / "notes.json"
     bad.write_text('{"hello": "world"}')
-    page.locator("#eval-data").get_by_role("textbox").fill(str(bad))
+    _upload(page, bad)
     page.locator("#eval-run").click()
     expect(page.locator("#eval-status")).to_contain_text("SQuAD v2", timeout=60_000)
     expect(page.locator("#eval-status")).to_contain_text("⚠️")
     assert not (eval_dir / "ui" / "report.json").exists()
+    # A path on the server outside the data and uploads folders is refused (one message whether it exists
+    # or not: tests/app/test_ui_eval_requests.py).
+    page.locator("#eval-data").get_by_role("textbox").fill("/etc/passwd")
+    page.locator("#eval-run").click()
+    expect(page.locator("#eval-status")).to_contain_text("cannot use this file", timeout=30_000)
+    assert not (eval_dir / "ui").exists() or not any((eval_dir / "ui").iterdir())  # nothing left behind
