@@ -37,6 +37,20 @@ MAX_QUEUE = 16
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
+def strict_text(box: gr.Textbox) -> gr.Textbox:
+    """A text box whose value must arrive as text: Gradio turns whatever the API sends into a string (a
+    question of 123 became "123"); this one refuses anything else with a message."""
+    plain = box.preprocess
+
+    def preprocess(payload: Any) -> str | None:
+        if payload is not None and not isinstance(payload, str):
+            raise gr.Error(f"{box.label or 'this field'} must be text, not {type(payload).__name__} — send a string")
+        return plain(payload)
+
+    box.preprocess = preprocess  # type: ignore[method-assign]
+    return box
+
+
 def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
     """The Blocks app over ``service`` (not launched); at most ``max_queue`` events wait in its queue."""
     from app.ui_eval import build_eval_tab
@@ -50,8 +64,9 @@ def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     with gr.Row():
-                        question = gr.Textbox(label="Question", placeholder="Ask about the collection and press Enter",
-                                              max_lines=1, scale=5, elem_id="question", autofocus=True)
+                        question = strict_text(gr.Textbox(label="Question", placeholder="Ask about the collection "
+                                                          "and press Enter", max_lines=1, scale=5, elem_id="question",
+                                                          autofocus=True))
                         ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
                     card = gr.HTML(elem_id="answer-card")
                     gr.Markdown("#### Latency breakdown")

@@ -134,6 +134,8 @@ def run_eval_request(service: Any, path: Any, count: Any, chosen: Any, progress:
 
 def build_eval_tab(service: Any) -> None:
     """The tab's components and events, created inside the caller's ``gr.Tab``."""
+    from app.ui import strict_text
+
     def latest_tables() -> str:
         folder = reports_dir(service)
         return _report_markdown(load_report(folder), folder)
@@ -146,8 +148,8 @@ def build_eval_tab(service: Any) -> None:
                 "latency per stage and cloud calls, next to the always-no-answer baseline. Larger runs: "
                 "`ecqa eval --data FILE` (resumable).")
     with gr.Row():
-        data = gr.Textbox(value=str(BUNDLED), label=f"SQuAD v2 file (in {BUNDLED.parent}, or uploaded)",
-                          elem_id="eval-data", scale=3)
+        data = strict_text(gr.Textbox(value=str(BUNDLED), label=f"SQuAD v2 file (in {BUNDLED.parent}, or uploaded)",
+                                      elem_id="eval-data", scale=3))
         upload = gr.UploadButton("Upload a SQuAD v2 file", file_types=[".json"], elem_id="eval-upload", scale=1)
         n = gr.Number(value=10, minimum=1, maximum=MAX_UI_QUESTIONS, label="questions", elem_id="eval-n", scale=1)
     with gr.Row():
