@@ -102,7 +102,8 @@ def dispatch_line(result: dict[str, Any]) -> str:
 
 
 def workers_html(loads: list[dict[str, Any]] | None) -> str:
-    """The edge workers' live load: W_i of its limit as a bar, what each served and refused."""
+    """The edge workers' live load: W_i of its limit as a bar, what each served and refused, and the
+    replies of it this dispatcher could not use."""
     if loads is None:
         return ""
     if not loads:
@@ -115,8 +116,8 @@ def workers_html(loads: list[dict[str, Any]] | None) -> str:
                     f'<td class="ecqa-num">{w["in_flight"]} / {w["limit"]}<div class="ecqa-track" style="height:6px">'
                     f'<div class="ecqa-bar" style="width:{share * 100:.0f}%;background:#0072B2"></div></div></td>'
                     f'<td class="ecqa-num">{w["capacity_tps"]:.0f}</td><td class="ecqa-num">{w["served"]}</td>'
-                    f'<td class="ecqa-num">{w["rejected"]}</td></tr>')
-    head = "".join(f"<th>{h}</th>" for h in ("worker", "load W_i", "tok/s C_i", "served", "refused"))
+                    f'<td class="ecqa-num">{w["rejected"]}</td><td class="ecqa-num">{w.get("bad_replies", 0)}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("worker", "load W_i", "tok/s C_i", "served", "refused", "bad replies"))
     return (f'<table class="ecqa-history" data-workers="{len(loads)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 

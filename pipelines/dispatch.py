@@ -53,10 +53,14 @@ class Dispatched:
     timings: dict[str, float] = field(default_factory=dict)  # "dispatch": the dispatcher's own cost (ms)
 
 
-def load_view(entries: list[WorkerEntry], own: dict[str, int]) -> list[dict[str, Any]]:
-    """The workers' live loads, as the answer records them and the UI shows them."""
+def load_view(entries: list[WorkerEntry], own: dict[str, int],
+              failed: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The workers' live loads, as the answer records them and the UI shows them; ``failed``: the replies
+    this dispatcher could not use from each (malformed, or an unexpected status)."""
+    failed = failed or {}
     return [{"id": e.id, "model": e.model, "in_flight": max(e.in_flight, own.get(e.id, 0)), "limit": e.limit,
-             "capacity_tps": round(e.capacity, 1), "served": e.served, "rejected": e.rejected, "url": e.url}
+             "capacity_tps": round(e.capacity, 1), "served": e.served, "rejected": e.rejected,
+             "bad_replies": failed.get(e.id, 0), "url": e.url}
             for e in entries]
 
 
@@ -87,6 +91,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._own: Counter[str] = Counter()  # requests this dispatcher has in flight per worker
         self._dead: dict[str, float] = {}  # worker id -> heartbeat it had when its connection failed
+        self._failed: Counter[str] = Counter()  # replies not usable (malformed, a 5xx) per worker
         self._cache: tuple[float, list[WorkerEntry]] = (-1e9, [])
         self._client = httpx.Client(trust_env=False)  # workers are on 127.0.0.1 or the LAN: never a proxy
 
@@ -110,7 +115,7 @@ class Dispatcher:
         """The live load of each worker (for the UI)."""
         entries = self.workers(fresh)
         with self._lock:
-            return load_view(entries, dict(self._own))
+            return load_view(entries, dict(self._own), dict(self._failed))
 
     # --- one request -----------------------------------------------------------------------
     def read(self, question: str, documents: list[Document], timeout_s: float) -> Dispatched:
@@ -122,8 +127,8 @@ class Dispatcher:
         t0 = time.perf_counter()
         entries = self.workers()
         with self._lock:
-            own = dict(self._own)
-        view = load_view(entries, own)
+            own, failed = dict(self._own), dict(self._failed)
+        view = load_view(entries, own, failed)
         if not entries:
             raise EdgeOverflow(f"no edge worker is registered in {self.registry.describe()} — start one with "
                                "`ecqa edge serve`, or unset ECQA_EDGE_REGISTRY to read in this process", [], view)
@@ -168,6 +173,7 @@ class Dispatcher:
                     # Not an answer (a broken or foreign worker): skipped until its next heartbeat, next worker.
                     with self._lock:
                         self._dead[w.id] = entry.heartbeat
+                        self._failed[w.id] += 1
                     logger.warning("edge worker %s sent a 200 that is not an answer (%s) — trying the next one",
                                    w.id, type(exc).__name__)
                     attempts.append({"worker": w.id, "outcome": f"malformed reply ({type(exc).__name__})"})
@@ -183,6 +189,8 @@ class Dispatcher:
             message = str(data.get("message", ""))[:200]
             if resp.status_code in (400, 413):
                 raise PipelineError(f"edge worker {w.id}: {message or resp.status_code}")
+            with self._lock:
+                self._failed[w.id] += 1
             attempts.append({"worker": w.id, "outcome": f"failed ({resp.status_code}: {message[:80]})"})
         outcomes = ", ".join(f"{a['worker']} {a['outcome']}" for a in attempts) or "every worker is full"
         raise EdgeOverflow(f"no edge worker could take the question ({outcomes}) — retry in a moment, start another "

@@ -152,7 +152,9 @@ def test_workers_panel_shows_each_load_against_its_limit() -> None:
     assert render.workers_html(None) == ""
     assert 'data-workers="0"' in render.workers_html([]) and "ecqa edge serve" in render.workers_html([])
     html = render.workers_html([{"id": "a", "model": "m", "in_flight": 3, "limit": 3, "capacity_tps": 210.4,
-                                 "served": 7, "rejected": 2}, {"id": "b", "model": "n", "in_flight": 0, "limit": 2,
-                                                              "capacity_tps": 90.0, "served": 0, "rejected": 0}])
+                                 "served": 7, "rejected": 2, "bad_replies": 5},
+                                {"id": "b", "model": "n", "in_flight": 0, "limit": 2, "capacity_tps": 90.0, "served": 0,
+                                 "rejected": 0, "bad_replies": 0}])
+    assert "<th>bad replies</th>" in html and '>2</td><td class="ecqa-num">5</td></tr>' in html
     assert 'data-workers="2"' in html and 'data-worker="a" data-in-flight="3"' in html
     assert "width:100%" in html and "width:0%" in html and ">3 / 3<" in html and ">210<" in html

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -91,6 +92,11 @@ def test_a_reply_that_is_not_an_answer_fails_over_to_the_next_worker(workers) ->
     # Skipped until its next heartbeat: the next question goes straight to the good one.
     again = dispatcher.read(QUESTION, DOCS, timeout_s=10)
     assert [a["worker"] for a in again.attempts] == ["good"] and bad.calls == 1
+    # …and counted: once it heartbeats again it is back in the workers' view (answers' `dispatch.loads`, the
+    # UI's panel) with its bad reply counted.
+    time.sleep(0.01)
+    registry.put(WorkerEntry("bad", bad.url, "m", read_tps=1000.0))
+    assert {w["id"]: w["bad_replies"] for w in dispatcher.loads(fresh=True)} == {"bad": 1, "good": 0}
 
 
 @pytest.mark.parametrize("workers", ["empty"], indirect=True)
