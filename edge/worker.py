@@ -32,6 +32,13 @@ from edge.registry import Registry, RegistryError, WorkerEntry
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 << 20
+# Seconds a connection may sit without sending (a half-sent body, an idle keep-alive): then it is closed,
+# so slow or stalled clients cannot hold the worker's threads.
+SOCKET_TIMEOUT_S = 10.0
+# Connections the kernel holds while the server accepts (Python's default is 5: a burst of 60 requests
+# saw 34 connection resets, which a dispatcher reads as a dead worker). Every one accepted gets a reply,
+# 503 when the worker is full.
+LISTEN_BACKLOG = 1024
 MAX_QUESTION_CHARS = 1000
 
 
@@ -83,8 +90,9 @@ class EdgeWorker:
             return 400, {"error": "bad_request", "message": f"the question must have 1-{MAX_QUESTION_CHARS} characters"}
         try:
             documents = documents_from_json(payload.get("documents"))
-        except ValueError as exc:
-            return 400, {"error": "bad_request", "message": str(exc)}
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            return 400, {"error": "bad_request", "message": f"bad documents ({str(exc)[:200]}) — send "
+                         "[{\"id\": str, \"content\": str, \"meta\": {...}, \"score\": number}, ...]"}
         if not self._admit():
             snap = self.snapshot()
             return 503, {"error": "full", "message": f"worker {snap.id} is full ({snap.in_flight} admitted, limit "
@@ -141,6 +149,7 @@ class EdgeWorker:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S  # applied to the connection's socket by StreamRequestHandler
 
     def log_message(self, fmt: str, *args: Any) -> None:  # requests are not logged above DEBUG
         logger.debug(fmt, *args)
@@ -168,19 +177,36 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 < length <= MAX_BODY_BYTES:
-            self._send(400, {"error": "bad_request", "message": f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes"})
+            # The body is left unread: the connection is closed after the reply, so no byte of it is ever
+            # parsed as the next request.
+            self.close_connection = True
+            self._send(413 if length > MAX_BODY_BYTES else 400,
+                       {"error": "bad_request", "message": f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes"})
             return
         try:
-            payload = json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError):
-            self._send(400, {"error": "bad_request", "message": "the body is not JSON"})
+            raw = self.rfile.read(length)
+        except OSError:  # timed out or reset mid-body: nothing to answer
+            self.close_connection = True
             return
-        status, body = self.server.worker.read(payload)
+        if len(raw) < length:  # the client closed before sending it all
+            self.close_connection = True
+            return
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self._send(400, {"error": "bad_request", "message": "the body is not JSON (or nested too deep)"})
+            return
+        try:
+            status, body = self.server.worker.read(payload)
+        except Exception as exc:  # a reply, never a dropped connection; the traceback goes to the log
+            logger.exception("read failed")
+            status, body = 500, {"error": "internal", "message": f"the worker failed ({type(exc).__name__})"}
         self._send(status, body)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], worker: EdgeWorker) -> None:
         self.worker = worker
