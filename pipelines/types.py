@@ -5,6 +5,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# The most characters of a passage's text an answer carries (`ask --json`, the UI): a longer passage (a
+# huge SQuAD paragraph) is cut there, or just past its answer span, and says how long it was.
+MAX_PASSAGE_OUTPUT_CHARS = 20_000
+
+
+def bounded_passage(p: dict[str, Any]) -> dict[str, Any]:
+    """``p`` with its text cut to :data:`MAX_PASSAGE_OUTPUT_CHARS` (kept through its answer span), and
+    ``text_chars`` (the full length) added when cut."""
+    text = p.get("text")
+    if not isinstance(text, str) or len(text) <= MAX_PASSAGE_OUTPUT_CHARS:
+        return p
+    span = p.get("answer_span")
+    keep = max(MAX_PASSAGE_OUTPUT_CHARS, int(span[1]) + 200 if span else 0)
+    if keep >= len(text):
+        return p
+    return {**p, "text": text[:keep], "text_chars": len(text)}
+
 
 @dataclass(frozen=True)
 class AskResult:
@@ -39,4 +56,5 @@ class AskResult:
         if self.dispatch is None:
             del out["dispatch"]
         out["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
+        out["passages"] = [bounded_passage(p) for p in out["passages"]]
         return out
