@@ -7,6 +7,7 @@ exactly as one read in the UI's own process.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,5 +113,8 @@ def documents_from_json(items: Any) -> list[Document]:
         meta = it.get("meta") or {}
         if not isinstance(meta, dict):
             raise ValueError("a document's 'meta' must be an object")
-        out.append(Document(id=it["id"], content=it["content"], meta=meta, score=float(it.get("score") or 0.0)))
+        score = it.get("score") or 0.0
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError("a document's 'score' must be a finite number")
+        out.append(Document(id=it["id"], content=it["content"], meta=meta, score=float(score)))
     return out

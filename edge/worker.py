@@ -42,6 +42,23 @@ LISTEN_BACKLOG = 1024
 MAX_QUESTION_CHARS = 1000
 
 
+def check_read_request(payload: Any) -> tuple[str, list[Any]]:
+    """The question and documents of a ``POST /v1/read`` body.
+
+    :raises ValueError: anything else, with a one-line message saying what to send.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("question"), str):
+        raise ValueError("send {\"question\": str, \"documents\": [...]}")
+    question = payload["question"].strip()
+    if not question or len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question must have 1-{MAX_QUESTION_CHARS} characters")
+    try:
+        return question, documents_from_json(payload.get("documents"))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"bad documents ({str(exc)[:200]}) — send [{{\"id\": str, \"content\": str, \"meta\": "
+                         "{...}, \"score\": number}, ...]") from None
+
+
 class EdgeWorker:
     """Admission, slots and the registry entry of one worker process.
 
@@ -83,16 +100,10 @@ class EdgeWorker:
 
     def read(self, payload: Any) -> tuple[int, dict[str, Any]]:
         """One read request: (HTTP status, JSON body)."""
-        if not isinstance(payload, dict) or not isinstance(payload.get("question"), str):
-            return 400, {"error": "bad_request", "message": "send {\"question\": str, \"documents\": [...]}"}
-        question = payload["question"].strip()
-        if not question or len(question) > MAX_QUESTION_CHARS:
-            return 400, {"error": "bad_request", "message": f"the question must have 1-{MAX_QUESTION_CHARS} characters"}
         try:
-            documents = documents_from_json(payload.get("documents"))
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-            return 400, {"error": "bad_request", "message": f"bad documents ({str(exc)[:200]}) — send "
-                         "[{\"id\": str, \"content\": str, \"meta\": {...}, \"score\": number}, ...]"}
+            question, documents = check_read_request(payload)
+        except ValueError as exc:
+            return 400, {"error": "bad_request", "message": str(exc)}
         if not self._admit():
             snap = self.snapshot()
             return 503, {"error": "full", "message": f"worker {snap.id} is full ({snap.in_flight} admitted, limit "

@@ -64,3 +64,28 @@ def test_worker_reply_parser(data: Any) -> None:
         return
     event("accepted")
     assert 0.0 <= answer.confidence <= 1.0 and all(isinstance(p["text"], str) for p in answer.passages)
+
+
+DOCUMENT = st.fixed_dictionaries({"id": mostly(st.text(max_size=20)), "content": mostly(st.text(max_size=200))},
+                                 optional={"meta": mostly(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)),
+                                           "score": mostly(st.floats(0, 1), NUMBERS)})
+READ_BODIES = mostly(st.fixed_dictionaries({"question": mostly(st.text(max_size=120))},
+                                           optional={"documents": mostly(st.lists(mostly(DOCUMENT), max_size=4))}),
+                     JSON_VALUES, in_ten=9)
+
+
+@given(payload=READ_BODIES)
+def test_worker_read_body(payload: Any) -> None:
+    """What `POST /v1/read` accepts: a question and documents the reader can take (finite scores, string
+    ids and contents), or ValueError — the worker's 400 with that one-line message."""
+    from edge.worker import check_read_request
+
+    try:
+        question, documents = check_read_request(payload)
+    except ValueError as exc:
+        event("refused")
+        assert str(exc) and "\n" not in str(exc)
+        return
+    event("accepted")
+    assert question == question.strip() and question
+    assert all(isinstance(d.id, str) and isinstance(d.content, str) and math.isfinite(d.score) for d in documents)
