@@ -32,7 +32,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"ECQAKV2\n"  # v1 hashed the payload alone: a v1 file is not read (a miss; recomputed and replaced)
+MAGIC = b"ECQAKV2\n"
+OLD_MAGIC = b"ECQAKV1\n"  # v1 hashed the payload alone: a v1 file is a quiet miss, recomputed and replaced
 _HEADER = struct.Struct("<8sQ32s")  # magic, payload length, SHA-256 of key and payload
 SUFFIX = ".kv"
 DEFAULT_BUDGET_BYTES = 2 * 1024**3
@@ -110,6 +111,14 @@ class PassageStateStore:
         except OSError as exc:
             self._warn(f"cannot read {path.name}: {exc.strerror or exc}")
             self.stats.misses += 1
+            return None
+        if raw.startswith(OLD_MAGIC):  # written before states were bound to their key: stale, not corrupt
+            self.stats.misses += 1
+            logger.debug("passage KV store: %s is of the old format — recomputed", path.name)
+            try:
+                path.unlink()
+            except OSError:
+                pass
             return None
         payload = self._unpack(key, raw)
         if payload is None:

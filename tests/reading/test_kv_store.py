@@ -74,6 +74,22 @@ def test_another_passages_state_copied_under_this_name_is_refused(tmp_path: Path
     assert store.get(red) == b"the red house's state" * 50  # the original is untouched
 
 
+def test_a_state_of_the_old_format_is_a_quiet_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Stores filled before states were bound to their key: each old file is recomputed once, without a
+    warning line per passage (a collection of 960 would have printed 960)."""
+    import hashlib
+    import struct
+
+    store = PassageStateStore(tmp_path)
+    payload = b"old state" * 10
+    store.path("k" * 64).write_bytes(struct.pack("<8sQ32s", b"ECQAKV1\n", len(payload),
+                                                 hashlib.sha256(payload).digest()) + payload)
+    with caplog.at_level(logging.WARNING, logger="reading.kv_store"):
+        assert store.get("k" * 64) is None
+    assert caplog.records == [] and store.stats.corrupt == 0 and store.stats.misses == 1
+    assert not store.path("k" * 64).exists()
+
+
 def test_past_the_budget_the_least_recently_used_state_goes(tmp_path: Path) -> None:
     payload = bytes(1000)
     store = PassageStateStore(tmp_path, budget_bytes=2 * (1000 + 48) + 10)
