@@ -47,6 +47,7 @@ from pipelines.calibration import (
     Calibration,
     LogisticModel,
 )
+from pipelines.policies import gain_score
 
 FOLDS = 5
 SEED = 0
@@ -220,7 +221,7 @@ class Fitted:
     @property
     def score(self) -> np.ndarray:
         """The answer score, out of fold (:attr:`pipelines.calibration.Valued.score`)."""
-        return (1.0 + self.answer - (1.0 - self.p_answerable)) / 2.0
+        return gain_score(self.answer, 1.0 - self.p_answerable)
 
 
 def fit_decision(rows: Sequence[dict[str, float]], has_answer: np.ndarray, f1: np.ndarray,
@@ -316,7 +317,7 @@ def fit(records: list[dict[str, Any]], max_cloud_rate: float, provenance: dict[s
     candidates = {}
     for name, feats in (("selected", selected), ("all", sorted(t.edge[0]))):
         esc_oof = out_of_fold(matrix(t.edge, feats), outcome, test_folds)
-        esc_score = (1.0 + esc_oof - edge_best) / 2.0
+        esc_score = gain_score(esc_oof, edge_best)
         curve, rates = cascade_curve(esc_score, edge, t_edge, t, outcome)
         i = smoothed_best(curve, [r <= max_cloud_rate for r in rates])
         candidates[name] = (curve[i], feats, esc_oof, esc_score, curve, rates, i)

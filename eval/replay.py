@@ -152,7 +152,7 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
             stages = record_stages(r, "cloud", generated=failed or policy.name != "cloud", cloud=cloud)
             if failed:  # the edge's own choice: its answer or "no answer"
                 own = values(r)[0]
-                answer, f1 = edge_answer(r) if own.score >= cal.edge.threshold else ("", float(not r["has_answer"]))
+                answer, f1 = edge_answer(r) if cal.edge.stands(own) else ("", float(not r["has_answer"]))
                 out.append(Routed(r["id"], "edge" if answer else "abstain", answer, f1, sum(stages.values()), True,
                                   stages, {}, True))
                 continue

@@ -35,7 +35,6 @@ from pipelines.router import CascadeRouter
 from pipelines.signals import keep_cloud_answer
 from pipelines.types import AskResult
 from reading.passages import PassageReading
-from reading.signals import PassageScore
 from reading.text import find_span
 
 logger = logging.getLogger(__name__)
@@ -263,7 +262,7 @@ class Cascade:
                         passages = edge_ans.passages
                 if edge_ans is not None:  # the edge's own choice: its answer, or "no answer"
                     own, _ = self.calibration.edge_values(edge_ans.features)
-                    if own.score >= self.calibration.edge.threshold:
+                    if self.calibration.edge.stands(own):
                         answer, confidence = edge_ans.answer, own.answer
                     else:
                         tier, answer, confidence = "abstain", "", own.abstain
@@ -273,7 +272,7 @@ class Cascade:
             else:
                 self.breaker.record(True)
                 answer, valued = keep_cloud_answer(
-                    self.calibration, q, retrieved_scores(q, retrieved), reply.reading,
+                    self.calibration, q, passage_scores(q, retrieved.documents), reply.reading,
                     edge_ans.features if edge_ans is not None else None, edge_ans.answer if edge_ans is not None else "")
                 tier, confidence = "cloud", (valued.answer if answer else valued.abstain)
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
@@ -333,11 +332,6 @@ class Cascade:
 def passages_up(documents: list[Document]) -> list[dict[str, Any]]:
     """The passages as the cloud client takes them: id, title, text."""
     return [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in documents]
-
-
-def retrieved_scores(question: str, retrieved: Retrieved) -> list[PassageScore]:
-    """The retrieved passages' scores, in the order they are read and sent up."""
-    return passage_scores(question, retrieved.documents)
 
 
 def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:

@@ -36,6 +36,13 @@ def check_threshold(value: Any, name: str = "threshold", upper: float = 1.0) -> 
     return v
 
 
+def gain_score(value: Any, alternative: Any) -> Any:
+    """What ``value`` gains over ``alternative`` (both expected F1, so the gain runs from -1 to 1) mapped to
+    [0, 1]: the better bet above 0.5. The one formula of every answer and escalation score, live and in
+    the fitting (numbers or numpy arrays)."""
+    return (1.0 + value - alternative) / 2.0
+
+
 @dataclass(frozen=True)
 class Signals:
     """What a policy knows about one question after the edge read it (expected F1 of each action).
@@ -59,14 +66,14 @@ class Signals:
     def answer_score(self) -> float:
         """What the edge's answer gains over "no answer" (expected F1, from -1 to 1) mapped to [0, 1]:
         answering is the better bet above 0.5."""
-        return (1.0 + self.answer_value - self.abstain_value) / 2.0
+        return float(gain_score(self.answer_value, self.abstain_value))
 
     @property
     def escalate_score(self) -> float:
         """What escalating gains over the edge's better option, mapped to [0, 1]: escalating gains above
         0.5. A gain, not a ratio: under a cap on cloud calls the questions worth escalating are those that
         gain the most F1 each."""
-        return (1.0 + self.escalate_value - max(self.answer_value, self.abstain_value)) / 2.0
+        return float(gain_score(self.escalate_value, max(self.answer_value, self.abstain_value)))
 
 
 @dataclass(frozen=True)

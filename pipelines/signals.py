@@ -50,5 +50,5 @@ def keep_cloud_answer(calibration: Calibration, question: str, scores: Sequence[
     """
     model = calibration.cloud_model(with_edge=edge_features is not None)
     valued = model.value(cloud_signals(question, scores, cloud, edge_features, edge_answer))
-    keep = bool(cloud.answer) and valued.score >= model.threshold
+    keep = bool(cloud.answer) and model.stands(valued)
     return (cloud.answer if keep else ""), valued

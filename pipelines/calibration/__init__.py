@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError
-from pipelines.policies import Policy, policy_class
+from pipelines.policies import Policy, gain_score, policy_class
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("default.json")
 # 1 in 4 dev-a questions (by a hash of the id) form the calibration split; evaluation on dev-a
@@ -112,7 +112,7 @@ class Valued:
     def score(self) -> float:
         """(1 + answer - abstain) / 2, in [0, 1]: what answering gains over "no answer", in expected F1,
         mapped to [0, 1]; answering is the better bet above 0.5."""
-        return (1.0 + self.answer - self.abstain) / 2.0
+        return float(gain_score(self.answer, self.abstain))
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,9 @@ class AnswerModel:
         """:raises KeyError: a signal the models read is missing."""
         return Valued(self.answerable.predict(signals), self.quality.predict(signals))
 
-    def keeps(self, signals: Mapping[str, float]) -> bool:
-        """Does the answer stand (else "no answer")?"""
-        return self.value(signals).score >= self.threshold
+    def stands(self, valued: Valued) -> bool:
+        """Does the answer stand (else "no answer"), given what this model said of it?"""
+        return valued.score >= self.threshold
 
     def to_json(self) -> dict[str, Any]:
         return {"answerable": self.answerable.to_json(), "quality": self.quality.to_json(), "threshold": self.threshold}
