@@ -232,6 +232,12 @@ bench-dispatch: $(STAMP)  ## many edges: measured workers, contention p99, simul
 	$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch
 	$(BIN)/python -m benchmarks.dispatch_sim --profiles bench/dispatch/profiles.json --out bench/dispatch
 
+# The edge worker's HTTP server alone (the model loaded, never reading): the http.server it had before
+# against uvicorn + Starlette, plain and mutual TLS, side by side in one run (~3 min).
+.PHONY: bench-server
+bench-server: $(STAMP)  ## the worker's HTTP server: http.server (before) vs uvicorn (after), plain and mTLS (~3 min) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.server_overhead --out bench/server.json
+
 .PHONY: bench-kv
 BENCH_KV_N ?= 200
 
@@ -276,6 +282,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/kv,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
+	$(call from_records,bench/server.json,bench-server,$(BIN)/python -m benchmarks.server_overhead --from-json bench/server.json)
 	@echo "bench-llama-build: keeps no records (it times two wheels) — left as it is"
 
 # --- fuzzing ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,13 +15,45 @@ import typer
 from app.console import AsJson, emit_json, err, out, stop_on_ctrl_c, user_errors
 
 edge_app = typer.Typer(
-    help="Edge workers: serve the edge model over HTTP behind the dispatcher (serve), show the registry (list).",
+    help="Edge workers: certificates (init), serve the edge model behind the dispatcher (serve), show the registry (list).",
     no_args_is_help=True,
 )
 
 Registry_ = Annotated[str | None, typer.Option(
     "--registry", help="Where workers advertise: 'file' (<user data dir>/ecqa/registry), a folder, or redis://host:port/db "
     "[env ECQA_EDGE_REGISTRY].")]
+
+
+@edge_app.command("init")
+@user_errors
+def edge_init(
+    worker: Annotated[list[str] | None, typer.Option("--worker", help="Worker id to issue a certificate for "
+                                                     "(repeatable; the id `ecqa edge serve --id` uses).")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", help="DNS name or IP the dispatcher reaches the workers "
+                                                   "at, besides localhost and 127.0.0.1 (repeatable).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Directory with the project's CA (`ecqa cloud init`) "
+                                                   "[env ECQA_CLOUD_DIR; default <user data dir>/ecqa/cloud].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a worker's existing certificate.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Issue edge workers' certificates from the project's CA: they serve mutual TLS and sign their registry entries."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pipelines.fleet import issue_worker_certificates
+    from pipelines.settings import load_settings
+
+    report = issue_worker_certificates(load_settings(cloud_dir=directory), worker or [], host or [], force)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    table = Table("file", "mode", title=f"worker certificates in {escape(str(report.directory))}")
+    for rel, mode in report.files:
+        table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
+    out.print(table)
+    out.print(f"workers: [bold]{', '.join(report.workers)}[/] · valid for localhost, 127.0.0.1"
+              f"{''.join(', ' + h for h in report.hosts)} · start each with `ecqa edge serve --id ID`; copy ca.pem and "
+              "workers/ID.* to its host", highlight=False)
 
 
 @edge_app.command("serve")
@@ -43,16 +76,35 @@ def edge_serve(
                                                     "[env ECQA_WORKER_CONCURRENCY; default 1].")] = None,
     queue: Annotated[int | None, typer.Option("--queue", min=0, max=1000, help="Requests admitted beyond that, "
                                               "waiting [env ECQA_WORKER_QUEUE; default 2].")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Directory with the fleet's CA and this worker's "
+                                                   "certificate (`ecqa edge init`) [env ECQA_CLOUD_DIR].")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP and an unsigned registry entry, on a loopback "
+                                           "address only (dispatchers need ECQA_FLEET_INSECURE=1) [env "
+                                           "ECQA_FLEET_INSECURE].")] = False,
 ) -> None:
-    """Run an edge worker until Ctrl-C: it loads its model, measures its speed, then serves and heartbeats."""
+    """Run an edge worker until Ctrl-C: it loads its model, measures its speed, then serves (mutual TLS) and
+    heartbeats its signed entry."""
+    from pipelines.errors import PipelineError
+    from pipelines.fleet import worker_fleet
     from pipelines.settings import load_settings
     from pipelines.workers import build_worker, check_worker_id, make_server, parse_cores, registry_for
 
     if worker_id is not None:
         check_worker_id(worker_id)
-    s = load_settings(edge_registry=registry, slm_model_path=model, worker_concurrency=concurrency, worker_queue=queue)
+    s = load_settings(edge_registry=registry, slm_model_path=model, worker_concurrency=concurrency, worker_queue=queue,
+                      cloud_dir=directory, **({"fleet_insecure": True} if insecure else {}))
     cpus = parse_cores(cores)
-    reg = registry_for(s)
+    shown = advertised_host(host, advertise)
+    tls = None
+    if s.fleet_insecure:
+        if not _loopback(host) or not _loopback(shown):
+            raise PipelineError(f"an insecure worker serves plain HTTP, so only on a loopback address (not {host}) — "
+                                "drop --insecure and issue it a certificate with `ecqa edge init --worker ID`")
+        reg = registry_for(s)
+    else:
+        material, seal = worker_fleet(s, worker_id or "", shown)
+        worker_id, tls = material.name, material.ssl_context()
+        reg = registry_for(s, seal)
     stop_on_ctrl_c()
     server = None
     worker = None
@@ -69,8 +121,8 @@ def edge_serve(
         err.print(f"[dim]loading {s.slm_model_path or 'qwen2.5-coder-0.5b-instruct'} on CPUs {cores or 'all'} and "
                   "measuring its speed…[/]", highlight=False)
         worker = build_worker(s, worker_id or "pending", cpus, s.worker_concurrency, s.worker_queue, reg, threads)
-        server = make_server(worker, host, port)
-        url = f"http://{advertised_host(host, advertise)}:{server.server_address[1]}"
+        server = make_server(worker, host, port, ssl_context=tls)
+        url = f"{'https' if tls else 'http'}://{shown}:{server.server_address[1]}"
         wid = worker_id or f"edge-{socket.gethostname()[:40]}-{server.server_address[1]}"
         worker.entry = replace(worker.entry, id=wid, url=url)
         worker.start_heartbeat()
@@ -90,6 +142,18 @@ def edge_serve(
     out.print("edge worker stopped", highlight=False)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def advertised_host(host: str, advertise: str | None) -> str:
     """The host part of the URL a worker advertises: never an unspecified address nobody can reach."""
     name = advertise or (socket.gethostname() if host in ("0.0.0.0", "::", "") else host)
@@ -102,10 +166,12 @@ def edge_list(registry: Registry_ = None, as_json: AsJson = False) -> None:
     """Show the live workers of the registry: model, speed, limits and load (W_i, R_i = W_i / C_i)."""
     from rich.table import Table
 
+    from pipelines.fleet import dispatcher_fleet
     from pipelines.settings import load_settings
     from pipelines.workers import registry_for
 
-    reg = registry_for(load_settings(edge_registry=registry))
+    s = load_settings(edge_registry=registry)
+    reg = registry_for(s, dispatcher_fleet(s, need_client=False).seal)
     entries = reg.entries()
     if as_json:
         emit_json({"registry": reg.describe(), "workers": [{**e.to_json(), "capacity": round(e.capacity, 1),

@@ -6,11 +6,13 @@ Layout of the directory (private files mode 0600, the directory 0700)::
     ca.pem  ca.key*           the CA (keep ca.key offline once the edges are issued)
     server.pem  server.key*   the gateway (SANs: localhost, 127.0.0.1, each --host)
     edges/NAME.pem  NAME.key* one client certificate per edge (CN = the edge identity)
+    workers/ID.pem  ID.key*   one server certificate per edge worker (`ecqa edge init`; CN = the worker id)
     aes.key*                  {"kid", "key"}: the envelope key, shared by gateway and edges
     cloud.json                what was made (names, fingerprints, key id) — no secrets
 
 An edge needs ``ca.pem``, its ``edges/NAME.*`` and ``aes.key``; the gateway needs ``ca.pem``,
-``server.*`` and ``aes.key``.
+``server.*`` and ``aes.key``; an edge worker needs ``ca.pem`` and its ``workers/ID.*`` (it serves the
+dispatcher over mutual TLS and signs its registry entry with that key).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.pem", "server.key"
 EDGES_DIR = "edges"
+WORKERS_DIR = "workers"
+WORKER_UNIT = "worker"  # the OU of a worker certificate: only those may sign registry entries
 AES_KEY = "aes.key"
 MANIFEST = "cloud.json"
 PRIVATE_MODE = 0o600
@@ -281,6 +285,69 @@ def init_material(
 
 
 # --- loading -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerReport:
+    """What `edge init` wrote (no secrets)."""
+
+    directory: Path
+    files: tuple[tuple[str, int], ...]
+    workers: tuple[str, ...]
+    hosts: tuple[str, ...]
+    ca_sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "files": [{"path": p, "mode": oct(m)} for p, m in self.files],
+                "workers": list(self.workers), "hosts": list(self.hosts), "ca_sha256": self.ca_sha256}
+
+
+def _load_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """:raises MaterialError: no CA (or not one `cloud init` made) in ``directory``."""
+    key_path, cert_path = directory / CA_KEY, directory / CA_CERT
+    if not key_path.is_file() or not cert_path.is_file():
+        raise MaterialError(f"no CA in {directory} (ca.pem and ca.key) — run `ecqa cloud init --dir {directory}` first, "
+                            "or point --dir at the directory that holds the project's CA")
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (ValueError, TypeError, OSError):
+        raise MaterialError(f"{directory} holds no readable CA — re-create it with `ecqa cloud init --force`") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise MaterialError(f"{key_path} is not the EC key `ecqa cloud init` writes — re-create it with "
+                            "`ecqa cloud init --force`")
+    return key, cert
+
+
+def issue_workers(directory: Path, workers: Sequence[str], hosts: Sequence[str] = (), force: bool = False) -> WorkerReport:
+    """One server certificate per edge worker, signed by the project's CA in ``directory``.
+
+    :param workers: worker ids (the certificate CN; `ecqa edge serve --id`).
+    :param hosts: extra DNS names or IPs the workers are reached at (besides localhost and 127.0.0.1): the
+        dispatcher checks the worker's URL against them.
+    :param force: replace a worker's existing certificate.
+    :raises MaterialError: no CA, a bad name or host, or a certificate already there without ``force``.
+    """
+    directory = Path(directory).expanduser()
+    if not workers:
+        raise MaterialError("name at least one worker — pass --worker ID (the id `ecqa edge serve --id` will use)")
+    names = check_edge_names(workers)
+    sans, extra_hosts = _san_entries(hosts)
+    ca_key, ca_cert = _load_ca(directory)
+    there = [n for n in names if (directory / WORKERS_DIR / f"{n}.pem").exists()]
+    if there and not force:
+        raise MaterialError(f"worker {there[0]!r} already has a certificate in {directory / WORKERS_DIR} — pass --force "
+                            "to replace it (the worker then needs the new files)")
+    files: list[tuple[str, int]] = []
+    for name in names:
+        key, cert = _leaf(name, WORKER_UNIT, ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+        for rel, data, private in ((f"{WORKERS_DIR}/{name}.key", _key_pem(key), True),
+                                   (f"{WORKERS_DIR}/{name}.pem", _cert_pem(cert), False)):
+            files.append((rel, _write(directory / rel, data, private)))
+    os.chmod(directory / WORKERS_DIR, 0o700)
+    logger.info("%d worker certificates written to %s", len(names), directory / WORKERS_DIR)
+    return WorkerReport(directory=directory, files=tuple(files), workers=names, hosts=extra_hosts,
+                        ca_sha256=ca_cert.fingerprint(hashes.SHA256()).hex())
+
+
 def _need(directory: Path, rel: str) -> Path:
     path = directory / rel
     if not path.is_file():
@@ -419,6 +486,69 @@ def load_edge_material(directory: Path, edge: str = "") -> EdgeMaterial:
     return EdgeMaterial(
         directory=directory, name=edge, ca_cert=ca, cert=directory / EDGES_DIR / f"{edge}.pem", key=key, aes=load_aes_key(aes_path)
     )
+
+
+@dataclass(frozen=True)
+class WorkerMaterial:
+    """What an edge worker needs: its certificate and key, and the CA that signs the dispatchers' certificates."""
+
+    directory: Path
+    name: str
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS 1.3 only; a client certificate signed by the CA is required (the dispatcher's edge certificate)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        try:
+            ctx.load_cert_chain(self.cert, self.key)
+            ctx.load_verify_locations(cafile=str(self.ca_cert))
+        except (ssl.SSLError, OSError) as exc:
+            raise MaterialError(f"cannot load worker {self.name!r} certificate from {self.directory}: {exc} — "
+                                f"run `ecqa edge init --dir {self.directory} --worker {self.name} --force`") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def hosts(self) -> list[str]:
+        """The DNS names and IPs the certificate is valid for."""
+        cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
+
+def worker_names(directory: Path) -> list[str]:
+    workers = Path(directory) / WORKERS_DIR
+    if not workers.is_dir():
+        return []
+    return sorted(p.stem for p in workers.glob("*.pem") if (workers / f"{p.stem}.key").is_file())
+
+
+def load_worker_material(directory: Path, worker: str = "") -> WorkerMaterial:
+    """Material of worker ``worker`` ('' = the only worker in the directory).
+
+    :raises MaterialError: missing files, or several workers and none chosen; a key others may read.
+    """
+    directory = Path(directory).expanduser()
+    ca = _need(directory, CA_CERT)
+    names = worker_names(directory)
+    hint = f"run `ecqa edge init --dir {directory} --worker {worker or 'ID'}`"
+    if not worker:
+        if not names:
+            raise MaterialError(f"no worker certificate in {directory / WORKERS_DIR} — {hint}")
+        if len(names) > 1:
+            raise MaterialError(f"{directory} holds certificates for several workers ({', '.join(names)}) — pick one with --id")
+        worker = names[0]
+    if worker not in names:
+        raise MaterialError(f"no certificate for worker {worker!r} in {directory / WORKERS_DIR} (have: "
+                            f"{', '.join(names) or 'none'}) — {hint}")
+    key = directory / WORKERS_DIR / f"{worker}.key"
+    _check_private(key, refuse=True)
+    return WorkerMaterial(directory=directory, name=worker, ca_cert=ca, cert=directory / WORKERS_DIR / f"{worker}.pem", key=key)
 
 
 def peer_identity(peercert: dict[str, Any] | None) -> str:

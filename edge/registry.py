@@ -8,6 +8,11 @@ not renewed within its TTL is gone on its own, so a dead worker drops out withou
 - :class:`RedisRegistry` (edges on several hosts): one key per worker, ``SET … PX ttl``, so Redis
   itself expires a worker whose heartbeat stops.
 
+An authenticated fleet stores each entry **sealed** (:class:`EntrySeal`): signed by the worker's key,
+with its certificate, and opened by every reader against the project's CA, so whoever can write the
+folder or the Redis keys cannot add a worker (``pipelines/fleet.py``). Unsealed entries are read only
+when the fleet is explicitly insecure (one trusted host, plain HTTP).
+
 Keys read like DNS names (the capability metadata store of the collaborative edge-AI design):
 ``/edge/<id>/model``, ``/edge/<id>/quantization``, ``/edge/<id>/prompt_tps`` … (:meth:`WorkerEntry.keys`).
 """
@@ -136,6 +141,21 @@ def fresh(entry: WorkerEntry, now: float, ttl_s: float) -> bool:
     return -CLOCK_SKEW_S <= now - entry.heartbeat <= ttl_s
 
 
+class EntrySeal(ABC):
+    """How a registry stores entries in an authenticated fleet: sealed by the worker, opened by readers."""
+
+    @abstractmethod
+    def seal(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The record to store for ``entry`` (its JSON), signed."""
+
+    @abstractmethod
+    def open(self, record: Any) -> dict[str, Any]:
+        """The entry JSON of a stored record.
+
+        :raises ValueError: not sealed by a worker of this fleet (the message says why, in a few words).
+        """
+
+
 class _Refusals:
     """One warning line per refused entry (by where it was found), not one per read."""
 
@@ -158,10 +178,20 @@ def check_worker_id(worker_id: str) -> str:
 class Registry(ABC):
     """Where workers advertise; what the dispatcher and `ecqa edge list` read."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, seal: EntrySeal | None = None) -> None:
         if not ttl_s > 0:
             raise RegistryError("the registry TTL must be above 0 s — set ECQA_REGISTRY_TTL_S")
         self.ttl_s = ttl_s
+        self.seal = seal
+
+    def _record(self, entry: WorkerEntry) -> str:
+        data = entry.to_json()
+        return json.dumps(self.seal.seal(data) if self.seal is not None else data)
+
+    def _entry(self, raw: str | bytes) -> WorkerEntry:
+        """:raises ValueError, TypeError, RecursionError: not a (sealed, when the fleet is) entry."""
+        record = json.loads(raw)
+        return WorkerEntry.from_json(self.seal.open(record) if self.seal is not None else record)
 
     @abstractmethod
     def put(self, entry: WorkerEntry) -> None:
@@ -188,8 +218,9 @@ class FileRegistry(Registry):
     :param clock: the wall clock (tests pass their own).
     """
 
-    def __init__(self, folder: str | Path, ttl_s: float = 6.0, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(ttl_s)
+    def __init__(self, folder: str | Path, ttl_s: float = 6.0, clock: Callable[[], float] = time.time,
+                 seal: EntrySeal | None = None) -> None:
+        super().__init__(ttl_s, seal)
         self.folder = Path(folder)
         self.clock = clock
         self._refused = _Refusals()
@@ -200,7 +231,7 @@ class FileRegistry(Registry):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f".{entry.id}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(entry.to_json()))
+            tmp.write_text(self._record(entry))
             os.replace(tmp, self.folder / f"{entry.id}.json")  # atomic: a reader never sees half an entry
         except OSError as exc:
             raise RegistryError(f"cannot write the registry {self.folder}: {exc.strerror or exc} — check the folder "
@@ -215,7 +246,7 @@ class FileRegistry(Registry):
             return []
         for path in paths:
             try:
-                entry = WorkerEntry.from_json(json.loads(path.read_text()))
+                entry = self._entry(path.read_text())
             except FileNotFoundError:
                 continue  # removed while read
             except (OSError, ValueError, TypeError, RecursionError) as exc:
@@ -240,35 +271,61 @@ class FileRegistry(Registry):
 class RedisRegistry(Registry):
     """Entries as Redis keys ``<prefix><id>`` holding the entry's JSON, each expiring after the TTL.
 
-    :param url: ``redis://host:port/db``.
+    :param url: ``redis://[user:password@]host:port/db`` or ``rediss://…`` (TLS).
     :param ttl_s: seconds an entry lives without a heartbeat (Redis expires it).
     :param prefix: key prefix, so several deployments can share one Redis.
+    :param password: the password of the ACL user (or of ``requirepass``) when the URL has none.
+    :param username: the ACL user when the URL has none.
+    :param ca_file: the CA that signs the server's certificate, for ``rediss://``.
+    :param require_auth: refuse a Redis without a password (anyone reaching the port could write entries).
     """
 
-    def __init__(self, url: str, ttl_s: float = 6.0, prefix: str = "ecqa:edge:") -> None:
-        super().__init__(ttl_s)
+    def __init__(self, url: str, ttl_s: float = 6.0, prefix: str = "ecqa:edge:", seal: EntrySeal | None = None,
+                 password: str | None = None, username: str | None = None, ca_file: str | None = None,
+                 require_auth: bool = False) -> None:
+        super().__init__(ttl_s, seal)
         import redis  # only a Redis-backed registry needs the client
 
-        self.url = url
         self.prefix = prefix
         self._refused = _Refusals()
         self._redis_errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.url = _without_password(url)
+        extra: dict[str, Any] = {}
+        if password:
+            extra["password"] = password
+        if username:
+            extra["username"] = username
+        if ca_file and url.startswith("rediss://"):
+            extra["ssl_ca_certs"] = ca_file
         try:
-            self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, **extra)
         except ValueError as exc:
-            raise RegistryError(f"bad Redis URL {url!r}: {exc} — use redis://host:port/db") from None
+            raise RegistryError(f"bad Redis URL {self.url!r}: {str(exc).replace(url, self.url)} — use "
+                                "redis://host:port/db") from None
+        kw = self._client.connection_pool.connection_kwargs
+        if require_auth and not kw.get("password"):
+            raise RegistryError(f"the Redis registry {self.url} has no password: anyone who reaches it could add workers — "
+                                "give one (redis://USER:PASSWORD@host:port/db, or ECQA_REGISTRY_PASSWORD), or set "
+                                "ECQA_FLEET_INSECURE=1 on a single trusted host")
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except self._redis_errors as exc:
-            raise RegistryError(f"Redis registry {self.url} unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-                                " — start redis-server or fix ECQA_REGISTRY") from None
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            if type(exc).__name__ in ("AuthenticationError", "AuthenticationWrongNumberOfArgsError", "NoPermissionError") \
+                    or "NOAUTH" in first or "WRONGPASS" in first or "NOPERM" in first:
+                raise RegistryError(f"Redis registry {self.url} refused the credentials ({first[:120]}) — check the user and "
+                                    "password (redis://USER:PASSWORD@host:port/db or ECQA_REGISTRY_PASSWORD) and its ACL "
+                                    f"(it needs GET, SET, DEL, SCAN, MGET on {self.prefix}*, and SELECT for a db other "
+                                    "than 0)") from None
+            raise RegistryError(f"Redis registry {self.url} unreachable: {first}"
+                                " — start redis-server or fix ECQA_EDGE_REGISTRY") from None
 
     def put(self, entry: WorkerEntry) -> None:
         check_worker_id(entry.id)
         entry = replace(entry, heartbeat=time.time())
-        self._call(lambda: self._client.set(self.prefix + entry.id, json.dumps(entry.to_json()),
+        self._call(lambda: self._client.set(self.prefix + entry.id, self._record(entry),
                                             px=max(1, int(self.ttl_s * 1000))))
 
     def entries(self) -> list[WorkerEntry]:
@@ -283,7 +340,7 @@ class RedisRegistry(Registry):
                 continue
             name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
             try:
-                entry = WorkerEntry.from_json(json.loads(raw))
+                entry = self._entry(raw)
             except (ValueError, TypeError, RecursionError) as exc:
                 self._refused(name, str(exc)[:200])
                 continue
@@ -305,14 +362,20 @@ class RedisRegistry(Registry):
         return self.url
 
 
-def open_registry(spec: str, default_folder: Path, ttl_s: float) -> Registry:
-    """The registry named by ``spec``: ``redis://…`` (or ``rediss://…``), else a folder ('' or
-    "file" = ``default_folder``).
+def _without_password(url: str) -> str:
+    """A Redis URL fit for messages: its password replaced by ***."""
+    return re.sub(r"^([a-z]+://[^:@/]*:)[^@/]*@", r"\1***@", url)
 
-    :raises RegistryError: a bad Redis URL.
+
+def open_registry(spec: str, default_folder: Path, ttl_s: float, seal: EntrySeal | None = None,
+                  **redis: Any) -> Registry:
+    """The registry named by ``spec``: ``redis://…`` (or ``rediss://…``), else a folder ('' or
+    "file" = ``default_folder``); ``redis``: :class:`RedisRegistry`'s credentials and TLS options.
+
+    :raises RegistryError: a bad Redis URL, or one without the credentials ``require_auth`` asks for.
     """
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRegistry(spec, ttl_s)
+        return RedisRegistry(spec, ttl_s, seal=seal, **redis)
     if spec in ("", "file"):
-        return FileRegistry(default_folder, ttl_s)
-    return FileRegistry(Path(spec.removeprefix("file:")).expanduser(), ttl_s)
+        return FileRegistry(default_folder, ttl_s, seal=seal)
+    return FileRegistry(Path(spec.removeprefix("file:")).expanduser(), ttl_s, seal=seal)

@@ -1,29 +1,46 @@
-"""An edge worker: one edge model answering reads over HTTP on 127.0.0.1 (`ecqa edge serve`).
+"""An edge worker: one edge model answering reads over HTTP (`ecqa edge serve`), mutual TLS when given a context.
 
     POST /v1/read   {"question": str, "documents": [{id, content, meta, score}]}
                     200 → EdgeAnswer JSON + {"worker": id}
                     503 {"error": "full"}: every slot busy and the queue full — try another worker
-                    400 bad request · 413 passages over the context window · 500 the model failed
+                    503 {"error": "stopping"}: the worker is stopping — try another worker
+                    400 bad request · 413 body over MAX_BODY_BYTES or passages over the context window
+                    408 the body stalled for SOCKET_TIMEOUT_S · 500 the model failed
     GET  /v1/health the worker's registry entry (capabilities and live load)
 
 A worker has ``concurrency`` slots (one model instance each) and admits at most ``queue`` more
 requests waiting for a slot; beyond that it refuses at once (503) rather than letting a request
 wait without bound. It measures its own speed at start-up, then heartbeats its entry into the
-registry every ``ttl / 3`` seconds and withdraws it when it stops.
+registry every ``ttl / 3`` seconds and withdraws it when it stops; reads already on a model then finish
+and are answered, the others are refused (503 "stopping").
+
+The server is uvicorn (h11) serving a Starlette app: requests are parsed and admitted on its event loop,
+and each admitted read runs in a thread of its own (llama.cpp releases the GIL while it reads).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import queue
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from edge.errors import ModelError
 from edge.reader import EdgeReader, documents_from_json
@@ -32,13 +49,19 @@ from edge.registry import Registry, RegistryError, WorkerEntry
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 << 20
-# Seconds a connection may sit without sending (a half-sent body, an idle keep-alive): then it is closed,
-# so slow or stalled clients cannot hold the worker's threads.
+# Seconds a connection may sit without sending (half its headers, a half-sent body, an idle keep-alive):
+# then it is closed (a stalled body with a 408), so slow or stalled clients cannot hold the worker. Longer
+# than httpx's 5 s keep-alive expiry: the dispatcher drops an idle connection before the worker does, so it
+# never sends a request on a connection the worker is closing.
 SOCKET_TIMEOUT_S = 10.0
 # Connections the kernel holds while the server accepts (Python's default is 5: a burst of 60 requests
 # saw 34 connection resets, which a dispatcher reads as a dead worker). Every one accepted gets a reply,
 # 503 when the worker is full.
 LISTEN_BACKLOG = 1024
+# Open connections beyond which uvicorn answers 503 at once (the dispatcher's "full") without reading the
+# request: bounds the bodies in transit to MAX_CONNECTIONS x MAX_BODY_BYTES (1 GiB). A dispatcher holds one
+# connection per request in flight; the burst test sends 60 at once.
+MAX_CONNECTIONS = 256
 MAX_QUESTION_CHARS = 1000
 
 
@@ -57,6 +80,16 @@ def check_read_request(payload: Any) -> tuple[str, list[Any]]:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise ValueError(f"bad documents ({str(exc)[:200]}) — send [{{\"id\": str, \"content\": str, \"meta\": "
                          "{...}, \"score\": number}, ...]") from None
+
+
+@dataclass(eq=False)
+class Admitted:
+    """A read request checked and admitted by :meth:`EdgeWorker.admit`: it holds one of the worker's places
+    until :meth:`EdgeWorker.release`."""
+
+    question: str
+    documents: list[Any]
+    _held: bool = field(default=True, init=False, repr=False)
 
 
 class EdgeWorker:
@@ -98,36 +131,79 @@ class EdgeWorker:
             self._admitted += 1
             return True
 
-    def read(self, payload: Any) -> tuple[int, dict[str, Any]]:
-        """One read request: (HTTP status, JSON body)."""
+    def admit(self, payload: Any) -> Admitted | tuple[int, dict[str, Any]]:
+        """Check a read request and take one of the worker's ``limit`` places for it, at once (never waits).
+
+        :returns: the admitted read, for :meth:`serve` and then :meth:`release`; or the refusal as
+            (HTTP status, JSON body): 400 a malformed request, 503 the worker is full (or stopping).
+        """
         try:
             question, documents = check_read_request(payload)
         except ValueError as exc:
             return 400, {"error": "bad_request", "message": str(exc)}
+        if self._stop.is_set():
+            return self._stopping()
         if not self._admit():
             snap = self.snapshot()
             return 503, {"error": "full", "message": f"worker {snap.id} is full ({snap.in_flight} admitted, limit "
                          f"{snap.limit}) — try another worker", "in_flight": snap.in_flight, "limit": snap.limit}
+        return Admitted(question, documents)
+
+    def serve(self, admitted: Admitted) -> tuple[int, dict[str, Any]]:
+        """Read an admitted request (blocking: it waits for a free slot, then the model reads for seconds).
+
+        Its place is given back by :meth:`release`, not here: the HTTP server gives it back on its event loop
+        once the read's thread is free, so ``limit`` threads always suffice for the admitted reads.
+        """
         t0 = time.perf_counter()
         try:
-            reader = self._slots.get()
+            reader = self._take_slot()
+            if reader is None:
+                return self._stopping()
             waited = (time.perf_counter() - t0) * 1000.0
             try:
-                ans = reader.read(question, documents)
+                ans = reader.read(admitted.question, admitted.documents)
             finally:
                 self._slots.put(reader)
         except ModelError as exc:
             status = 413 if "context window" in str(exc) else 500
             return status, {"error": "prompt_too_long" if status == 413 else "model", "message": str(exc)}
-        finally:
-            with self._lock:
-                self._admitted -= 1
         with self._lock:
             self._served += 1
         body = ans.to_json()
         body["timings"] = {**body["timings"], "worker_queue": waited}
         body["worker"] = self.entry.id
         return 200, body
+
+    def _take_slot(self) -> EdgeReader | None:
+        """A free slot, waiting as long as it takes; None once the worker stops (its reads still waiting are
+        refused then, not read: a process that exits while a model reads crashes in llama.cpp)."""
+        while True:
+            try:
+                return self._slots.get(timeout=0.1)  # a slot put back wakes it at once; the timeout sees a stop
+            except queue.Empty:
+                if self._stop.is_set():
+                    return None
+
+    def _stopping(self) -> tuple[int, dict[str, Any]]:
+        return 503, {"error": "stopping", "message": f"worker {self.entry.id} is stopping — try another worker"}
+
+    def release(self, admitted: Admitted) -> None:
+        """Give an admitted read's place back (once: later calls do nothing)."""
+        with self._lock:
+            if admitted._held:
+                admitted._held = False
+                self._admitted -= 1
+
+    def read(self, payload: Any) -> tuple[int, dict[str, Any]]:
+        """One read request, admission to answer (blocking): (HTTP status, JSON body)."""
+        admitted = self.admit(payload)
+        if not isinstance(admitted, Admitted):
+            return admitted
+        try:
+            return self.serve(admitted)
+        finally:
+            self.release(admitted)
 
     # --- registry --------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
@@ -148,7 +224,8 @@ class EdgeWorker:
         self._beat.start()
 
     def stop(self) -> None:
-        """Stop heartbeating and withdraw the entry (dispatchers stop sending at once)."""
+        """Stop heartbeating and withdraw the entry (dispatchers stop sending at once). Reads on a model finish;
+        those still waiting for a slot, and any new one, are refused (503 "stopping")."""
         self._stop.set()
         if self.registry is not None:
             try:
@@ -157,73 +234,216 @@ class EdgeWorker:
                 logger.warning("could not withdraw %s: %s", self.entry.id, exc)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    timeout = SOCKET_TIMEOUT_S  # applied to the connection's socket by StreamRequestHandler
+# --- HTTP ------------------------------------------------------------------------------------
+_ROUTES_HINT = "use GET /v1/health or POST /v1/read"
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # requests are not logged above DEBUG
-        logger.debug(fmt, *args)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _reply(status: int, body: dict[str, Any], close: bool = False) -> Response:
+    # json.dumps as http.server's worker did: Starlette's JSONResponse refuses NaN, which a reply may hold.
+    return Response(json.dumps(body).encode(), status, {"Connection": "close"} if close else None,
+                    media_type="application/json")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path == "/v1/health":
-            self._send(200, self.server.worker.snapshot().to_json())
-        else:
-            self._send(404, {"error": "not_found", "message": "use GET /v1/health or POST /v1/read"})
 
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path != "/v1/read":
-            self._send(404, {"error": "not_found", "message": "use POST /v1/read"})
-            return
+class _BodyRefused(Exception):
+    """The request's body is not read whole: the reply says why; the connection is closed after it."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error = status, error
+
+
+async def _read_body(request: Request, timeout_s: float) -> bytes | None:
+    """The whole body, counted as it streams (a chunked one too); None if the client went away.
+
+    :raises _BodyRefused: over MAX_BODY_BYTES (413), or nothing more arrived for ``timeout_s`` (408).
+    """
+    too_large = _BodyRefused(413, "bad_request", f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large  # before a byte of it is read
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        with anyio.move_on_after(timeout_s) as wait:
+            message = await request.receive()
+        if wait.cancelled_caught:
+            raise _BodyRefused(408, "timeout", f"no byte of the body came for {timeout_s:g} s — send it whole")
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large  # cut as it streams: the rest is never read
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return b"".join(chunks)
+
+
+def make_app(worker: EdgeWorker, timeout_s: float = SOCKET_TIMEOUT_S) -> Starlette:
+    """The worker's HTTP API (module docstring) as an ASGI app.
+
+    Parsing and admission run on the event loop, so a request beyond ``worker.entry.limit`` gets its 503 at
+    once; each admitted read runs in a thread. The thread limiter has ``limit`` tokens and a read's place is
+    given back only after its thread has returned its token, so an admitted read never waits for a thread.
+
+    :param timeout_s: seconds a body may stall before the request is answered 408 and closed.
+    """
+    threads = anyio.CapacityLimiter(worker.entry.limit)
+
+    async def health(request: Request) -> Response:
+        return _reply(200, worker.snapshot().to_json())
+
+    async def read(request: Request) -> Response:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 < length <= MAX_BODY_BYTES:
-            # The body is left unread: the connection is closed after the reply, so no byte of it is ever
-            # parsed as the next request.
-            self.close_connection = True
-            self._send(413 if length > MAX_BODY_BYTES else 400,
-                       {"error": "bad_request", "message": f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes"})
-            return
-        try:
-            raw = self.rfile.read(length)
-        except OSError:  # timed out or reset mid-body: nothing to answer
-            self.close_connection = True
-            return
-        if len(raw) < length:  # the client closed before sending it all
-            self.close_connection = True
-            return
+            raw = await _read_body(request, timeout_s)
+        except _BodyRefused as exc:
+            # Closed after the reply: a body left unread is never parsed as the next request.
+            return _reply(exc.status, {"error": exc.error, "message": str(exc)}, close=True)
+        if raw is None:  # the client went away mid-body: nothing to answer (uvicorn sends nothing)
+            return _reply(400, {"error": "bad_request", "message": "the connection closed mid-body"})
+        if not raw:
+            return _reply(400, {"error": "bad_request", "message": f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes"})
         try:
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            self._send(400, {"error": "bad_request", "message": "the body is not JSON (or nested too deep)"})
-            return
+            return _reply(400, {"error": "bad_request", "message": "the body is not JSON (or nested too deep)"})
         try:
-            status, body = self.server.worker.read(payload)
+            admitted = worker.admit(payload)
+            if not isinstance(admitted, Admitted):
+                return _reply(*admitted)
+            try:
+                # Never abandoned: a read on a thread is awaited to its end, by a stopping server too.
+                status, body = await anyio.to_thread.run_sync(worker.serve, admitted, limiter=threads)
+            finally:
+                worker.release(admitted)
         except Exception as exc:  # a reply, never a dropped connection; the traceback goes to the log
             logger.exception("read failed")
             status, body = 500, {"error": "internal", "message": f"the worker failed ({type(exc).__name__})"}
-        self._send(status, body)
+        return _reply(status, body)
+
+    async def elsewhere(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        return _reply(status, {"error": "not_found" if status == 404 else "method_not_allowed",
+                               "message": _ROUTES_HINT})
+
+    return Starlette(routes=[Route("/v1/health", health, methods=["GET"]), Route("/v1/read", read, methods=["POST"])],
+                     exception_handlers={404: elsewhere, 405: elsewhere})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = LISTEN_BACKLOG
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for a request's headers.
 
-    def __init__(self, address: tuple[str, int], worker: EdgeWorker) -> None:
+    uvicorn times an idle connection out only after a response (its keep-alive timeout): one that connects
+    and sends nothing, or half its headers, would be held open for ever. Here the same timer also runs from
+    the connection's start and while the next request's headers are incomplete.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._wait_for_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # cancels the timer
+        self._wait_for_headers()
+
+    def _wait_for_headers(self) -> None:
+        between_requests = self.cycle is None or self.cycle.response_complete
+        if between_requests and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+
+class WorkerServer:
+    """The worker's HTTP server: uvicorn serving :func:`make_app` on a socket bound when it is made.
+
+    It runs its event loop in a thread of its own, so signals stay with the caller: Ctrl-C or SIGTERM
+    (turned into KeyboardInterrupt by ``app.console.stop_on_ctrl_c``) interrupt :meth:`serve_forever` in the
+    calling thread, as they did with http.server, and :meth:`server_close` then stops it.
+    """
+
+    def __init__(self, worker: EdgeWorker, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         self.worker = worker
-        super().__init__(address, _Handler)
+        # IPPROTO_TCP named, as uvicorn's own bind does: asyncio sets TCP_NODELAY only on sockets that say so.
+        # Without it a reply's headers and body, written apart, waited on Nagle and the client's delayed ACK:
+        # 44 ms per request on a kept-alive connection (`make bench-server`).
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                                    socket.IPPROTO_TCP)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(LISTEN_BACKLOG)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        config = uvicorn.Config(
+            make_app(worker, SOCKET_TIMEOUT_S), http=_Protocol, loop="asyncio", ws="none", lifespan="off",
+            log_config=None, access_log=False, proxy_headers=False, server_header=False,
+            backlog=LISTEN_BACKLOG, limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=max(1, round(SOCKET_TIMEOUT_S)),
+            # None: a stopping server waits for its requests in flight, each bounded (a read, or a body that stalls
+            # for SOCKET_TIMEOUT_S). Exiting while llama.cpp reads in a thread crashed the process (SIGSEGV, with
+            # http.server too); a second Ctrl-C still stops it at once.
+            timeout_graceful_shutdown=None,
+            # The caller's context as it is (uvicorn's own options take certificate files).
+            ssl_context_factory=None if ssl_context is None else (lambda config, default: ssl_context),
+        )
+        try:
+            config.load()  # a bad app or context fails here, not in the server's thread
+        except BaseException:
+            self.socket.close()
+            raise
+        self._uvicorn = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self._uvicorn.config.ssl is not None
+
+    def _run(self) -> None:
+        try:
+            self._uvicorn.run(sockets=[self.socket])
+        except BaseException as exc:  # noqa: BLE001 (SystemExit included: uvicorn exits on some start-up errors)
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` or :meth:`server_close`; a KeyboardInterrupt in the calling thread
+        propagates at once, the server still serving until :meth:`server_close` (so a worker can withdraw its
+        registry entry before it stops answering).
+
+        :raises RuntimeError: the server could not run.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the worker's server is already serving")
+        self._thread = threading.Thread(target=self._run, name="edge-worker-http", daemon=True)
+        self._thread.start()
+        self._done.wait()
+        if self._error is not None:
+            raise RuntimeError(f"the worker's HTTP server stopped: {type(self._error).__name__}: {self._error}") \
+                from self._error
+
+    def shutdown(self) -> None:
+        """Stop serving (from another thread): new connections are refused at once and idle ones closed, the
+        requests in flight are answered; returns once they have been and :meth:`serve_forever` has returned."""
+        self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._done.wait()
+
+    def server_close(self) -> None:
+        """Stop serving if it still does (:meth:`shutdown`) and close the socket."""
+        self.shutdown()
+        self.socket.close()
 
 
-def make_server(worker: EdgeWorker, host: str = "127.0.0.1", port: int = 0) -> _Server:
-    """The worker's HTTP server, bound (port 0: any free port; read ``server.server_address``)."""
-    return _Server((host, port), worker)
+def make_server(worker: EdgeWorker, host: str = "127.0.0.1", port: int = 0,
+                ssl_context: ssl.SSLContext | None = None) -> WorkerServer:
+    """The worker's HTTP server, bound and listening (port 0: any free port; read ``server.server_address``).
+
+    :param ssl_context: serve TLS with exactly this context (e.g. TLS 1.3 with client certificates required);
+        None: plain HTTP.
+    """
+    return WorkerServer(worker, host, port, ssl_context)

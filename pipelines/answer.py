@@ -19,6 +19,7 @@ from pipelines.cloud_path import cloud_answerer_from
 from pipelines.dispatch import Dispatcher
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.errors import PipelineError
+from pipelines.fleet import dispatcher_fleet
 from pipelines.latency import CircuitBreaker, LatencyModel
 from pipelines.policies import REGISTRY, check_threshold, policy_class
 from pipelines.settings import Settings
@@ -116,11 +117,13 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
 def dispatcher_from(settings: Settings) -> Dispatcher | None:
     """The dispatcher over the configured workers' registry, or None (the edge reads in this process).
 
-    :raises RegistryError: a malformed Redis URL.
+    :raises RegistryError: a malformed Redis URL; :raises MaterialError: a secure fleet without its certificates.
     """
     if not settings.effective_registry():
         return None
-    return Dispatcher(registry_for(settings), settings.dispatch_policy, settings.dispatch_overflow)
+    fleet = dispatcher_fleet(settings)
+    return Dispatcher(registry_for(settings, fleet.seal), settings.dispatch_policy, settings.dispatch_overflow,
+                      tls=fleet.client_tls)
 
 
 def check_ask_options(threshold: Any = None, budget_ms: Any = None, top_k: Any = None) -> tuple[float | None, float | None, int | None]:

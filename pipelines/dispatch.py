@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -73,11 +74,13 @@ class Dispatcher:
     :param refresh_s: how long a read of the registry is reused (one read per request would cost a
         file or Redis round trip each time; the dispatcher's own in-flight counts stay exact).
     :param seed: seeds the random policies (tests, simulations).
+    :param tls: the client side of the workers' mutual TLS (the edge certificate, the fleet's CA); None
+        in an insecure fleet (plain HTTP).
     :raises PipelineError: an unknown policy or overflow mode.
     """
 
     def __init__(self, registry: Registry, policy: str = "load-aware", overflow: str = "reject",
-                 refresh_s: float = 0.25, seed: int | None = None) -> None:
+                 refresh_s: float = 0.25, seed: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         try:
             self.policy: DispatchPolicy = make_policy(policy)
         except ValueError as exc:
@@ -93,7 +96,9 @@ class Dispatcher:
         self._dead: dict[str, float] = {}  # worker id -> heartbeat it had when its connection failed
         self._failed: Counter[str] = Counter()  # replies not usable (malformed, a 5xx) per worker
         self._cache: tuple[float, list[WorkerEntry]] = (-1e9, [])
-        self._client = httpx.Client(trust_env=False)  # workers are on 127.0.0.1 or the LAN: never a proxy
+        # Workers are on 127.0.0.1 or the LAN: never a proxy. With TLS, only workers whose certificate the fleet's
+        # CA issued for the URL's host are spoken to.
+        self._client = httpx.Client(trust_env=False, verify=tls if tls is not None else True)
 
     def close(self) -> None:
         self._client.close()

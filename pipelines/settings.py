@@ -185,7 +185,19 @@ class Settings(BaseSettings):
     # --- edge workers and dispatch ------------------------------------------------------------
     edge_registry: str = Field(
         default="", description="Where edge workers (`ecqa edge serve`) advertise: '' = none, the edge reads in this "
-        "process; 'file' = <user data dir>/ecqa/registry; a folder; or redis://host:port/db when edges span hosts.",
+        "process; 'file' = <user data dir>/ecqa/registry; a folder; or redis[s]://[user:password@]host:port/db when edges span hosts.",
+    )
+    registry_username: str = Field(
+        default="", description="ACL user of a Redis registry when its URL names none.",
+    )
+    registry_password: SecretStr | None = Field(
+        default=None, description="Password of a Redis registry when its URL carries none (a Redis registry without one "
+        "is refused unless fleet_insecure).",
+    )
+    fleet_insecure: bool = Field(
+        default=False, description="Edge workers serve plain HTTP and the registry lists unsigned entries, Redis without "
+        "a password: for a single trusted host only. Default: workers need `ecqa edge init` certificates, the dispatcher "
+        "speaks mutual TLS and lists only entries signed by the project's CA.",
     )
     registry_ttl_s: float = Field(
         default=6.0, gt=0, le=3600, description="Seconds a worker's registry entry lives without a heartbeat "

@@ -11,8 +11,10 @@ from pathlib import Path
 from haystack import Document
 
 from edge.reader import EdgeReader
-from edge.registry import Registry, WorkerEntry, check_worker_id, open_registry
+from cloud.certs import CA_CERT
+from edge.registry import EntrySeal, Registry, WorkerEntry, check_worker_id, open_registry
 from edge.worker import EdgeWorker, make_server
+from pipelines.cloud_path import cloud_dir_of
 from pipelines.edge_pipeline import edge_reader_for
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings, default_data_dir
@@ -25,13 +27,18 @@ _PARAMS = re.compile(r"(?<![a-z0-9])(\d+(?:\.\d+)?[mb])(?![a-z0-9])", re.I)
 _QUANT = re.compile(r"(?<![a-z0-9])((?:iq|q)\d(?:_[a-z0-9]+)*|bf16|f16|f32)(?![a-z0-9])", re.I)
 
 
-def registry_for(settings: Settings) -> Registry:
+def registry_for(settings: Settings, seal: EntrySeal | None = None) -> Registry:
     """The workers' registry of the settings; a worker or `ecqa edge list` with none set uses the default folder.
 
-    :raises RegistryError: a malformed Redis URL.
+    :param seal: how entries are signed and opened (:mod:`pipelines.fleet`); None in an insecure fleet.
+    :raises RegistryError: a malformed Redis URL, or a Redis one without a password in a secure fleet.
     """
     folder = default_data_dir() / "registry"
-    return open_registry(settings.effective_registry() or str(folder), folder, settings.registry_ttl_s)
+    password = settings.registry_password.get_secret_value() if settings.registry_password else None
+    spec = settings.effective_registry() or str(folder)
+    redis = {"password": password, "username": settings.registry_username or None,
+             "ca_file": str(cloud_dir_of(settings) / CA_CERT), "require_auth": not settings.fleet_insecure}
+    return open_registry(spec, folder, settings.registry_ttl_s, seal, **redis)
 
 
 def parse_cores(spec: str | None) -> list[int]:

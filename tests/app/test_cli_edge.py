@@ -1,4 +1,5 @@
-"""`ecqa edge list` and the bad-input paths of `ecqa edge serve` (which fail before any model loads)."""
+"""`ecqa edge list` and the bad-input paths of `ecqa edge serve` (which fail before any model loads). The
+plain-entry tests run an insecure fleet (ECQA_FLEET_INSECURE=1); the signed one is tests/pipelines/test_fleet.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def ecqa(*args: str):  # type: ignore[no-untyped-def]
     return runner.invoke(app, list(args))
 
 
+@pytest.fixture(autouse=True)
+def insecure_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECQA_FLEET_INSECURE", "1")
+
+
 def test_list_shows_live_workers_with_their_load(tmp_path: Path) -> None:
     reg = FileRegistry(tmp_path / "reg")
     reg.put(WorkerEntry(id="edge-a", url="http://127.0.0.1:9001", model="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -32,7 +38,8 @@ def test_list_shows_live_workers_with_their_load(tmp_path: Path) -> None:
     (w,) = data["workers"]
     assert (w["id"], w["in_flight"], w["capacity"]) == ("edge-a", 2, 200.0)
     assert w["keys"]["/edge/edge-a/quantization"] == "Q4_K_M"
-    res = runner.invoke(app, ["edge", "list", "--registry", str(tmp_path / "reg")], env={"COLUMNS": "250"})
+    res = runner.invoke(app, ["edge", "list", "--registry", str(tmp_path / "reg")],
+                        env={"COLUMNS": "250", "ECQA_FLEET_INSECURE": "1"})
     assert res.exit_code == 0 and "edge-a" in res.stdout and "2 / 3" in res.stdout
 
 

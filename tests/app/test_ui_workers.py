@@ -1,5 +1,6 @@
 """The Ask tab with edge workers: the answer says which worker read it, the panel shows each
-worker's live load, and a worker that stops leaves the panel (real worker process, real Chromium)."""
+worker's live load, and a worker that stops leaves the panel (real worker process over mutual TLS, real
+Chromium)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 from ui_helpers import ask, choose, free_port
-from worker_helpers import Worker
+from worker_helpers import FleetFiles, Worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.network]
 
@@ -26,13 +27,15 @@ def worker_ui(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
 
     root = tmp_path_factory.mktemp("ui-workers")
     # The default edge model, as the other UI tests answer with it.
-    worker = Worker("edge-ui-1", root / "registry", "0", ttl_s=2.0, model="qwen2.5-coder-0.5b-instruct").wait_listening()
+    fleet = FleetFiles(root / "fleet")  # the real fleet: a signed entry, mutual TLS between the UI's dispatcher and it
+    worker = Worker("edge-ui-1", root / "registry", "0", ttl_s=2.0, model="qwen2.5-coder-0.5b-instruct",
+                    fleet=fleet).wait_listening()
     passages, sources = load_passages([tiny_squad, unseen_squad])
     with DocumentStore(path=root / "qdrant") as store:
         build_index(store, embedder, passages, sources, "ui")
     settings = Settings(qdrant_path=root / "qdrant", collection="ui", policy="edge", network=None,
                         calibration_path=answering_calibration, edge_registry=str(root / "registry"),
-                        registry_ttl_s=2.0, budget_ms=60000)
+                        registry_ttl_s=2.0, budget_ms=60000, cloud_dir=fleet.dir, cloud_edge="dispatcher")
     service = UiService.open(settings)
     demo = launch(service, "127.0.0.1", free_port())
     try:

@@ -1,11 +1,13 @@
 """A real `ecqa edge serve` worker (SmolLM2-135M, one slot) under the traffic a probe of issue 22 sent it
 (finding 4): a burst of 60 requests against `--concurrency 1 --queue 1` saw 34 connection resets (listen
 backlog 5); a half-sent body held a thread for ever; an oversized body was refused but left unread and
-parsed as the next request; `"score": [1]` or a 100k-deep list closed the connection with no reply."""
+parsed as the next request; `"score": [1]` or a 100k-deep list closed the connection with no reply. Served by
+uvicorn now, a worker still stops on SIGTERM or Ctrl-C the way the CLI promises."""
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from worker_helpers import Worker, read_request
 
+from edge.registry import FileRegistry
 from edge.worker import MAX_BODY_BYTES, SOCKET_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -76,12 +79,16 @@ def test_a_half_sent_body_is_closed_within_the_timeout(worker: Worker) -> None:
     with socket.create_connection(_address(worker), timeout=SOCKET_TIMEOUT_S + 20) as s:
         s.sendall(b"POST /v1/read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"q")
         t0 = time.monotonic()
+        data = b""
         try:
-            data = s.recv(4096)
+            while chunk := s.recv(4096):
+                data += chunk
         except ConnectionResetError:
-            data = b""
+            pass
         waited = time.monotonic() - t0
-    assert data == b"" and waited < SOCKET_TIMEOUT_S + 5  # closed by the worker, not held open
+    # Closed by the worker, not held open: after one 408 reply (uvicorn), or none (http.server).
+    assert data == b"" or (data.startswith(b"HTTP/1.1 408") and data.count(b"HTTP/1.1") == 1), data
+    assert SOCKET_TIMEOUT_S - 1 < waited < SOCKET_TIMEOUT_S + 5
     assert worker.health()["in_flight"] == 0
 
 
@@ -109,3 +116,67 @@ def test_a_malformed_read_is_a_400_with_a_message(worker: Worker, body: bytes) -
     reply: dict[str, Any] = json.loads(exc.value.read())
     assert exc.value.code == 400 and reply["error"] == "bad_request" and reply["message"]
     assert worker.health()["in_flight"] == 0  # and the worker still answers
+
+
+def _withdrawn_and_stopped(w: Worker, registry: Path) -> None:
+    """It exited cleanly, said so, and withdrew its entry (its `finally` ran: not left to expire)."""
+    assert w.proc.wait(60) == 0, w.errors
+    deadline = time.monotonic() + 5
+    while not any("edge worker stopped" in line for line in w.lines):  # the reader threads drain its output
+        assert time.monotonic() < deadline, (w.lines, w.errors)
+        time.sleep(0.05)
+    assert FileRegistry(registry, ttl_s=3.0).entries() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_worker_its_cli_says_so_and_withdraws_it(tmp_path: Path, sig: signal.Signals) -> None:
+    reg = tmp_path / "registry"
+    w = Worker("sig-w", reg, "0").wait_listening()
+    try:
+        assert w.health()["id"] == "sig-w" and [e.id for e in FileRegistry(reg, ttl_s=3.0).entries()] == ["sig-w"]
+        t0 = time.monotonic()
+        w.proc.send_signal(sig)
+        _withdrawn_and_stopped(w, reg)
+        took = time.monotonic() - t0
+    finally:
+        w.stop()
+    assert took < 5.0  # nothing in flight: nothing to wait for
+    with pytest.raises(OSError):  # and nothing listens any more
+        socket.create_connection(_address(w), timeout=5).close()
+
+
+def test_a_stopping_worker_answers_the_read_on_its_model_and_refuses_the_queued_one(tmp_path: Path) -> None:
+    """Exiting while llama.cpp reads crashed the process (SIGSEGV, with http.server too): the read on the model
+    is answered first; the one queued behind it is refused at once, as the entry is withdrawn at once."""
+    doc = json.loads((Path(__file__).resolve().parents[2] / "data" / "squad-v2-dev-a.json").read_text())
+    texts = sorted({p["context"] for a in doc["data"] for p in a["paragraphs"]}, key=len, reverse=True)[:3]
+    hold = json.dumps(read_request("What is this text about?", texts)).encode()  # seconds on 1 thread
+    reg = tmp_path / "registry"
+    w = Worker("stop-w", reg, "0", "--queue", "1").wait_listening()
+    got: dict[str, tuple[int | str, float]] = {}
+
+    def send(name: str) -> None:
+        got[name] = (_post(w.url, hold), time.monotonic())
+
+    reading, queued = (threading.Thread(target=send, args=(n,), daemon=True) for n in ("reading", "queued"))
+    try:
+        reading.start()
+        w.wait_busy()
+        queued.start()
+        deadline = time.monotonic() + 10
+        while w.health()["in_flight"] < 2:
+            assert time.monotonic() < deadline, "the second read was never queued"
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)
+        while FileRegistry(reg, ttl_s=3.0).entries():
+            assert time.monotonic() < t0 + 3, "the entry was not withdrawn at once"
+            time.sleep(0.02)
+        withdrawn = time.monotonic()
+        queued.join(10)
+        reading.join(120)
+        _withdrawn_and_stopped(w, reg)
+    finally:
+        w.stop()
+    assert got["queued"][0] == 503 and got["queued"][1] - t0 < 3  # refused at once ("stopping")
+    assert got["reading"][0] == 200 and got["reading"][1] > withdrawn  # answered, after the entry was gone

@@ -1,6 +1,7 @@
 """Fuzz targets for what other processes write where this one reads it: a registry entry (a file in the
-registry folder or a Redis value) and a worker's reply to the dispatcher. Either the parsed value, which
-then serves as the dispatcher uses it, or ValueError — never another exception (issue 22, findings 2-3)."""
+registry folder or a Redis value), the signed record that carries it in an authenticated fleet, a
+worker's read body and its reply to the dispatcher. Either the parsed value, which then serves as the
+dispatcher uses it, or ValueError — never another exception (issue 22, findings 2-4)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from routing_helpers import reading
 
 from edge.reader import EdgeAnswer
 from edge.registry import WorkerEntry, fresh
+from pipelines.fleet import SignedEntries
 
 pytestmark = pytest.mark.fuzz
 
@@ -89,3 +91,50 @@ def test_worker_read_body(payload: Any) -> None:
     event("accepted")
     assert question == question.strip() and question
     assert all(isinstance(d.id, str) and isinstance(d.content, str) and math.isfinite(d.score) for d in documents)
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[SignedEntries, dict[str, Any]]:
+    """A reader of a real fleet, and one record a worker of it signed."""
+    from cloud.certs import init_material, issue_workers, load_worker_material
+
+    d = tmp_path_factory.mktemp("fleet")
+    init_material(d)
+    issue_workers(d, ["w1"])
+    entry = WorkerEntry(id="w1", url="https://127.0.0.1:9001", model="m.gguf", read_tps=300.0, heartbeat=1000.0)
+    return SignedEntries((d / "ca.pem").read_bytes()), SignedEntries.for_worker(load_worker_material(d, "w1")) \
+        .seal(entry.to_json())
+
+
+CHANGES = st.one_of(
+    st.tuples(st.just("entry"), st.sampled_from(sorted(FIELD_VALUES)), st.data()),
+    st.tuples(st.sampled_from(["cert", "sig", "entry"]), st.none(), JSON_VALUES),
+    st.tuples(st.just("record"), st.none(), JSON_VALUES),
+    st.tuples(st.just("same"), st.none(), st.none()),
+)
+
+
+@given(change=CHANGES)
+def test_signed_registry_record(signed: tuple[SignedEntries, dict[str, Any]], change: Any) -> None:
+    """A record as a registry holds it: the signed entry exactly as its worker signed it, or ValueError —
+    no changed field, certificate or signature is ever accepted."""
+    reader, record = signed
+    where, key, value = change
+    if where == "entry":
+        if key is not None:
+            record = {**record, "entry": {**record["entry"], key: value.draw(FIELD_VALUES[key])}}
+        else:
+            record = {**record, "entry": value}
+    elif where in ("cert", "sig"):
+        record = {**record, where: value}
+    elif where == "record":
+        record = value
+    try:
+        opened = reader.open(record)
+    except ValueError as exc:
+        event("refused")
+        assert str(exc) and "\n" not in str(exc)
+        return
+    event("accepted")
+    assert opened == signed[1]["entry"]  # only the record as it was signed opens
+    assert WorkerEntry.from_json(opened).id == "w1"

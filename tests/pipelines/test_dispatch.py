@@ -1,4 +1,5 @@
-"""The dispatcher over real `ecqa edge serve` workers (real GGUF, real HTTP, a shared registry folder):
+"""The dispatcher over real `ecqa edge serve` workers (real GGUF, mutual TLS with certificates of a real CA,
+signed entries in a shared registry folder):
 a worker reads as the in-process edge does, a full worker refuses, Random is blind to that while
 Load-Aware is not, rejection against redirection to the cloud, and a worker killed mid-request."""
 
@@ -16,7 +17,7 @@ import pytest
 from haystack import Document
 from index_helpers import memory_index
 from routing_helpers import forced, reading
-from worker_helpers import SMALL_MODEL, Worker, post, read_request
+from worker_helpers import SMALL_MODEL, FleetFiles, Worker, post, read_request
 
 from edge.answer_parser import AnswerParser
 from edge.prompt_builder import EdgePromptBuilder
@@ -48,10 +49,11 @@ HOLD = read_request("What is this text about?", long_texts())
 def pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Two workers, one per CPU, one slot and no queue each: a second request to a busy one is refused."""
     reg = tmp_path_factory.mktemp("registry")
-    a = Worker("w-a", reg, "0", "--queue", "0")
-    b = Worker("w-b", reg, "1", "--queue", "0")
+    fleet = FleetFiles(tmp_path_factory.mktemp("fleet"))
+    a = Worker("w-a", reg, "0", "--queue", "0", fleet=fleet)
+    b = Worker("w-b", reg, "1", "--queue", "0", fleet=fleet)
     try:
-        yield reg, a.wait_listening(), b.wait_listening()
+        yield reg, a.wait_listening(), b.wait_listening(), fleet
     finally:
         a.stop()
         b.stop()
@@ -59,22 +61,22 @@ def pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 def holding(worker: Worker) -> threading.Thread:
     """Keep ``worker`` busy with a long read (in a thread) and return once it is in flight."""
-    t = threading.Thread(target=post, args=(worker.url, HOLD), daemon=True)
+    t = threading.Thread(target=post, args=(worker.url, HOLD), kwargs={"context": worker.context}, daemon=True)
     t.start()
     worker.wait_busy()
     return t
 
 
 def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: ignore[no-untyped-def]
-    reg, a, _ = pair
+    reg, a, _, fleet = pair
     texts = ["Normandy is a region in France. It was named after the Normans, who settled there in the 10th century."]
-    status, body = post(a.url, read_request("Who was Normandy named after?", texts))
+    status, body = post(a.url, read_request("Who was Normandy named after?", texts), context=a.context)
     assert status == 200 and body["worker"] == "w-a"
     local = EdgeReader(EdgePromptBuilder(), SlmGenerator(model_path=SMALL_MODEL, n_threads=1, kv_type="q8_0"), AnswerParser())
     mine = local.read("Who was Normandy named after?", [Document(id="d0", content=texts[0], meta={"title": "T"}, score=1.0)])
     assert body["answer"] == mine.answer and body["answer"]
     assert body["features"]["edge.p_yes_max"] == pytest.approx(mine.features["edge.p_yes_max"], abs=1e-4)
-    entry = {e.id: e for e in FileRegistry(reg).entries()}["w-a"]
+    entry = {e.id: e for e in fleet.registry(reg).entries()}["w-a"]
     assert entry.model.startswith("SmolLM2-135M") and entry.parameters == "135M" and entry.quantization == "Q4_1"
     assert entry.prompt_tps > 10 and entry.gen_tps > 1 and entry.read_tps > 1  # two timings: no order between them
     assert entry.threads == 1 and entry.cores == "0" and entry.capacity == entry.read_tps
@@ -82,18 +84,19 @@ def test_a_worker_reads_as_the_in_process_edge_does(pair) -> None:  # type: igno
 
 
 def test_a_full_worker_refuses_and_only_load_aware_looks_elsewhere(pair) -> None:  # type: ignore[no-untyped-def]
-    reg, a, b = pair
+    reg, a, b, fleet = pair
     docs = [Document(id="d0", content="The Loire flows through France.", meta={"title": "Loire"})]
     hold = holding(a)
-    status, body = post(a.url, read_request("Where does the Loire flow?", ["The Loire flows through France."]))
+    status, body = post(a.url, read_request("Where does the Loire flow?", ["The Loire flows through France."]),
+                        context=a.context)
     assert (status, body["error"]) == (503, "full") and "try another worker" in body["message"]
     # Random, seeded so that its first pick is the busy worker: blind to load, it overflows.
     loads = [WorkerLoad("w-a", 1.0, 0, 1), WorkerLoad("w-b", 1.0, 0, 1)]
     seed = next(s for s in range(100) if RandomPolicy().order(loads, random.Random(s))[0].id == "w-a")
     with pytest.raises(EdgeOverflow, match="w-a full") as info:
-        Dispatcher(FileRegistry(reg), "random", seed=seed).read("Where does the Loire flow?", docs, timeout_s=60)
+        fleet.dispatcher(reg, "random", seed=seed).read("Where does the Loire flow?", docs, timeout_s=60)
     assert [x["outcome"] for x in info.value.attempts] == ["full"]
-    d = Dispatcher(FileRegistry(reg), "load-aware").read("Where does the Loire flow?", docs, timeout_s=60)
+    d = fleet.dispatcher(reg, "load-aware").read("Where does the Loire flow?", docs, timeout_s=60)
     assert d.worker.id == "w-b" and d.attempts[-1] == {"worker": "w-b", "outcome": "served"}
     assert "France" in d.answer.answer
     assert {x["id"] for x in d.loads} == {"w-a", "w-b"} and d.timings["dispatch"] < 50
@@ -119,19 +122,19 @@ class PaidCloud:
 
 def test_when_every_worker_is_full_it_is_rejected_or_redirected_and_costed(pair, tiny_squad: Path,  # type: ignore[no-untyped-def]
                                                                           embedder) -> None:
-    reg, a, b = pair
+    reg, a, b, fleet = pair
     store = memory_index(embedder, [tiny_squad])
     edge = EdgeQA(load_settings(collection="docs"), store).warm_up_retrieval()  # before the holds: they last seconds
     cal = forced("edge")
     holds = [holding(a), holding(b)]
     reject = Cascade(edge, cal, cloud=PaidCloud(), budget_ms=60000,
-                     dispatcher=Dispatcher(FileRegistry(reg), "load-aware", overflow="reject"))
+                     dispatcher=fleet.dispatcher(reg, "load-aware", overflow="reject"))
     with pytest.raises(EdgeOverflow) as info:
         reject.answer("In what country is Normandy located?", use_cache=False)
     assert "\n" not in str(info.value) and "ECQA_DISPATCH_OVERFLOW=cloud" in str(info.value)
     cloud = PaidCloud()
     redirect = Cascade(edge, cal, cloud=cloud, budget_ms=60000, prices=(0.5, 2.0),
-                       dispatcher=Dispatcher(FileRegistry(reg), "load-aware", overflow="cloud"))
+                       dispatcher=fleet.dispatcher(reg, "load-aware", overflow="cloud"))
     r = redirect.answer("In what country is Normandy located?", use_cache=False)
     assert (r.tier, r.answer, cloud.calls) == ("cloud", "France", 1)
     assert r.dispatch is not None and r.dispatch["redirected"] and r.dispatch["worker"] is None
