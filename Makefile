@@ -238,6 +238,12 @@ bench-dispatch: $(STAMP)  ## many edges: measured workers, contention p99, simul
 bench-server: $(STAMP)  ## the worker's HTTP server: http.server (before) vs uvicorn (after), plain and mTLS (~3 min) -> BENCHMARKS.md
 	$(BIN)/python -m benchmarks.server_overhead --out bench/server.json
 
+# The cloud gateway's HTTP server alone (a zero-cost stub backend): the http.server it had before against uvicorn +
+# Starlette, on one GatewayService, its overhead over a direct backend call side by side in one run (~1 min).
+.PHONY: bench-gateway
+bench-gateway: $(STAMP)  ## the gateway's overhead: http.server (before) vs uvicorn (after), kept-alive and new connections (~1 min) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.gateway_overhead --data data/squad-v2-dev-a.json --out bench/gateway.json
+
 .PHONY: bench-kv
 BENCH_KV_N ?= 200
 
@@ -283,6 +289,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
 	$(call from_records,bench/server.json,bench-server,$(BIN)/python -m benchmarks.server_overhead --from-json bench/server.json)
+	$(call from_records,bench/gateway.json,bench-gateway,$(BIN)/python -m benchmarks.gateway_overhead --from-json bench/gateway.json)
 	@echo "bench-llama-build: keeps no records (it times two wheels) — left as it is"
 
 # --- fuzzing ----------------------------------------------------------------------------------

@@ -4,7 +4,11 @@ asks the LLM backend and seals the reply.
 Checks, in order, each refusing with its own reason and **before any backend call**::
 
     TLS handshake     no client certificate / one not signed by the CA / not TLS 1.3
+                      (or not finished within HANDSHAKE_TIMEOUT_S)
+    connections       over MAX_CONNECTIONS open (or requests in flight): answered at once, unread   503 busy
     size              Content-Length over the limit (the body is not even read)     413 too_large
+                      no Content-Length, or a chunked body                            411 malformed
+    body              stalled for IDLE_TIMEOUT_S before it was whole (then closed)   408 timeout
     envelope JSON     not JSON / fields missing or ill-typed                          400 malformed
     key id            not in the keyring                                              401 unknown_key
     timestamp         outside ±clock_skew_s of the gateway clock                      401 stale_timestamp
@@ -15,6 +19,10 @@ Checks, in order, each refusing with its own reason and **before any backend cal
     payload           decompresses over the limit / not a valid request        413 too_large / 400 bad_payload
     prompt size       over what the backend's context holds (when known)              413 prompt_too_long
                       (a backend that still finds it too long: also 413 prompt_too_long, not 502)
+
+The server is uvicorn (h11) serving a Starlette app (:mod:`reading.http_server`, the stack the edge workers serve
+with too): requests are parsed and checked on its event loop, each answer runs in a thread (BACKEND_THREADS at
+most); a connection that sends nothing for IDLE_TIMEOUT_S is closed.
 
 Logs carry request ids, edge names, reasons and timings — never questions, passages, answers,
 keys or ciphertext; refusal bodies are fixed texts that never echo the request.
@@ -28,15 +36,19 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from cloud.backend import Backend
 from cloud.certs import ServerMaterial, peer_identity
@@ -69,14 +81,26 @@ from cloud.wire import (
     Envelope,
     refusal_body,
 )
+from reading.http_server import LISTEN_BACKLOG, BodyRefused, HttpServer, read_body
 from reading.text import find_span, reply_confidence
 
 logger = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
+# Seconds a connection may send nothing (before its request, mid-headers, mid-body, or idle kept alive): then it is
+# closed (a stalled body with a 408), so a slow or stalled client cannot hold the gateway.
 IDLE_TIMEOUT_S = 30.0
-# Reasons a connection is refused at the TLS layer (metrics labels).
+# Open connections (or requests in flight) beyond which a request is answered 503 "busy" at once, unread: bounds the
+# envelopes in transit to MAX_CONNECTIONS x max_envelope_bytes. The listen backlog (reading.http_server's
+# LISTEN_BACKLOG, 1024) holds the connections beyond them while the server accepts, so a burst gets replies, not resets.
+MAX_CONNECTIONS = 256
+# Answers at once in threads (each waits on the backend most of its time; the backend serialises them anyway).
+BACKEND_THREADS = 32
+SERVER_NAME = "ecqa-gateway"
+# Reasons a connection is refused at the TLS layer, and by the HTTP server (metrics labels).
 TLS_REASONS = ("no_client_cert", "untrusted_client_cert", "tls_handshake")
+HTTP_REASONS = ("timeout", "busy")
+_MALFORMED = "the HTTP request is malformed — use an HTTP/1.1 client such as httpx"
 _KNOWN_PATHS = (ANSWER_PATH, HEALTH_PATH, METRICS_PATH)  # metrics labels; anything else is "other"
 _SSL_REASON = {
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_client_cert",
@@ -234,7 +258,7 @@ class GatewayService:
 
     def __post_init__(self, replay_file: Path | None) -> None:
         self.replays = ReplayCache(self.clock_skew_s, path=replay_file)
-        self.metrics = GatewayMetrics([*TLS_REASONS, *(e.reason for e in REFUSAL_ERRORS)])
+        self.metrics = GatewayMetrics([*TLS_REASONS, *HTTP_REASONS, *(e.reason for e in REFUSAL_ERRORS)])
         self.started = time.time()
 
     def open_request(self, body: bytes, edge: str) -> tuple[Envelope, AesKey, AnswerRequest, float]:
@@ -354,146 +378,130 @@ class GatewayService:
         return {"status": "ok", "backend": self.backend.name, "uptime_s": round(time.time() - self.started, 1)}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _TLSServer
-    protocol_version = "HTTP/1.1"
-    server_version = "ecqa-gateway"
-    sys_version = ""
-    timeout = IDLE_TIMEOUT_S
-    # Headers and body go out in two writes: with Nagle on, the second waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
+# --- HTTP ------------------------------------------------------------------------------------------------
+def _reply(service: GatewayService, path: str, status: int, body: bytes, content_type: str = "application/json",
+           close: bool = False) -> Response:
+    """A response counted in the metrics (by path, "other" for an unknown one); ``close``: the connection is
+    closed after it (what was left unread of the request is never parsed as the next one)."""
+    service.metrics.request(path if path in _KNOWN_PATHS else "other", status)
+    headers = {"Cache-Control": "no-store", "Server": SERVER_NAME}
+    if close:
+        headers["Connection"] = "close"
+    return Response(body, status, headers, media_type=content_type)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # requests are logged by the service (ids and reasons only)
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # The stdlib's error page quotes the request line: send a fixed JSON text instead.
-        self.close_connection = True
-        self._send(code, refusal_body("malformed", "the HTTP request is malformed — use an HTTP/1.1 client such as httpx"))
+def _edge(request: Request) -> str:
+    """The edge identity: the CN of the client certificate the TLS handshake verified ('' without TLS)."""
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    return peer_identity(tls.get("peercert"))
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        path = getattr(self, "path", "")  # unset when the request line did not parse
-        self.server.service.metrics.request(path if path in _KNOWN_PATHS else "other", status)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _edge(self) -> str:
-        conn = self.connection
-        return peer_identity(conn.getpeercert()) if isinstance(conn, ssl.SSLSocket) else ""
+def make_app(service: GatewayService, timeout_s: float = IDLE_TIMEOUT_S,
+             backend_threads: int = BACKEND_THREADS) -> Starlette:
+    """The gateway's HTTP API (module docstring) as an ASGI app: checks on the event loop, each answer (the
+    envelope's checks, the backend's reading, the sealing) in a thread of at most ``backend_threads``.
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        service = self.server.service
-        if self.path == HEALTH_PATH:
-            self._send(200, json.dumps(service.health()).encode())
-        elif self.path == METRICS_PATH:
-            self._send(200, service.metrics.render().encode(), CONTENT_TYPE)
-        else:
-            self._send(404, refusal_body("not_found", f"no such endpoint — POST {ANSWER_PATH}, GET {HEALTH_PATH} or {METRICS_PATH}"))
+    :param timeout_s: seconds an envelope may stall mid-body before it is answered 408 and closed.
+    """
+    threads = anyio.CapacityLimiter(backend_threads)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        service = self.server.service
-        if self.path != ANSWER_PATH:
-            self.close_connection = True
-            self._send(404, refusal_body("not_found", f"no such endpoint — POST {ANSWER_PATH}"))
-            return
-        edge = self._edge()
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            service.metrics.refusal("malformed")
-            self._send(411, refusal_body("malformed", "send the envelope with a Content-Length, not chunked"))
-            return
+    async def health(request: Request) -> Response:
+        return _reply(service, HEALTH_PATH, 200, json.dumps(service.health()).encode())
+
+    async def metrics(request: Request) -> Response:
+        return _reply(service, METRICS_PATH, 200, service.metrics.render().encode(), CONTENT_TYPE)
+
+    def refuse(status: int, reason: str, message: str, edge: str | None = None) -> Response:
+        service.metrics.refusal(reason)
+        if edge is not None:
+            logger.warning("refused request from edge %r: %s", edge, reason)
+        return _reply(service, ANSWER_PATH, status, refusal_body(reason, message), close=True)
+
+    async def answer(request: Request) -> Response:
+        edge = _edge(request)
+        if request.headers.get("transfer-encoding"):
+            return refuse(411, "malformed", "send the envelope with a Content-Length, not chunked")
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit():
+            return refuse(411, "malformed", "a Content-Length header is required")
+        if int(declared) > service.max_envelope_bytes:  # not read: the connection is closed after the refusal
+            return refuse(413, TooLargeError.reason,
+                          f"the envelope is over {service.max_envelope_bytes} bytes — send fewer or shorter passages", edge)
         try:
-            length = int(self.headers.get("Content-Length", ""))
-            if length < 0:
-                raise ValueError(length)
-        except ValueError:
-            self.close_connection = True
-            service.metrics.refusal("malformed")
-            self._send(411, refusal_body("malformed", "a Content-Length header is required"))
-            return
-        if length > service.max_envelope_bytes:
-            # Not read: the connection is closed after the refusal.
-            self.close_connection = True
-            service.metrics.refusal(TooLargeError.reason)
-            logger.warning("refused request from edge %r: %s", edge, TooLargeError.reason)
-            message = f"the envelope is over {service.max_envelope_bytes} bytes — send fewer or shorter passages"
-            self._send(413, refusal_body(TooLargeError.reason, message))
-            return
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            return
-        status, reply = service.handle_answer(body, edge)
-        self._send(status, reply)
+            body = await read_body(request, service.max_envelope_bytes, timeout_s)
+        except BodyRefused:  # only a stall: the declared length is within the limit, and h11 holds the body to it
+            return refuse(408, "timeout", f"no byte of the envelope came for {timeout_s:g} s — send it whole", edge)
+        if body is None:  # the client went away mid-body: nothing to answer
+            return Response(b"", 400)
+        # Abandoned (not awaited) only when the server stops: its connection is dropped, and the backend it waits on
+        # is closed next (Gateway.stop), so a stop never waits for a reading.
+        status, reply = await anyio.to_thread.run_sync(service.handle_answer, body, edge, abandon_on_cancel=True,
+                                                       limiter=threads)
+        return _reply(service, ANSWER_PATH, status, reply)
+
+    async def elsewhere(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if request.method == "POST":  # its body is not read: closed after the reply
+            return _reply(service, path, 404, refusal_body("not_found", f"no such endpoint — POST {ANSWER_PATH}"),
+                          close=True)
+        if request.method in ("GET", "HEAD"):
+            return _reply(service, path, 404, refusal_body(
+                "not_found", f"no such endpoint — POST {ANSWER_PATH}, GET {HEALTH_PATH} or {METRICS_PATH}"))
+        return _reply(service, path, 501, refusal_body("malformed", _MALFORMED), close=True)  # as http.server did
+
+    return Starlette(routes=[Route(ANSWER_PATH, answer, methods=["POST"]), Route(HEALTH_PATH, health, methods=["GET"]),
+                             Route(METRICS_PATH, metrics, methods=["GET"])],
+                     exception_handlers={404: elsewhere, 405: elsewhere})
 
 
-class _TLSServer(ThreadingHTTPServer):
-    """Threaded HTTP server that does each TLS handshake in the connection's own thread (a slow
-    or hostile client cannot block ``accept``)."""
+def _full(service: GatewayService) -> Any:
+    """The ASGI app that answers a request beyond MAX_CONNECTIONS: 503, at once, its body unread."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        service.metrics.refusal("busy")
+        response = _reply(service, path, 503, refusal_body("busy", "the gateway is at its connection limit — retry in a "
+                                                           "moment"), close=True)
+        await response(scope, receive, send)
 
-    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext, service: GatewayService) -> None:
-        self.ctx = ctx
-        self.service = service
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+    return app
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves its own FQDN (a DNS lookup): not needed here.
-        import socketserver
 
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(HANDSHAKE_TIMEOUT_S)
-        try:
-            tls = self.ctx.wrap_socket(request, server_side=True)
-        except ssl.SSLError as exc:
+def _tls_refused(service: GatewayService) -> Any:
+    def refused(exc: BaseException, client: str) -> None:
+        if isinstance(exc, ssl.SSLError):
             reason = _SSL_REASON.get(getattr(exc, "reason", "") or "", "tls_handshake")
-            self.service.metrics.refusal(reason)
-            logger.warning("TLS handshake with %s refused: %s (%s)", client_address[0], reason, getattr(exc, "reason", None))
-            return
-        except OSError as exc:  # the peer went away or timed out mid-handshake
-            self.service.metrics.refusal("tls_handshake")
-            logger.info("TLS handshake with %s failed: %s", client_address[0], type(exc).__name__)
-            return
-        with self._conns_lock:
-            self._conns.add(tls)
-        try:
-            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
-        except (OSError, ssl.SSLError) as exc:
-            logger.debug("connection from %s ended: %s", client_address[0], type(exc).__name__)
-        finally:
-            with self._conns_lock:
-                self._conns.discard(tls)
-            try:
-                tls.close()
-            except OSError:
-                pass
+            service.metrics.refusal(reason)
+            logger.warning("TLS handshake with %s refused: %s (%s)", client, reason, getattr(exc, "reason", None))
+        else:  # the peer went away or timed out mid-handshake
+            service.metrics.refusal("tls_handshake")
+            logger.info("TLS handshake with %s failed: %s", client, type(exc).__name__)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("unexpected error serving %s", client_address[0])
+    return refused
 
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+
+def _malformed(service: GatewayService) -> Any:
+    def body() -> tuple[bytes, bytes]:
+        # uvicorn's own 400 is plain text; a request that does not parse gets the gateway's fixed JSON instead.
+        service.metrics.request("other", 400)
+        return b"application/json", refusal_body("malformed", _MALFORMED)
+
+    return body
+
+
+def make_server(service: GatewayService, ssl_context: ssl.SSLContext, host: str = "127.0.0.1",
+                port: int = 0) -> HttpServer:
+    """The gateway's HTTPS server for ``service``, bound and listening (not serving yet: ``start()`` or
+    ``serve_forever()``); ``ssl_context`` exactly as given (:meth:`ServerMaterial.ssl_context`: TLS 1.3, a client
+    certificate of the CA required). Stopping it drops open connections at once (requests in flight unanswered).
+
+    :raises OSError: the address cannot be bound.
+    """
+    # The module's limits read at each call (not at import), so that a test may shorten them.
+    return HttpServer(make_app(service, IDLE_TIMEOUT_S), host, port, ssl_context=ssl_context, timeout_s=IDLE_TIMEOUT_S,
+                      backlog=LISTEN_BACKLOG, max_connections=MAX_CONNECTIONS, handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
+                      graceful=False, on_tls_refused=_tls_refused(service), bad_request=_malformed(service),
+                      full=_full(service), name="cloud gateway")
 
 
 class Gateway:
@@ -528,8 +536,7 @@ class Gateway:
             clock_skew_s=clock_skew_s, max_tokens=max_tokens,
             replay_file=Path(material.directory) / REPLAY_FILE if persist_replays else None,
         )
-        self._server: _TLSServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -540,7 +547,7 @@ class Gateway:
         if self._server is None:
             raise RuntimeError("the gateway is not bound yet")
         host, port = self._server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else str(host)
+        name = str(host)
         shown = f"[{name}]" if ":" in name else name
         return f"https://{shown}:{port}"
 
@@ -554,7 +561,7 @@ class Gateway:
         ctx = self.material.ssl_context()
         self.service.replays.open(self.service.clock())  # before the first request: a restart forgets nothing
         try:
-            self._server = _TLSServer((self.host, self.port), ctx, self.service)
+            self._server = make_server(self.service, ctx, self.host, self.port)
         except OSError as exc:
             if exc.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
                 raise GatewayStartError(f"port {self.port} on {self.host} is in use — pick another with --port") from None
@@ -566,8 +573,7 @@ class Gateway:
         self.bind()
         self.backend.warm_up()
         assert self._server is not None
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True, name="gateway")
-        self._thread.start()
+        self._server.start()
         return self
 
     def serve_forever(self) -> None:
@@ -575,18 +581,15 @@ class Gateway:
         self.bind()
         self.backend.warm_up()
         assert self._server is not None
-        self._server.serve_forever(poll_interval=0.2)
+        self._server.serve_forever()
 
     def stop(self) -> None:
         """Stop serving, drop open connections, stop the backend. Idempotent."""
         server, self._server = self._server, None
         if server is not None:
-            if self._thread is not None:
-                server.shutdown()
-                self._thread.join(timeout=5)
-                self._thread = None
-            server.close_connections()
-            server.server_close()
+            # Open connections are dropped, requests in flight unanswered (as before: their backend stops next).
+            server.shutdown(timeout_s=5)
+            server.socket.close()
         self.service.replays.close()
         self.backend.close()
 

@@ -20,12 +20,10 @@ and each admitted read runs in a thread of its own (llama.cpp releases the GIL w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import queue
-import socket
 import ssl
 import threading
 import time
@@ -34,17 +32,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from edge.errors import ModelError
 from edge.reader import EdgeReader, documents_from_json
 from edge.registry import Registry, RegistryError, WorkerEntry
+from reading.http_server import LISTEN_BACKLOG, BodyRefused, HttpServer, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +51,9 @@ MAX_BODY_BYTES = 4 << 20
 # than httpx's 5 s keep-alive expiry: the dispatcher drops an idle connection before the worker does, so it
 # never sends a request on a connection the worker is closing.
 SOCKET_TIMEOUT_S = 10.0
-# Connections the kernel holds while the server accepts (Python's default is 5: a burst of 60 requests
-# saw 34 connection resets, which a dispatcher reads as a dead worker). Every one accepted gets a reply,
-# 503 when the worker is full.
-LISTEN_BACKLOG = 1024
+# The listen backlog is reading.http_server's LISTEN_BACKLOG (1024; Python's default of 5 saw 34 connection resets in
+# a burst of 60 requests, which a dispatcher reads as a dead worker). Every connection accepted gets a reply, 503
+# when the worker is full.
 # Open connections beyond which uvicorn answers 503 at once (the dispatcher's "full") without reading the
 # request: bounds the bodies in transit to MAX_CONNECTIONS x MAX_BODY_BYTES (1 GiB). A dispatcher holds one
 # connection per request in flight; the burst test sends 60 at once.
@@ -244,40 +240,17 @@ def _reply(status: int, body: dict[str, Any], close: bool = False) -> Response:
                     media_type="application/json")
 
 
-class _BodyRefused(Exception):
-    """The request's body is not read whole: the reply says why; the connection is closed after it."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error = status, error
-
-
 async def _read_body(request: Request, timeout_s: float) -> bytes | None:
-    """The whole body, counted as it streams (a chunked one too); None if the client went away.
+    """The whole body (:func:`reading.http_server.read_body`), its refusals in the worker's words.
 
-    :raises _BodyRefused: over MAX_BODY_BYTES (413), or nothing more arrived for ``timeout_s`` (408).
+    :raises BodyRefused: over MAX_BODY_BYTES (413), or nothing more arrived for ``timeout_s`` (408).
     """
-    too_large = _BodyRefused(413, "bad_request", f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large  # before a byte of it is read
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        with anyio.move_on_after(timeout_s) as wait:
-            message = await request.receive()
-        if wait.cancelled_caught:
-            raise _BodyRefused(408, "timeout", f"no byte of the body came for {timeout_s:g} s — send it whole")
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large  # cut as it streams: the rest is never read
-        chunks.append(chunk)
-        more = bool(message.get("more_body", False))
-    return b"".join(chunks)
+    try:
+        return await read_body(request, MAX_BODY_BYTES, timeout_s)
+    except BodyRefused as exc:
+        if exc.status == 413:
+            raise BodyRefused(413, f"send a JSON body of 1 byte to {MAX_BODY_BYTES} bytes") from None
+        raise BodyRefused(408, f"no byte of the body came for {timeout_s:g} s — send it whole") from None
 
 
 def make_app(worker: EdgeWorker, timeout_s: float = SOCKET_TIMEOUT_S) -> Starlette:
@@ -297,9 +270,10 @@ def make_app(worker: EdgeWorker, timeout_s: float = SOCKET_TIMEOUT_S) -> Starlet
     async def read(request: Request) -> Response:
         try:
             raw = await _read_body(request, timeout_s)
-        except _BodyRefused as exc:
+        except BodyRefused as exc:
             # Closed after the reply: a body left unread is never parsed as the next request.
-            return _reply(exc.status, {"error": exc.error, "message": str(exc)}, close=True)
+            error = "timeout" if exc.status == 408 else "bad_request"
+            return _reply(exc.status, {"error": error, "message": str(exc)}, close=True)
         if raw is None:  # the client went away mid-body: nothing to answer (uvicorn sends nothing)
             return _reply(400, {"error": "bad_request", "message": "the connection closed mid-body"})
         if not raw:
@@ -331,112 +305,20 @@ def make_app(worker: EdgeWorker, timeout_s: float = SOCKET_TIMEOUT_S) -> Starlet
                      exception_handlers={404: elsewhere, 405: elsewhere})
 
 
-class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for a request's headers.
-
-    uvicorn times an idle connection out only after a response (its keep-alive timeout): one that connects
-    and sends nothing, or half its headers, would be held open for ever. Here the same timer also runs from
-    the connection's start and while the next request's headers are incomplete.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
-        self._wait_for_headers()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)  # cancels the timer
-        self._wait_for_headers()
-
-    def _wait_for_headers(self) -> None:
-        between_requests = self.cycle is None or self.cycle.response_complete
-        if between_requests and self.timeout_keep_alive_task is None and not self.transport.is_closing():
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
-
-
-class WorkerServer:
-    """The worker's HTTP server: uvicorn serving :func:`make_app` on a socket bound when it is made.
-
-    It runs its event loop in a thread of its own, so signals stay with the caller: Ctrl-C or SIGTERM
-    (turned into KeyboardInterrupt by ``app.console.stop_on_ctrl_c``) interrupt :meth:`serve_forever` in the
-    calling thread, as they did with http.server, and :meth:`server_close` then stops it.
+class WorkerServer(HttpServer):
+    """The worker's HTTP server: :class:`reading.http_server.HttpServer` serving :func:`make_app` on a socket
+    bound when it is made, in a thread of its own (signals stay with the caller: Ctrl-C or SIGTERM, turned into
+    KeyboardInterrupt by ``app.console.stop_on_ctrl_c``, interrupt :meth:`serve_forever` in the calling thread,
+    as they did with http.server, and :meth:`server_close` then stops it). A stopping worker answers its reads
+    in flight first: exiting while llama.cpp reads in a thread crashed the process (SIGSEGV, with http.server
+    too); a second Ctrl-C still stops it at once.
     """
 
     def __init__(self, worker: EdgeWorker, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         self.worker = worker
-        # IPPROTO_TCP named, as uvicorn's own bind does: asyncio sets TCP_NODELAY only on sockets that say so.
-        # Without it a reply's headers and body, written apart, waited on Nagle and the client's delayed ACK:
-        # 44 ms per request on a kept-alive connection (`make bench-server`).
-        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
-                                    socket.IPPROTO_TCP)
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host, port))
-            self.socket.listen(LISTEN_BACKLOG)
-        except OSError:
-            self.socket.close()
-            raise
-        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
-        config = uvicorn.Config(
-            make_app(worker, SOCKET_TIMEOUT_S), http=_Protocol, loop="asyncio", ws="none", lifespan="off",
-            log_config=None, access_log=False, proxy_headers=False, server_header=False,
-            backlog=LISTEN_BACKLOG, limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=max(1, round(SOCKET_TIMEOUT_S)),
-            # None: a stopping server waits for its requests in flight, each bounded (a read, or a body that stalls
-            # for SOCKET_TIMEOUT_S). Exiting while llama.cpp reads in a thread crashed the process (SIGSEGV, with
-            # http.server too); a second Ctrl-C still stops it at once.
-            timeout_graceful_shutdown=None,
-            # The caller's context as it is (uvicorn's own options take certificate files).
-            ssl_context_factory=None if ssl_context is None else (lambda config, default: ssl_context),
-        )
-        try:
-            config.load()  # a bad app or context fails here, not in the server's thread
-        except BaseException:
-            self.socket.close()
-            raise
-        self._uvicorn = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self._uvicorn.config.ssl is not None
-
-    def _run(self) -> None:
-        try:
-            self._uvicorn.run(sockets=[self.socket])
-        except BaseException as exc:  # noqa: BLE001 (SystemExit included: uvicorn exits on some start-up errors)
-            self._error = exc
-        finally:
-            self._done.set()
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown` or :meth:`server_close`; a KeyboardInterrupt in the calling thread
-        propagates at once, the server still serving until :meth:`server_close` (so a worker can withdraw its
-        registry entry before it stops answering).
-
-        :raises RuntimeError: the server could not run.
-        """
-        if self._thread is not None:
-            raise RuntimeError("the worker's server is already serving")
-        self._thread = threading.Thread(target=self._run, name="edge-worker-http", daemon=True)
-        self._thread.start()
-        self._done.wait()
-        if self._error is not None:
-            raise RuntimeError(f"the worker's HTTP server stopped: {type(self._error).__name__}: {self._error}") \
-                from self._error
-
-    def shutdown(self) -> None:
-        """Stop serving (from another thread): new connections are refused at once and idle ones closed, the
-        requests in flight are answered; returns once they have been and :meth:`serve_forever` has returned."""
-        self._uvicorn.should_exit = True
-        if self._thread is not None:
-            self._done.wait()
-
-    def server_close(self) -> None:
-        """Stop serving if it still does (:meth:`shutdown`) and close the socket."""
-        self.shutdown()
-        self.socket.close()
+        super().__init__(make_app(worker, SOCKET_TIMEOUT_S), host, port, ssl_context=ssl_context,
+                         timeout_s=max(1, round(SOCKET_TIMEOUT_S)), backlog=LISTEN_BACKLOG,
+                         max_connections=MAX_CONNECTIONS, name="edge worker's HTTP server")
 
 
 def make_server(worker: EdgeWorker, host: str = "127.0.0.1", port: int = 0,
