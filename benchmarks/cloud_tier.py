@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -238,7 +237,7 @@ def bench_gateway(questions: list[Any], docs: list[list[Any]], zero_cost_n: int)
         material = load_server_material(cloud_dir)
         # 1) zero-cost backend: the gateway's own cost, nothing else.
         stub = BackendServer("127.0.0.1", 0, _ZeroCost(), "zero-cost")  # type: ignore[arg-type]
-        threading.Thread(target=stub.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        stub.start()
         times = zero_cost_n // max(1, len(questions)) + 1
         zq, zd = (questions * times)[:zero_cost_n], (docs * times)[:zero_cost_n]
         with Gateway(material, OpenAIBackend(stub.url), port=0) as gw:

@@ -289,7 +289,7 @@ def run_benchmark(data: Path, n: int, fresh_n: int) -> dict[str, Any]:
     """Both servers on one GatewayService in front of one stub backend, measured from a client process."""
     requests = payloads(data, n)
     stub = BackendServer("127.0.0.1", 0, _ZeroCost(), "zero-cost")  # type: ignore[arg-type]
-    threading.Thread(target=stub.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    stub.start()
     with tempfile.TemporaryDirectory() as tmp:
         cloud_dir = Path(tmp) / "cloud"
         init_material(cloud_dir, edges=["bench"])  # a throwaway CA: server and client certificates

@@ -10,6 +10,7 @@ the answer's share the passages and the question) stays in the KV cache, and the
 prompt's part before its last ``Question: `` line — the passage, in the reading's prompts — is kept in
 memory (LRU, ``--prefix-cache-mb``) and restored when a prompt with the same part comes again.
 
+It serves on uvicorn + Starlette (:mod:`reading.http_server`, the workers' and the gateway's stack too).
 Run by :class:`cloud.backend.EmbeddedBackend` as ``python -m cloud.backend_server``; it binds
 127.0.0.1 only, prints ``ECQA-BACKEND-READY <url> <prompt family>`` when it serves, and exits
 when its stdin closes (so it never outlives the gateway that started it). With ``--token-stdin`` the
@@ -29,11 +30,17 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from reading.errors import ReadingError
+from reading.http_server import BodyRefused, HttpServer, read_body
 from reading.kv_store import MemoryStateStore
 from reading.models import spec_for_path
 from reading.reader import Generation, LlamaReader, PromptTooLongError
@@ -43,6 +50,10 @@ logger = logging.getLogger(__name__)
 READY_MARKER = "ECQA-BACKEND-READY"
 MAX_BODY_BYTES = 8 << 20
 MAX_TOP_LOGPROBS = 20
+# Seconds a connection may send nothing (before or between requests, mid-headers, mid-body).
+IDLE_TIMEOUT_S = 30.0
+# Threads waiting on the model at once (the reader serializes the model itself): the gateway's own limit is 32.
+READ_THREADS = 32
 # The passage cache: each passage is read with several prompts (probe, answer, check) and comes back with
 # the next question about it; a Qwen2.5-1.5B state is ~28 KB per token (f16), ~7 MB per SQuAD passage.
 DEFAULT_PREFIX_CACHE_MB = 1024
@@ -132,136 +143,150 @@ def _top_n(gen: Generation, n: int) -> list[dict[str, float]]:
     return [dict(list(t.items())[:n]) for t in gen.top_logprobs]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: BackendServer
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: with Nagle on, the second waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
+def _json(obj: dict[str, Any], status: int = 200, close: bool = False) -> Response:
+    # json.dumps as the http.server backend did: Starlette's JSONResponse refuses a -inf logprob.
+    return Response(json.dumps(obj).encode(), status, {"Connection": "close"} if close else None,
+                    media_type="application/json")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("backend %s", format % args)
 
-    def _send(self, status: int, obj: dict[str, Any]) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:  # the client must not send its next request on this connection
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+def _error(status: int, message: str, close: bool = False) -> Response:
+    return _json({"error": {"message": message, "type": "invalid_request_error", "code": status}}, status, close)
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
 
-    def _authorized(self) -> bool:
-        """The request carries the server's bearer token (always true without one); else a 401 is sent."""
-        token = self.server.token
-        if token is None:
-            return True
-        given = self.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode("utf-8", "replace"), f"Bearer {token}".encode()):
-            return True
-        self.close_connection = True  # the body (if any) is not read
-        self._error(401, "a bearer token is required — only the ecqa gateway that started this server may call it")
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        if not self._authorized():
-            return
-        if self.path in ("/health", "/v1/health"):
-            self._send(200, {"status": "ok"})
-        elif self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": self.server.model_name, "object": "model", "owned_by": "ecqa"}]})
-        else:
-            self._error(404, "not found")
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if not self._authorized():
-            return
-        if self.path not in ("/v1/completions", "/v1/chat/completions"):
-            self._error(404, "only /v1/completions and /v1/chat/completions are served")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_BODY_BYTES:
-            self.close_connection = True
-            self._error(413 if length else 411, "a JSON body with Content-Length is required")
-            return
-        reader = self.server.reader
-        chat = self.path == "/v1/chat/completions"
-        try:
-            body = json.loads(self.rfile.read(length))
-            if chat:
-                messages, max_tokens, stop, want, top = parse_chat_request(body, reader.n_ctx)
-                if reader.family != "chat":
-                    raise BadRequest(f"{self.server.model_name} is a base model without a chat template — use /v1/completions")
-                prompt = reader.render(messages)
-            else:
-                prompt, max_tokens, stop, logprobs = parse_completion_request(body, reader.n_ctx)
-                want, top = logprobs is not None, logprobs or 0
-            gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top, prefix_store=self.server.prefix_store)
-        except PromptTooLongError as exc:
-            self._error(400, str(exc))
-            return
-        except (BadRequest, ValueError) as exc:
-            self._error(400, str(exc) if isinstance(exc, BadRequest) else "the body is not JSON")
-            return
+def _completion(server: BackendServer, path: str, body: Any) -> Response:
+    """One completion (blocking: the model reads), as the OpenAI API answers it."""
+    reader = server.reader
+    chat = path == "/v1/chat/completions"
+    try:
         if chat:
-            content = None
-            if want:
-                tops = _top_n(gen, top)
-                content = [{"token": t, "logprob": lp, "bytes": None,
-                            "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in (tops[i].items() if i < len(tops) else [])]}
-                           for i, (t, lp) in enumerate(zip(gen.tokens, gen.token_logprobs))]
-                if not content and tops:  # stopped at once: the first position's alternatives still count
-                    content = [{"token": "", "logprob": 0.0, "bytes": None,
-                                "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in tops[0].items()]}]
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                                      "finish_reason": gen.finish_reason, "logprobs": {"content": content} if want else None}
+            messages, max_tokens, stop, want, top = parse_chat_request(body, reader.n_ctx)
+            if reader.family != "chat":
+                raise BadRequest(f"{server.model_name} is a base model without a chat template — use /v1/completions")
+            prompt = reader.render(messages)
         else:
-            choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
-            if want:
-                choice["logprobs"] = {"tokens": list(gen.tokens), "token_logprobs": list(gen.token_logprobs),
-                                      # one entry per token (the stop position's too when nothing was generated)
-                                      "top_logprobs": _top_n(gen, top)[: max(len(gen.tokens), 1)] if top else None,
-                                      "text_offset": None}
-        self._send(
-            200,
-            {
-                "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-                "object": "chat.completion" if chat else "text_completion",
-                "created": int(time.time()),
-                "model": self.server.model_name,
-                "choices": [choice],
-                "usage": {
-                    "prompt_tokens": gen.prompt_tokens,
-                    "completion_tokens": len(gen.token_logprobs),
-                    "total_tokens": gen.prompt_tokens + len(gen.token_logprobs),
-                    "prompt_tokens_details": {"cached_tokens": gen.cached_prompt_tokens},
-                },
-                # llama.cpp's server reports the same: prefill (uncached prompt) and decode speed.
-                "timings": {
-                    "cache_n": gen.cached_prompt_tokens,
-                    "prompt_n": gen.prompt_tokens - gen.cached_prompt_tokens,
-                    "prompt_ms": round(gen.prefill_ms, 3),
-                    "predicted_n": len(gen.token_logprobs),
-                    "predicted_ms": round(gen.decode_ms, 3),
-                },
-            },
-        )
+            prompt, max_tokens, stop, logprobs = parse_completion_request(body, reader.n_ctx)
+            want, top = logprobs is not None, logprobs or 0
+        gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top, prefix_store=server.prefix_store)
+    except PromptTooLongError as exc:
+        return _error(400, str(exc))
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    if chat:
+        content = None
+        if want:
+            tops = _top_n(gen, top)
+            content = [{"token": t, "logprob": lp, "bytes": None,
+                        "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in (tops[i].items() if i < len(tops) else [])]}
+                       for i, (t, lp) in enumerate(zip(gen.tokens, gen.token_logprobs))]
+            if not content and tops:  # stopped at once: the first position's alternatives still count
+                content = [{"token": "", "logprob": 0.0, "bytes": None,
+                            "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in tops[0].items()]}]
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": gen.text},
+                                  "finish_reason": gen.finish_reason, "logprobs": {"content": content} if want else None}
+    else:
+        choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
+        if want:
+            choice["logprobs"] = {"tokens": list(gen.tokens), "token_logprobs": list(gen.token_logprobs),
+                                  # one entry per token (the stop position's too when nothing was generated)
+                                  "top_logprobs": _top_n(gen, top)[: max(len(gen.tokens), 1)] if top else None,
+                                  "text_offset": None}
+    return _json({
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": server.model_name,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": len(gen.token_logprobs),
+            "total_tokens": gen.prompt_tokens + len(gen.token_logprobs),
+            "prompt_tokens_details": {"cached_tokens": gen.cached_prompt_tokens},
+        },
+        # llama.cpp's server reports the same: prefill (uncached prompt) and decode speed.
+        "timings": {
+            "cache_n": gen.cached_prompt_tokens,
+            "prompt_n": gen.prompt_tokens - gen.cached_prompt_tokens,
+            "prompt_ms": round(gen.prefill_ms, 3),
+            "predicted_n": len(gen.token_logprobs),
+            "predicted_ms": round(gen.decode_ms, 3),
+        },
+    })
 
 
-class BackendServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def make_app(server: BackendServer) -> Starlette:
+    """The backend's OpenAI-compatible API as an ASGI app: checks on the event loop, each completion in a
+    thread (the reader serializes its model; READ_THREADS bounds the threads waiting on it)."""
+    threads = anyio.CapacityLimiter(READ_THREADS)
+
+    def authorized(request: Request) -> bool:
+        """The request carries the server's bearer token (always true without one)."""
+        if server.token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode("utf-8", "replace"), f"Bearer {server.token}".encode())
+
+    def refused() -> Response:  # the body (if any) is not read: the connection closes after the reply
+        return _error(401, "a bearer token is required — only the ecqa gateway that started this server may call it",
+                      close=True)
+
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"}) if authorized(request) else refused()
+
+    async def models(request: Request) -> Response:
+        if not authorized(request):
+            return refused()
+        return _json({"object": "list", "data": [{"id": server.model_name, "object": "model", "owned_by": "ecqa"}]})
+
+    async def complete(request: Request) -> Response:
+        if not authorized(request):
+            return refused()
+        declared = request.headers.get("content-length")
+        if not declared or not declared.isdigit() or int(declared) == 0:
+            return _error(411, "a JSON body with Content-Length is required", close=True)
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES, server.timeout_s)
+        except BodyRefused as exc:
+            return _error(exc.status, f"a JSON body with Content-Length is required ({exc})", close=True)
+        if raw is None:  # the client went away
+            return _error(400, "the connection closed mid-body", close=True)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return _error(400, "the body is not JSON")
+        return await anyio.to_thread.run_sync(_completion, server, request.url.path, body, limiter=threads)
+
+    async def elsewhere(request: Request, exc: Exception) -> Response:
+        if not authorized(request):
+            return refused()
+        if request.method == "POST":
+            return _error(404, "only /v1/completions and /v1/chat/completions are served")
+        return _error(404, "not found")
+
+    return Starlette(routes=[Route("/health", health, methods=["GET"]), Route("/v1/health", health, methods=["GET"]),
+                             Route("/v1/models", models, methods=["GET"]),
+                             Route("/v1/completions", complete, methods=["POST"]),
+                             Route("/v1/chat/completions", complete, methods=["POST"])],
+                     exception_handlers={404: elsewhere, 405: elsewhere})
+
+
+class BackendServer(HttpServer):
+    """The backend's HTTP server (uvicorn, :mod:`reading.http_server`), bound when it is made.
+
+    :param reader: the loaded model.
+    :param model_name: the id ``/v1/models`` serves.
+    :param token: the bearer token every request must carry; None = no check.
+    :param prefix_store: the states of prompts' parts before "Question: " (None: no cache).
+    :param timeout_s: seconds a connection may send nothing (a stalled body: 408, then closed).
+    """
 
     def __init__(self, host: str, port: int, reader: LlamaReader, model_name: str, token: str | None = None,
-                 prefix_store: MemoryStateStore | None = None) -> None:
+                 prefix_store: MemoryStateStore | None = None, timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.reader = reader
-        self.prefix_store = prefix_store  # the states of prompts' parts before "Question: " (None: no cache)
+        self.prefix_store = prefix_store
         self.model_name = model_name
-        self.token = token  # bearer token every request must carry; None = no check
-        super().__init__((host, port), _Handler)
+        self.token = token
+        self.timeout_s = timeout_s
+        super().__init__(make_app(self), host, port, timeout_s=timeout_s, name="cloud-backend")
 
     @property
     def url(self) -> str:
@@ -316,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
     print(f"{READY_MARKER} {server.url} {reader.family}", flush=True)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

@@ -234,14 +234,13 @@ def test_embedded_server_refuses_requests_without_its_token() -> None:
     """Defect #12.4: the embedded backend was plain HTTP on 127.0.0.1 with no auth, so any local process
     could use the model past the gateway's mutual TLS. The real server class (refused requests never
     reach a model, so none is loaded)."""
-    import threading
 
     import httpx
 
     from cloud.backend_server import BackendServer
 
     server = BackendServer("127.0.0.1", 0, reader=None, model_name="m", token="s3cret-token")  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server.start()
     try:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=5) as http:
             body = {"prompt": "hi", "max_tokens": 1, "temperature": 0}
@@ -251,6 +250,40 @@ def test_embedded_server_refuses_requests_without_its_token() -> None:
                     assert "bearer token is required" in resp.json()["error"]["message"]
             ok = http.get("/v1/models", headers={"Authorization": "Bearer s3cret-token"})
             assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "m"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_backend_server_refuses_oversized_and_stalled_bodies_whole() -> None:
+    """On uvicorn (issue 22): a body over the limit is refused at once and the connection closed unread (the
+    rest is never parsed as a request); a body that stalls is answered 408 and closed within the timeout; a
+    connection that sends nothing is closed too. No request reaches a model, so none is loaded."""
+    import socket
+    import time
+
+    from cloud.backend_server import MAX_BODY_BYTES, BackendServer
+
+    server = BackendServer("127.0.0.1", 0, reader=None, model_name="m", timeout_s=1.0).start()  # type: ignore[arg-type]
+    address = server.server_address
+    try:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+                      + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            replies = b""
+            while chunk := s.recv(65536):
+                replies += chunk
+        assert replies.startswith(b"HTTP/1.1 413") and replies.count(b"HTTP/1.1") == 1
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")
+            t0 = time.monotonic()
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 5
+        with socket.create_connection(address, timeout=10) as s:
+            t0 = time.monotonic()
+            assert s.recv(1) == b"" and time.monotonic() - t0 < 5  # silent: closed by the server
     finally:
         server.shutdown()
         server.server_close()
