@@ -214,6 +214,13 @@ bench-models: calibrate  ## always-empty, edge, cloud, cascade on BENCH_MODELS_N
 bench-cascade: bench-models  ## every policy side by side on the held-out records of bench-models -> BENCHMARKS.md
 	$(BIN)/python -m benchmarks.cascade --records bench/models/eval/records.jsonl --qdrant bench/models/qdrant-eval
 
+# Linear probes on the edge model's intermediate layers (a llama.cpp eval callback reads the residual stream at
+# the yes/no position) against its p(yes) and the router's signals, calibration records only, folds by question
+# and by article (~1.6 h at one thread, resumable: one chunk file per 25 questions).
+.PHONY: bench-layer-probe
+bench-layer-probe: records  ## intermediate-layer probes vs p(yes), calibration split only (~1.6 h, resumable) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.layer_probe --records $(RECORDS) --timing 40 --out bench/layer-probe
+
 # The cascade (its edge reading from the states of `make bench-kv`'s index build --kv) against
 # cloud-only over wifi, with the packaged calibration: the last line of the bench-kv block.
 .PHONY: bench-kv-cascade
@@ -285,6 +292,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/cloud.json,bench-cloud,$(BIN)/python -m benchmarks.cloud_tier --from-json bench/cloud.json)
 	$(call from_records,bench/cascade.json,bench-cascade,$(BIN)/python -m benchmarks.cascade --from-json bench/cascade.json)
 	$(call from_records,bench/models/bench.json,bench-models,$(BIN)/python -m benchmarks.models bench/models/eval --records $(RECORDS) --from-json bench/models/bench.json)
+	$(call from_records,bench/layer-probe/results.json,bench-layer-probe,$(BIN)/python -m benchmarks.layer_probe --from-json --out bench/layer-probe)
 	$(call from_records,bench/kv,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
