@@ -29,7 +29,20 @@ from app.cli_eval import register as register_eval
 from app.cli_link import link_app
 from app.cli_models import models_app
 from app.cli_ui import register as register_ui
-from app.console import AsJson, emit_json, err, out, print_error, progress_bar, user_errors
+from app.console import emit_json, err, out, print_error, progress_bar, user_errors
+from app.options import (
+    SHELL_FLAGS,
+    AsJson,
+    BudgetMs,
+    CloudDir,
+    CloudUrl,
+    Collection,
+    Network,
+    Policy,
+    QdrantPath,
+    QdrantUrl,
+    settings_flags,
+)
 from pipelines.errors import USER_ERRORS, ConfigError
 from pipelines.settings import Settings, load_settings
 
@@ -46,11 +59,6 @@ app.add_typer(edge_app, name="edge")
 register_eval(app)
 register_ui(app)
 register_doctor(app)
-
-QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
-QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
-Collection = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name [env ECQA_COLLECTION].")]
-
 
 def settings_from(**flags: Any) -> Settings:
     return load_settings(**flags)
@@ -83,8 +91,8 @@ def index_build(
 ) -> None:
     """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
 
+    from pipelines import open_store
     from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states
-    from pipelines.store import open_store
 
     s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
                       qdrant_path=qdrant_path, qdrant_url=qdrant_url)
@@ -135,7 +143,7 @@ def index_build(
 @user_errors
 def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_json: AsJson = False) -> None:
     """List collections with their size and model."""
-    from pipelines.store import open_store
+    from pipelines import open_store
 
     s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
     with open_store(s) as store:
@@ -157,7 +165,7 @@ def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_
 def index_stats(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None,
                 as_json: AsJson = False) -> None:
     """Show one collection's size, model, build time and sources."""
-    from pipelines.store import open_store
+    from pipelines import open_store
 
     s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
     with open_store(s) as store:
@@ -179,7 +187,7 @@ def index_stats(collection: Collection = None, qdrant_path: QdrantPath = None, q
 def index_drop(name: Annotated[str, typer.Argument(help="Collection to delete.")],
                qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None) -> None:
     """Delete a collection and all its versions."""
-    from pipelines.store import open_store
+    from pipelines import open_store
 
     s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
     with open_store(s) as store:
@@ -202,48 +210,27 @@ def _print_result(result: Any) -> None:
         out.print(f"[dim]  [{i}] {escape(str(p['title']))} (score {p['score']:.3f}){mark}[/]", highlight=False)
 
 
-Policy = Annotated[str | None, typer.Option("--policy", help="edge, cloud, cascade, latency or learned [env ECQA_POLICY; "
-                                                             "default cascade with a cloud URL, else edge].")]
-Network = Annotated[str | None, typer.Option("--network", help="Emulate the link: lan, 5g, wifi, congested [env ECQA_NETWORK].")]
-BudgetMs = Annotated[float | None, typer.Option("--budget-ms", help="Latency budget Tmax in ms [env ECQA_BUDGET_MS].")]
-CloudUrl = Annotated[str | None, typer.Option("--cloud-url", help="Cloud gateway https:// URL [env ECQA_CLOUD_URL].")]
-CloudDir = Annotated[Path | None, typer.Option("--cloud-dir", help="Directory `ecqa cloud init` wrote [env ECQA_CLOUD_DIR].")]
+# ask's own --top-k and --threshold stand among the settings flags, where its --help has always listed them.
+ASK_FLAGS = {"collection": Collection, "policy": Policy,
+             "top_k": Annotated[int | None, typer.Option("--top-k", help="Passages retrieved [env ECQA_TOP_K].")],
+             "threshold": Annotated[float | None, typer.Option("--threshold",
+                                                               help="Override the policy's calibrated threshold.")],
+             "budget_ms": BudgetMs, "network": Network, "qdrant_path": QdrantPath, "qdrant_url": QdrantUrl,
+             "cloud_url": CloudUrl, "cloud_dir": CloudDir}
 
 
 @app.command("ask")
 @user_errors
-def ask(
-    question: Annotated[str, typer.Argument(help="The question.")],
-    collection: Collection = None,
-    policy: Policy = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages retrieved [env ECQA_TOP_K].")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Override the policy's calibrated threshold.")] = None,
-    budget_ms: BudgetMs = None,
-    network: Network = None,
-    qdrant_path: QdrantPath = None,
-    qdrant_url: QdrantUrl = None,
-    cloud_url: CloudUrl = None,
-    cloud_dir: CloudDir = None,
-    as_json: AsJson = False,
-) -> None:
+@settings_flags(ASK_FLAGS)
+def ask(question: Annotated[str, typer.Argument(help="The question.")], threshold: float | None, flags: dict[str, Any],
+        as_json: AsJson = False) -> None:
     """Answer a question from a collection: on the edge, in the cloud, or as the policy decides."""
-    from pipelines.answer import (
-        answer_question,
-        build_cascade,
-        check_ask_options,
-        effective_policy,
-        emulated_link,
-    )
-    from pipelines.edge_pipeline import check_question
-    from pipelines.store import open_store
+    from pipelines import Ask, build_cascade, effective_policy, open_store
 
-    check_question(question)
-    check_ask_options(threshold)  # before anything loads
-    s = settings_from(collection=collection, top_k=top_k, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
-                      cloud_url=cloud_url, cloud_dir=cloud_dir, policy=policy, budget_ms=budget_ms, network=network)
-    name = effective_policy(s)
-    with emulated_link(s) as linked, open_store(linked) as store:
-        result = answer_question(build_cascade(linked, store), question, policy=name, threshold=threshold)
+    s = settings_from(**flags)
+    checked = Ask.check(question, effective_policy(s), threshold, have_cloud=s.cloud_url is not None)  # before anything loads
+    with open_store(s) as store, build_cascade(s, store) as cascade:
+        result = cascade.answer(checked)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -252,21 +239,17 @@ def ask(
 
 @app.command("shell")
 @user_errors
-def shell(collection: Collection = None, policy: Policy = None, network: Network = None, budget_ms: BudgetMs = None,
-          qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, cloud_url: CloudUrl = None,
-          cloud_dir: CloudDir = None) -> None:
+@settings_flags(SHELL_FLAGS)
+def shell(flags: dict[str, Any]) -> None:
     """Ask questions interactively with the models kept loaded (empty line or Ctrl-D quits)."""
-    from pipelines.answer import build_cascade, effective_policy, emulated_link
-    from pipelines.store import open_store
+    from pipelines import build_cascade, check_configured_policy, open_store
 
-    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, cloud_url=cloud_url,
-                      cloud_dir=cloud_dir, policy=policy, network=network, budget_ms=budget_ms)
-    name = effective_policy(s)
-    with emulated_link(s) as linked, open_store(linked) as store:
-        cascade = build_cascade(linked, store)
+    s = settings_from(**flags)
+    name = check_configured_policy(s)  # before anything loads
+    with open_store(s) as store, build_cascade(s, store) as cascade:
         edge = cascade.warm_up(name).edge  # the models the policy needs, before the first question
         info = edge.retriever.info
-        cloud = f" · cloud {linked.cloud_url}" + (f" over {linked.network}" if linked.network else "") if linked.cloud_url else ""
+        cloud = f" · cloud {s.cloud_url}" + (f" over {s.network}" if s.network else "") if s.cloud_url else ""
         out.print(f"edgecloud-qa · collection [bold]{escape(info.collection)}[/] ({info.documents} passages) · "
                   f"edge model {edge.models().get('slm', 'none')} · policy {name}{cloud}", highlight=False)
         out.print("[dim]type a question and press Enter; an empty line or Ctrl-D quits[/]")

@@ -6,40 +6,30 @@ from __future__ import annotations
 # error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
 
 import signal
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from app.console import emit_json, err, out, user_errors
+from app.console import emit_json, err, out, print_files, user_errors
+from app.options import AsJson, CloudMaterialDir
 from pipelines.settings import load_settings
 
-cloud_app = typer.Typer(
-    help="The cloud tier: certificates and keys (init), the mutual-TLS gateway in front of an LLM (serve).",
-    no_args_is_help=True,
-)
-
-CloudDir = Annotated[
-    Path | None,
-    typer.Option("--dir", help="Cloud material directory [env ECQA_CLOUD_DIR; default <user data dir>/ecqa/cloud]."),
-]
-
-
+cloud_app = typer.Typer(help="The cloud tier: certificates and keys (init), the mutual-TLS gateway in front of an LLM (serve).",
+                        no_args_is_help=True)
 
 
 @cloud_app.command("init")
 @user_errors
 def cloud_init(
-    directory: CloudDir = None,
+    directory: CloudMaterialDir = None,
     edge: Annotated[list[str] | None, typer.Option(
         "--edge", help="Edge name to issue a client certificate for (repeatable; default edge-1).")] = None,
     host: Annotated[list[str] | None, typer.Option("--host", help="Extra DNS name or IP of the gateway certificate (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing material (old edges are then refused).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Create a CA, the gateway certificate, one client certificate per edge and the AES-256 key."""
     from rich.markup import escape
-    from rich.table import Table
 
     from cloud.certs import init_material
     from pipelines.cloud_path import cloud_dir_of
@@ -49,10 +39,7 @@ def cloud_init(
     if as_json:
         emit_json(report.as_dict())
         return
-    table = Table("file", "mode", title=f"cloud material in {escape(str(report.directory))}")
-    for rel, mode in report.files:
-        table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
-    out.print(table)
+    print_files("cloud material", report.directory, report.files)
     out.print(
         f"edges: [bold]{', '.join(report.edges)}[/] · gateway names: localhost, 127.0.0.1"
         f"{''.join(', ' + h for h in report.hosts)} · key id {report.kid}",
@@ -64,7 +51,7 @@ def cloud_init(
 @cloud_app.command("serve")
 @user_errors
 def cloud_serve(
-    directory: CloudDir = None,
+    directory: CloudMaterialDir = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to bind [env ECQA_CLOUD_HOST; default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port, 0 = any free one [env ECQA_CLOUD_PORT; default 8443].")] = None,
     backend_url: Annotated[str | None, typer.Option(

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from app.console import AsJson, emit_json, fail, out, user_errors
-from pipelines.doctor import CheckFailed, doctor_report
+from app.console import emit_json, fail, out, user_errors
+from app.options import AsJson
 from pipelines.settings import load_settings
 
 
@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def doctor_command(as_json: AsJson = False) -> None:
     """Generate one token with the edge model in a child process; report the CPU variant that ran it."""
+    # Imports inside functions: the llama.cpp check loads numpy, which `ecqa --help` need not wait for.
+    from pipelines import CheckFailed, doctor_report
+
     try:
         report = doctor_report(load_settings())
     except CheckFailed as exc:

@@ -12,16 +12,11 @@ from typing import Annotated
 
 import typer
 
-from app.console import AsJson, emit_json, err, out, stop_on_ctrl_c, user_errors
+from app.console import emit_json, err, out, print_files, stop_on_ctrl_c, user_errors
+from app.options import AsJson, WorkerRegistry
 
-edge_app = typer.Typer(
-    help="Edge workers: certificates (init), serve the edge model behind the dispatcher (serve), show the registry (list).",
-    no_args_is_help=True,
-)
-
-Registry_ = Annotated[str | None, typer.Option(
-    "--registry", help="Where workers advertise: 'file' (<user data dir>/ecqa/registry), a folder, or redis://host:port/db "
-    "[env ECQA_EDGE_REGISTRY].")]
+edge_app = typer.Typer(help="Edge workers: certificates (init), serve the edge model behind the dispatcher (serve), show the "
+                       "registry (list).", no_args_is_help=True)
 
 
 @edge_app.command("init")
@@ -37,9 +32,6 @@ def edge_init(
     as_json: AsJson = False,
 ) -> None:
     """Issue edge workers' certificates from the project's CA: they serve mutual TLS and sign their registry entries."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from pipelines.fleet import issue_worker_certificates
     from pipelines.settings import load_settings
 
@@ -47,10 +39,7 @@ def edge_init(
     if as_json:
         emit_json(report.as_dict())
         return
-    table = Table("file", "mode", title=f"worker certificates in {escape(str(report.directory))}")
-    for rel, mode in report.files:
-        table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
-    out.print(table)
+    print_files("worker certificates", report.directory, report.files)
     out.print(f"workers: [bold]{', '.join(report.workers)}[/] · valid for localhost, 127.0.0.1"
               f"{''.join(', ' + h for h in report.hosts)} · start each with `ecqa edge serve --id ID`; copy ca.pem and "
               "workers/ID.* to its host", highlight=False)
@@ -65,7 +54,7 @@ def edge_serve(
     advertise: Annotated[str | None, typer.Option("--advertise", help="Host name or address the dispatcher reaches "
                                                   "this worker at [default: --host; this machine's host name when "
                                                   "--host binds every address (0.0.0.0 or ::)].")] = None,
-    registry: Registry_ = None,
+    registry: WorkerRegistry = None,
     model: Annotated[str | None, typer.Option("--model", help="Edge model: a manifest name or a GGUF path "
                                               "[env ECQA_SLM_MODEL_PATH; default qwen2.5-coder-0.5b-instruct].")] = None,
     cores: Annotated[str | None, typer.Option("--cores", help="CPUs it runs on, e.g. 0 or 0-1 [default: all it may use]; "
@@ -162,7 +151,7 @@ def advertised_host(host: str, advertise: str | None) -> str:
 
 @edge_app.command("list")
 @user_errors
-def edge_list(registry: Registry_ = None, as_json: AsJson = False) -> None:
+def edge_list(registry: WorkerRegistry = None, as_json: AsJson = False) -> None:
     """Show the live workers of the registry: model, speed, limits and load (W_i, R_i = W_i / C_i)."""
     from rich.table import Table
 

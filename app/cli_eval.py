@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.console import AsJson, emit_json, err, fail, out, progress_bar, stop_on_ctrl_c, user_errors
+from app.console import emit_json, err, fail, out, progress_bar, stop_on_ctrl_c, user_errors
+from app.options import AsJson
 
 
 def register(app: typer.Typer) -> None:

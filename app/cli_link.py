@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from app.console import AsJson, emit_json, err, fail, out, stop_on_ctrl_c, user_errors
+from app.console import emit_json, err, fail, out, stop_on_ctrl_c, user_errors
+from app.options import AsJson
 
 link_app = typer.Typer(help="Emulated edge–cloud link: measure its profiles, or put it in front of a gateway.",
                        no_args_is_help=True)
@@ -29,7 +30,8 @@ def link_measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from netem.link import TOLERANCE, measure_link, select_profiles
+    from netem.measure import TOLERANCE, measure_link
+    from netem.profiles import select_profiles
 
     profiles = select_profiles(profile)
     results: list[dict[str, Any]] = []
@@ -59,7 +61,8 @@ def link_proxy(
     listen: Annotated[int, typer.Option("--listen", help="Port on 127.0.0.1 to listen on; 0 picks a free one.")] = 0,
 ) -> None:
     """Forward 127.0.0.1:PORT to HOST:PORT over an emulated link until Ctrl-C."""
-    from netem.link import LinkEmulator, get_profile, parse_hostport
+    from netem.link import LinkEmulator, parse_hostport
+    from netem.profiles import get_profile
 
     prof = get_profile(profile)
     host, port = parse_hostport(target)

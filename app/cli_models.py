@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from app.console import AsJson, emit_json, err, fail, out, user_errors
+from app.console import emit_json, err, fail, out, user_errors
+from app.options import AsJson
 
 models_app = typer.Typer(help="The GGUF models: list, pull (verified against the manifest), verify, path.",
                          no_args_is_help=True)
@@ -43,7 +44,8 @@ def models_list(as_json: AsJson = False) -> None:
     """The models of the manifest: default role, size, licence, and whether each is pulled and verified."""
     from rich.table import Table
 
-    from reading.models import MODELS, models_dir, pull_state
+    from reading.model_manifest import MODELS
+    from reading.models import models_dir, pull_state
 
     folder = models_dir()
     rows: list[dict[str, Any]] = []
@@ -79,7 +81,8 @@ def models_pull(
     as_json: AsJson = False,
 ) -> None:
     """Fetch models into the models folder, verified; no names = the edge and cloud defaults."""
-    from reading.models import DEFAULT_CLOUD_MODEL, DEFAULT_EDGE_MODEL, get_spec, pull
+    from reading.model_fetch import pull
+    from reading.model_manifest import DEFAULT_CLOUD_MODEL, DEFAULT_EDGE_MODEL, get_spec
 
     wanted = list(names or [])
     if defaults or not wanted:
@@ -116,7 +119,8 @@ def models_pull(
 @user_errors
 def models_verify(names: Names = None, as_json: AsJson = False) -> None:
     """Re-hash pulled models in full against the manifest; no names = every pulled model."""
-    from reading.models import MODELS, get_spec, models_dir, pull_state, verify
+    from reading.model_manifest import MODELS, get_spec
+    from reading.models import models_dir, pull_state, verify
 
     specs = [get_spec(name) for name in names] if names else [
         s for s in MODELS.values() if pull_state(s.name) != "missing"]

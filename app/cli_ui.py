@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from app.console import fail, out, stop_on_ctrl_c, user_errors
+from app.options import UI_FLAGS, UP_FLAGS, UiHost, UiPort, settings_flags
 from pipelines.settings import load_settings
 
 if TYPE_CHECKING:
     from app.ui_service import UiService
-
-Port = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the web UI.")]
-Host = Annotated[str, typer.Option("--host", help="Address the web UI binds (0.0.0.0 serves other machines).")]
-Collection = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name [env ECQA_COLLECTION].")]
-QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
-QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
-Policy = Annotated[str | None, typer.Option("--policy", help="Initial policy: edge, cloud, cascade, latency or learned "
-                                                             "[env ECQA_POLICY].")]
-Network = Annotated[str | None, typer.Option("--network", help="Initial link profile: lan, 5g, wifi, congested "
-                                                               "[env ECQA_NETWORK].")]
-BudgetMs = Annotated[float | None, typer.Option("--budget-ms", help="Initial latency budget Tmax in ms [env ECQA_BUDGET_MS].")]
-CloudDir = Annotated[Path | None, typer.Option("--cloud-dir", help="Directory `ecqa cloud init` wrote [env ECQA_CLOUD_DIR].")]
-
 
 def register(app: typer.Typer) -> None:
     app.command("ui")(ui_command)
@@ -59,25 +46,13 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 @user_errors
-def ui_command(
-    port: Port = 7860,
-    host: Host = "127.0.0.1",
-    collection: Collection = None,
-    policy: Policy = None,
-    network: Network = None,
-    budget_ms: BudgetMs = None,
-    qdrant_path: QdrantPath = None,
-    qdrant_url: QdrantUrl = None,
-    cloud_url: Annotated[str | None, typer.Option("--cloud-url", help="Cloud gateway https:// URL [env ECQA_CLOUD_URL]; "
-                                                                     "none = edge only.")] = None,
-    cloud_dir: CloudDir = None,
-) -> None:
+@settings_flags(UI_FLAGS)
+def ui_command(port: UiPort = 7860, host: UiHost = "127.0.0.1", *, flags: dict[str, Any]) -> None:
     """Serve the web UI against the configured edge (and cloud gateway, when one is set) until Ctrl-C."""
     from app.ui import serve_until_interrupted
     from app.ui_service import UiService
 
-    s = load_settings(collection=collection, policy=policy, network=network, budget_ms=budget_ms,
-                      qdrant_path=qdrant_path, qdrant_url=qdrant_url, cloud_url=cloud_url, cloud_dir=cloud_dir)
+    s = load_settings(**flags)
     _check_port_free(host, port)
     stop_on_ctrl_c()
     try:
@@ -89,28 +64,18 @@ def ui_command(
 
 
 @user_errors
-def up_command(
-    port: Port = 7860,
-    host: Host = "127.0.0.1",
-    collection: Collection = None,
-    policy: Policy = None,
-    network: Network = None,
-    budget_ms: BudgetMs = None,
-    qdrant_path: QdrantPath = None,
-    cloud_dir: CloudDir = None,
-) -> None:
+@settings_flags(UP_FLAGS)
+def up_command(port: UiPort = 7860, host: UiHost = "127.0.0.1", *, flags: dict[str, Any]) -> None:
     """Start everything on embedded defaults — cloud gateway and backend (certificates made on first
     run), the edge, the web UI — and stop all of it on Ctrl-C."""
     from app.ui import serve_until_interrupted
     from app.ui_service import UiService
+    from pipelines import get_profile, open_store
     from pipelines.answer import check_policy
     from pipelines.cloud_path import cloud_dir_of
-    from pipelines.link import get_profile
     from pipelines.stack import embedded_stack
-    from pipelines.store import open_store
 
-    s = load_settings(collection=collection, policy=policy, network=network, budget_ms=budget_ms,
-                      qdrant_path=qdrant_path, cloud_dir=cloud_dir)
+    s = load_settings(**flags)
     # The mistakes that would otherwise show only after the gateway started: a bad policy or link
     # profile, a missing index, a busy port.
     if s.policy:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,14 +20,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from pipelines.errors import USER_ERRORS
 
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
 
 def stop_on_ctrl_c() -> None:
@@ -64,6 +64,14 @@ def progress_bar(label: str, *extra: ProgressColumn, as_json: bool = False) -> P
     and ETA. Under ``--json`` it shows nothing, so stdout and stderr stay clean for scripts."""
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), console=err, transient=as_json, disable=as_json)
+
+
+def print_files(what: str, directory: Path, files: Iterable[tuple[str, int]]) -> None:
+    """The files a command wrote into ``directory`` and their modes, the private ones (0600) marked."""
+    table = Table("file", "mode", title=f"{what} in {escape(str(directory))}")
+    for rel, mode in files:
+        table.add_row(rel, f"{mode:o}" + (" (private)" if mode == 0o600 else ""))
+    out.print(table)
 
 
 def emit_json(data: Any) -> None:

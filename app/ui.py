@@ -54,7 +54,7 @@ def strict_text(box: gr.Textbox) -> gr.Textbox:
 def build_ui(service: UiService, max_queue: int = MAX_QUEUE) -> gr.Blocks:
     """The Blocks app over ``service`` (not launched); at most ``max_queue`` events wait in its queue."""
     from app.ui_eval import build_eval_tab
-    from pipelines.link import PROFILES
+    from pipelines import PROFILES
 
     collection = service.settings.collection
     with gr.Blocks(title="edgecloud-qa", analytics_enabled=False) as demo:

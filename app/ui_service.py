@@ -1,7 +1,7 @@
 """What the web UI runs on: one open document store, one cascade and the link to the cloud, shared
 by every browser session of the process.
 
-The UI answers through :func:`pipelines.answer.answer_question` like the CLI and the evaluation;
+The UI answers through :meth:`pipelines.cascade.Cascade.answer` like the CLI and the evaluation;
 this module only adds what a page shows next to the answer (the predicted and measured latency
 per stage, whether the cloud was unreachable) and the run-time switch of the emulated link.
 """
@@ -10,33 +10,27 @@ from __future__ import annotations
 
 # Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
 # error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
+from pipelines import DocumentStore, get_profile, open_store
 from pipelines.answer import (
     POLICIES,
-    answer_question,
     build_cascade,
-    check_ask_options,
-    effective_policy,
-    emulated_link,
-    latency_model_for,
+    check_configured_policy,
 )
+from pipelines.ask import Ask
 from pipelines.cascade import Cascade
 from pipelines.errors import USER_ERRORS, PipelineError
 from pipelines.index import index_files
-from pipelines.latency import LatencyModel
-from pipelines.link import get_profile
 from pipelines.policies import policy_class
 from pipelines.settings import Settings
 from pipelines.stages import split_stages
-from pipelines.store import DocumentStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +80,14 @@ class UiService:
     """The UI process's edge: settings, the open store and the cascade, with a lock around model calls.
 
     ``settings.cloud_url`` is the gateway itself; when a link profile is chosen the cascade's
-    cloud client goes through a :class:`~netem.link.LinkEmulator` in front of it.
+    cloud client goes through a :class:`~netem.link.LinkEmulator` in front of it (the cascade owns that link).
 
     :param settings: the entry point's settings (``cloud_url`` = the gateway, direct).
     :param store: an open document store (closed by :meth:`close`).
-    :param cascade: a cascade over ``store``, built for ``settings``.
-    :param link: what keeps the current emulated link open (closed on a switch and by :meth:`close`).
+    :param cascade: a cascade over ``store``, built for ``settings`` (closed by :meth:`close`).
     """
 
-    def __init__(self, settings: Settings, store: DocumentStore, cascade: Cascade,
-                 link: contextlib.ExitStack | None = None) -> None:
+    def __init__(self, settings: Settings, store: DocumentStore, cascade: Cascade) -> None:
         self.settings = settings
         self.store = store
         self.cascade = cascade
@@ -104,7 +96,6 @@ class UiService:
         # llama.cpp and embedded Qdrant are not safe to call from two threads; Gradio's queue already
         # runs one model event at a time (MODELS_QUEUE), the lock also covers callers outside it.
         self.lock = threading.RLock()
-        self._link = link or contextlib.ExitStack()
 
     @classmethod
     def open(cls, settings: Settings) -> Self:
@@ -113,27 +104,27 @@ class UiService:
         :raises PipelineError: unknown policy, or one that needs a cloud with none configured.
         :raises EdgeError: index folder locked, collection missing, model files missing.
         :raises CloudError: cloud URL not https://, cloud material missing.
+        :raises LinkError: unknown network profile.
         """
-        effective_policy(settings)  # a bad --policy fails before anything loads
+        check_configured_policy(settings)  # a bad --policy fails before anything loads
         store = open_store(settings)
-        link = contextlib.ExitStack()
         try:
-            linked = link.enter_context(emulated_link(settings))
-            cascade = build_cascade(linked, store)
-            cascade.warm_up()  # the first question should not pay for loading the models (none: workers hold them)
+            cascade = build_cascade(settings, store)
         except BaseException:
-            link.close()
             store.close()
             raise
-        return cls(settings, store, cascade, link)
+        try:
+            cascade.warm_up()  # the first question should not pay for loading the models (none: workers hold them)
+        except BaseException:
+            cascade.close()
+            store.close()
+            raise
+        return cls(settings, store, cascade)
 
     def close(self) -> None:
-        """Close the cloud client, the link and the store."""
+        """Close the cascade's cloud link and the store."""
         with self.lock:
-            cloud = self.cascade.cloud
-            if cloud is not None and hasattr(cloud, "answerer"):
-                cloud.answerer.close()
-            self._link.close()
+            self.cascade.close()
             self.store.close()
 
     def __enter__(self) -> Self:
@@ -156,7 +147,7 @@ class UiService:
         return [p for p in POLICIES if self.has_cloud or not policy_class(p).uses_cloud]
 
     def default_policy(self) -> str:
-        return effective_policy(self.settings)
+        return check_configured_policy(self.settings)
 
     def threshold(self, policy: str) -> float | None:
         """The calibrated threshold of ``policy``, or None when it has none (edge, cloud)."""
@@ -174,26 +165,15 @@ class UiService:
         :raises EdgeError: the collection disappeared, the prompt does not fit the context window.
         """
         t0 = time.perf_counter()
-        threshold, budget_ms, top_k = check_ask_options(threshold, budget_ms, top_k)  # the API may send anything
-        budget = self.settings.budget_ms if budget_ms is None else budget_ms
+        ask = Ask.check(question, policy, threshold, budget_ms, top_k, have_cloud=self.has_cloud)  # the API may send anything
+        budget = self.settings.budget_ms if ask.budget_ms is None else ask.budget_ms
         with self.lock:
             # The latency model as the policy saw it: it learns from this very question afterwards.
             before = self.cascade.latency.snapshot()
-            result = answer_question(self.cascade, question, policy=policy, top_k=top_k, threshold=threshold,
-                                     budget_ms=budget, use_cache=use_cache)
-            data = result.to_json()
-            bytes_up = self._estimate_bytes_up(data)
-        predicted = None if data["tier"] == "cache" else predicted_stages(data, before, bytes_up)
+            data = self.cascade.answer(replace(ask, budget_ms=budget), use_cache=use_cache).to_json()
+        predicted = None if data["tier"] == "cache" else predicted_stages(data, before)
         return Answered(data, measured_stages(data, before), predicted, cloud_unreachable(data.get("decision")), budget,
                         self.network, (time.perf_counter() - t0) * 1000.0)
-
-    def _estimate_bytes_up(self, data: dict[str, Any]) -> int:
-        """What the cascade estimated the sealed request to be (0 without a cloud, as it does)."""
-        cloud = self.cascade.cloud
-        if cloud is None or not data["passages"]:
-            return 0
-        passages = [{"id": p["id"], "title": p.get("title", ""), "text": p["text"]} for p in data["passages"]]
-        return int(cloud.estimate_bytes_up(data["question"], passages))
 
     # --- the emulated link --------------------------------------------------------------------------
     def set_network(self, name: str | None) -> str:
@@ -204,33 +184,15 @@ class UiService:
 
         :returns: a one-line description of the link now in use.
         :raises PipelineError: no cloud gateway configured.
-        :raises EdgeError: unknown profile.
+        :raises LinkError: unknown profile (the cloud link in use stays as it was).
         """
         profile = None if name in (None, "", DIRECT) else name
         with self.lock:
             if self.gateway_url is None or self.cascade.cloud is None:
                 raise PipelineError("no cloud gateway is configured — start the UI with `make run` (or `ecqa up`), "
                                     "or pass --cloud-url to `ecqa ui`")
-            from pipelines.cloud_client import AnswererClient
-            from pipelines.cloud_path import cloud_answerer_from
-
-            wanted = self.settings.model_copy(update={"network": profile})
-            link = contextlib.ExitStack()
-            try:
-                linked = link.enter_context(emulated_link(wanted))
-                client = AnswererClient(cloud_answerer_from(linked))
-                client.answerer.warm_up()
-            except BaseException:
-                link.close()
-                raise
-            old = self.cascade.cloud
-            self.cascade.cloud = client
-            if hasattr(old, "answerer"):
-                old.answerer.close()
-            self._link.close()
-            self._link = link
-            self.cascade.latency = _latency_for(profile, self.cascade.latency)
-            self.settings = wanted
+            self.cascade.relink(profile)
+            self.settings = self.settings.model_copy(update={"network": profile})
             logger.info("cloud link now %s", profile or DIRECT)
             return self.describe_link()
 
@@ -303,14 +265,6 @@ def bundled_corpus() -> list[Path]:
     return list(BUNDLED_CORPUS)
 
 
-def _latency_for(profile: str | None, current: LatencyModel) -> LatencyModel:
-    """A latency model for a new link: the profile's RTT and bandwidth (build_cascade's priors), the
-    edge and cloud compute estimates carried over."""
-    snap = current.snapshot()
-    return latency_model_for(profile, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
-                             edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"])
-
-
 # --- latency per stage ---------------------------------------------------------------------------------
 def _link_terms(snapshot: dict[str, float], bytes_up: float, bytes_down: float) -> tuple[float, float]:
     """The latency model's one-way times (half the RTT plus the payload over the bandwidth), up and down."""
@@ -341,7 +295,7 @@ def measured_stages(data: dict[str, Any], snapshot: dict[str, float]) -> dict[st
     return out
 
 
-def predicted_stages(data: dict[str, Any], snapshot: dict[str, float], bytes_up: int) -> dict[str, float]:
+def predicted_stages(data: dict[str, Any], snapshot: dict[str, float]) -> dict[str, float]:
     """The latency model's T_total = T_edge + S/B + RTT + T_cloud if escalated, per stage.
 
     T_edge is what the edge had measured when the policy decided (embed + retrieve, plus the SLM
@@ -349,7 +303,7 @@ def predicted_stages(data: dict[str, Any], snapshot: dict[str, float], bytes_up:
     """
     decision = data.get("decision") or {}
     total = float(decision.get("predicted_total_ms", 0.0))
-    up, down = _link_terms(snapshot, bytes_up, _PREDICTED_BYTES_DOWN)
+    up, down = _link_terms(snapshot, decision.get("predicted_bytes_up", 0), _PREDICTED_BYTES_DOWN)
     cloud = snapshot["cloud_base_ms"] + snapshot["cloud_ms_per_token"] * snapshot["expected_tokens"]
     edge = max(0.0, total - up - down - cloud)
     t = data["timings_ms"]

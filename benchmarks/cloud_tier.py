@@ -54,10 +54,11 @@ def retrieved_payloads(data: Path, n: int, seed: int) -> tuple[list[Any], list[l
 
 
 def request_of(question: str, docs: list[Any]) -> Any:
-    from cloud.wire import AnswerRequest, Passage
+    from cloud.wire import AnswerRequest
+    from reading.prompts import Passage
 
-    return AnswerRequest(question=question, passages=tuple(Passage(str(d.meta.get("title", "")), (d.content or "")[:PASSAGE_CHARS])
-                                                             for d in docs), max_tokens=24)
+    return AnswerRequest(question=question, passages=tuple(Passage.from_document(d).cut(PASSAGE_CHARS) for d in docs),
+                         max_tokens=24)
 
 
 # --- envelope cost and compression --------------------------------------------------------------
@@ -174,11 +175,11 @@ def _paired(questions: list[Any], docs: list[list[Any]], direct: Any, gateway_ur
     backend's prefix cache is in the same state for both (a clean paired difference).
     """
     from cloud.cloud_answerer import CloudAnswerer
-    from cloud.prompting import read_passages, read_with
+    from cloud.prompting import read_with
 
     def ask_direct(question: str, passages: Any, max_tokens: int = 24) -> Any:
         """What the gateway sends its backend: each passage's probe and answer, then the check of one."""
-        return read_with(direct, question, read_passages(passages), max_tokens)
+        return read_with(direct, question, passages, max_tokens)
 
     direct.warm_up()
     cloud = CloudAnswerer(url=gateway_url, cloud_dir=str(cloud_dir), read_timeout_s=120.0)

@@ -128,9 +128,9 @@ def bench_build(data: Path, extra: Path) -> dict[str, Any]:
 def edge_child(args: argparse.Namespace) -> None:
     from eval.data import load_questions
     from eval.squad_metrics import evaluate
+    from pipelines import open_store
     from pipelines.edge_pipeline import EdgeQA
     from pipelines.settings import load_settings
-    from pipelines.store import open_store
 
     s = load_settings(qdrant_path=Path(args.qdrant_path), collection="bench")
     questions = load_questions(Path(args.data), limit=args.n)

@@ -39,15 +39,27 @@ from benchmarks.cloud_tier import _ZeroCost
 from benchmarks.markdown import publish
 from cloud.backend import OpenAIBackend
 from cloud.backend_server import BackendServer
-from cloud.certs import init_material, load_edge_material, load_server_material, peer_identity
+from cloud.certs import (
+    init_material,
+    load_edge_material,
+    load_server_material,
+    peer_identity,
+)
 from cloud.envelope import new_request_id, now_ms, seal
 from cloud.errors import TooLargeError
 from cloud.gateway import GatewayService, make_server
 from cloud.metrics import CONTENT_TYPE
-from cloud.prompting import read_passages, read_with
-from cloud.wire import ANSWER_PATH, DIRECTION_REQUEST, HEALTH_PATH, METRICS_PATH, AnswerRequest, Passage, refusal_body
+from cloud.prompting import read_with
+from cloud.wire import (
+    ANSWER_PATH,
+    DIRECTION_REQUEST,
+    HEALTH_PATH,
+    METRICS_PATH,
+    AnswerRequest,
+    refusal_body,
+)
 from eval.stats import percentile
-from reading.prompts import PASSAGE_CHARS
+from reading.prompts import PASSAGE_CHARS, Passage
 
 START, END = "<!-- bench-gateway:start -->", "<!-- bench-gateway:end -->"
 HEADING = "## Cloud gateway HTTP server — `make bench-gateway`"
@@ -251,7 +263,7 @@ def _measure(target: dict[str, Any], cloud_dir: str, requests: list[dict[str, An
     def straight(payload: dict[str, Any]) -> float:
         req = AnswerRequest.from_dict(payload)
         t0 = time.perf_counter()
-        read_with(direct, req.question, read_passages(req.passages), req.max_tokens)
+        read_with(direct, req.question, req.passages, req.max_tokens)
         return (time.perf_counter() - t0) * 1000.0
 
     for payload in requests[:5]:  # warm every path (connections, the stub's prefix, the service) outside the timing

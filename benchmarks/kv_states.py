@@ -48,7 +48,8 @@ VARIANTS = ("store", "prefill", "store-f16", "joint")
 
 
 def _reader(kv_type: str) -> Any:
-    from reading.models import DEFAULT_EDGE_MODEL, model_path
+    from reading.model_manifest import DEFAULT_EDGE_MODEL
+    from reading.models import model_path
     from reading.reader import LlamaReader
 
     r = LlamaReader(str(model_path(DEFAULT_EDGE_MODEL)), n_ctx=2048, kv_type=kv_type)
@@ -58,9 +59,9 @@ def _reader(kv_type: str) -> Any:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from edge.prompt_builder import EdgePromptBuilder
+    from pipelines import open_store
     from pipelines.edge_pipeline import EdgeQA
     from pipelines.settings import load_settings
-    from pipelines.store import open_store
     from reading.kv_store import PassageStateStore
 
     settings = load_settings(qdrant_path=args.qdrant, collection=args.collection)

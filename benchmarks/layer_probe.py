@@ -52,7 +52,8 @@ from benchmarks.markdown import replace_block
 from eval.records import read_records
 from eval.replay import record_edge_signals
 from pipelines.settings import load_settings
-from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf, spec_for_path
+from reading.model_manifest import DEFAULT_EDGE_MODEL
+from reading.models import resolve_gguf, spec_for_path
 from reading.prompts import PROBE, PROBE_TOP_LOGPROBS, Passage, p_yes
 from reading.reader import LlamaReader
 from reading.text import normalize_answer

@@ -74,7 +74,8 @@ def main() -> None:
         return
     if not args.native:
         ap.error("--native is required")
-    from reading.models import DEFAULT_EDGE_MODEL, model_path
+    from reading.model_manifest import DEFAULT_EDGE_MODEL
+    from reading.models import model_path
 
     model = args.model or str(model_path(DEFAULT_EDGE_MODEL))
     builds = {"portable": args.portable, "native": args.native}

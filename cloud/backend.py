@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cloud.backend_server import READY_MARKER
+from cloud.backend_server import CONTEXT_ERROR_TYPE, READY_MARKER
 from cloud.errors import BackendContextError, BackendError, CloudModelError
 from reading.errors import ReadingError
-from reading.models import DEFAULT_CLOUD_MODEL, resolve_gguf, spec_for_path
+from reading.model_manifest import DEFAULT_CLOUD_MODEL
+from reading.models import resolve_gguf, spec_for_path
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,18 @@ def _answer_logprobs(text: str, logprobs: dict[str, Any]) -> list[float]:
     return kept
 
 
-# How servers say a prompt is over the context window (HTTP 400): the embedded server, vLLM (two
-# wordings), llama.cpp's server (error type). Only the numbers are kept: the message may quote the prompt.
+# The embedded server types a prompt over the context window (CONTEXT_ERROR_TYPE, with the numbers), as llama.cpp's
+# server does. How other servers say it (HTTP 400): vLLM (two wordings; its errors carry no type for it), llama.cpp's
+# server (older builds: only the message). Only the numbers are kept: the message may quote the prompt.
 _CONTEXT_ERRORS = (
-    re.compile(r"the prompt has (?P<prompt>\d+) tokens; with max_tokens \d+ it exceeds the context window (?P<ctx>\d+)"),
     re.compile(r"maximum context length is (?P<ctx>\d+) tokens.*?(?:requested (?P<requested>\d+) tokens|"
                r"has (?P<prompt>\d+) input tokens)", re.DOTALL),
     re.compile(r"exceed_context_size_error|exceeds the available context size"),
 )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def context_error(status: int, body: bytes) -> BackendContextError | None:
@@ -121,13 +126,16 @@ def context_error(status: int, body: bytes) -> BackendContextError | None:
         return None
     if not isinstance(err, dict):
         return None
-    text = f"{err.get('message', '')} {err.get('type', '')}"
+    if err.get("type") == CONTEXT_ERROR_TYPE:
+        return BackendContextError("the prompt is longer than the backend's context window",
+                                   _int(err.get("n_prompt_tokens")), _int(err.get("n_ctx")))
+    text = str(err.get("message", ""))
     for pattern in _CONTEXT_ERRORS:
         found = pattern.search(text)
         if found:
             groups = {k: v for k, v in found.groupdict().items() if v}
-            prompt = int(groups.get("prompt") or groups.get("requested") or err.get("n_prompt_tokens") or 0)
-            ctx = int(groups.get("ctx") or err.get("n_ctx") or 0)
+            prompt = int(groups.get("prompt") or groups.get("requested") or _int(err.get("n_prompt_tokens")))
+            ctx = int(groups.get("ctx") or _int(err.get("n_ctx")))
             return BackendContextError("the prompt is longer than the backend's context window", prompt, ctx)
     return None
 

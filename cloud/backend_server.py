@@ -48,6 +48,8 @@ from reading.reader import Generation, LlamaReader, PromptTooLongError
 logger = logging.getLogger(__name__)
 
 READY_MARKER = "ECQA-BACKEND-READY"
+# The error type of a prompt over the context window: llama.cpp's server's, with its ``n_prompt_tokens`` and ``n_ctx``.
+CONTEXT_ERROR_TYPE = "exceed_context_size_error"
 MAX_BODY_BYTES = 8 << 20
 MAX_TOP_LOGPROBS = 20
 # Seconds a connection may send nothing (before or between requests, mid-headers, mid-body).
@@ -167,8 +169,9 @@ def _completion(server: BackendServer, path: str, body: Any) -> Response:
             prompt, max_tokens, stop, logprobs = parse_completion_request(body, reader.n_ctx)
             want, top = logprobs is not None, logprobs or 0
         gen = reader.generate(prompt, max_tokens, stop, top_logprobs=top, prefix_store=server.prefix_store)
-    except PromptTooLongError as exc:
-        return _error(400, str(exc))
+    except PromptTooLongError as exc:  # typed as llama.cpp's server types it: the client maps it by type, not wording
+        return _json({"error": {"message": str(exc), "type": CONTEXT_ERROR_TYPE, "code": 400,
+                                "n_prompt_tokens": exc.prompt_tokens, "n_ctx": exc.n_ctx}}, 400)
     except BadRequest as exc:
         return _error(400, str(exc))
     if chat:

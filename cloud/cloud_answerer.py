@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,11 +34,10 @@ from cloud.wire import (
     AnswerReply,
     AnswerRequest,
     Envelope,
-    Passage,
     parse_refusal,
 )
 from reading.passages import PassageReading
-from reading.prompts import PASSAGE_CHARS
+from reading.prompts import PASSAGE_CHARS, Passage
 
 logger = logging.getLogger(__name__)
 
@@ -205,24 +205,23 @@ class CloudAnswerer:
             "start it with `ecqa cloud serve` or fix ECQA_CLOUD_URL"
         )
 
-    def _request(self, question: str, documents: list[Document]) -> AnswerRequest:
-        passages = tuple(Passage(title=str(d.meta.get("title", ""))[:MAX_TITLE_CHARS], text=(d.content or "")[: self.passage_chars])
-                         for d in documents)
+    def _request(self, question: str, passages: Sequence[Passage]) -> AnswerRequest:
+        up = tuple(replace(p, title=p.title[:MAX_TITLE_CHARS]).cut(self.passage_chars) for p in passages)
         if self.max_prompt_chars is not None:
-            passages = fit_passages(question, passages, self.max_prompt_chars)
-        return AnswerRequest(question=question, passages=passages, max_tokens=self.max_tokens)
+            up = fit_passages(question, up, self.max_prompt_chars)
+        return AnswerRequest(question=question, passages=up, max_tokens=self.max_tokens)
 
-    def payload(self, question: str, documents: list[Document]) -> dict[str, Any]:
-        """Exactly what :meth:`run` seals and sends for ``question`` (passages cut to fit), as JSON."""
-        return self._request(question, documents).to_dict()
+    def payload(self, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
+        """Exactly what :meth:`ask` seals and sends for ``question`` (passages cut to fit), as JSON."""
+        return self._request(question, passages).to_dict()
 
-    def sealed_size(self, question: str, documents: list[Document]) -> int:
+    def sealed_size(self, question: str, passages: Sequence[Passage]) -> int:
         """Bytes of the request envelope :meth:`run` would send (exact: only the key and the
         random nonce differ between seals, and neither changes the length). Needs no gateway."""
         self.warm_up()
         assert self._material is not None
         mat = self._material
-        env = seal(self._request(question, documents).to_dict(), mat.aes, rid=new_request_id(), edge=mat.name,
+        env = seal(self._request(question, passages).to_dict(), mat.aes, rid=new_request_id(), edge=mat.name,
                    direction=DIRECTION_REQUEST, ts_ms=now_ms())
         return len(env.to_bytes())
 
@@ -239,16 +238,23 @@ class CloudAnswerer:
         reading=PassageReading,
     )
     def run(self, question: str, documents: list[Document], timeout_s: float | None = None) -> dict[str, Any]:
-        """Ask the cloud.
+        """Ask the cloud about retrieved documents (the component's entry point; :meth:`ask` takes passages).
 
         :param timeout_s: bound on the whole call, retries included (the cascade's time budget);
             default: the connect/read timeouts per attempt.
         :raises CloudError: a subclass saying what failed (connection, TLS, timeout, refusal, reply).
         """
+        return self.ask(question, [Passage.from_document(d) for d in documents], timeout_s)
+
+    def ask(self, question: str, passages: Sequence[Passage], timeout_s: float | None = None) -> dict[str, Any]:
+        """Ask the cloud about ``passages``; returns what :meth:`run` returns.
+
+        :raises CloudError: a subclass saying what failed (connection, TLS, timeout, refusal, reply).
+        """
         self.warm_up()
         assert self._material is not None
         mat = self._material
-        request = self._request(question, documents)
+        request = self._request(question, passages)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         resp, env, seal_ms, request_ms, up = self._post(request, deadline)
         down = len(resp.content)
@@ -267,24 +273,12 @@ class CloudAnswerer:
             raise CloudProtocolError(f"the gateway's reply does not open ({exc.reason}) — check that edge and gateway share aes.key") from None
         open_ms = (time.perf_counter() - t1) * 1000.0
         cloud_ms = reply.timings_ms.get("total", 0.0)
-        passages = []
-        for i, doc in enumerate(documents):
-            span = reply.answer_spans[i] if i < len(reply.answer_spans) else None
-            passages.append(
-                {
-                    "id": doc.id,
-                    "title": doc.meta.get("title", ""),
-                    "text": doc.content or "",
-                    "score": round(float(doc.score or 0.0), 6),
-                    "source": doc.meta.get("source", ""),
-                    "answer_span": list(span) if span else None,
-                }
-            )
+        spans = [reply.answer_spans[i] if i < len(reply.answer_spans) else None for i in range(len(passages))]
         return {
             "answer": reply.answer,
             "confidence": reply.confidence,
             "p_answerable": reply.p_answerable,
-            "passages": passages,
+            "passages": [p.to_json(span) for p, span in zip(passages, spans, strict=True)],
             "usage": reply.usage,
             "timings": {
                 "seal": seal_ms,

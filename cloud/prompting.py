@@ -13,28 +13,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cloud.backend import Backend, Completion
-from cloud.wire import Passage
 from reading.passages import PassageReading, Step, read_each
 from reading.prompts import (
     ANSWER,
     BASE_STOP,
     PROBE,
     PROBE_TOP_LOGPROBS,
+    Passage,
     Task,
     base_prompt,
     messages,
     verify,
 )
-from reading.prompts import Passage as ReadPassage
 
-__all__ = ["fit_passages", "prompt_char_limit", "prompt_chars", "read_passages", "read_with"]
-
-
-def read_passages(passages: Sequence[Passage]) -> list[ReadPassage]:
-    return [ReadPassage(p.title, p.text) for p in passages]
+__all__ = ["fit_passages", "prompt_char_limit", "prompt_chars", "read_with"]
 
 
-def read_with(backend: Backend, question: str, passages: Sequence[ReadPassage],
+def read_with(backend: Backend, question: str, passages: Sequence[Passage],
               max_tokens: int) -> tuple[PassageReading, list[Completion]]:
     """The per-passage reading (:func:`reading.passages.read_each`) through a backend: each step one
     completion request (chat messages, or a base model's few-shot prompt) asking for the first token's top
@@ -82,8 +77,7 @@ def prompt_chars(question: str, passages: Sequence[Passage]) -> int:
     """Characters of the longest prompt the gateway sends for this request — one passage's (each is
     read on its own), any task, either family (the base family's few-shot prompt is the longer one):
     what :func:`prompt_char_limit` bounds."""
-    rp = read_passages(passages)
-    longest = [max(rp, key=lambda p: len(p.text) + len(p.title))] if rp else []
+    longest = [max(passages, key=lambda p: len(p.text) + len(p.title))] if passages else []
     chat = max(sum(len(m["content"]) for m in messages(question, longest, t)) for t in _tasks()) + CHAT_TEMPLATE_CHARS
     return max(chat, *(len(base_prompt(question, longest, t)) for t in _tasks()))
 
@@ -107,6 +101,6 @@ def fit_passages(question: str, passages: Sequence[Passage], limit_chars: int) -
         # Prompts are measured with whitespace runs collapsed, so a cut can shrink the prompt by less than it
         # cut: cut again until it fits (each round cuts at least one character).
         while (over := prompt_chars(question, [p]) - limit_chars) > 0 and len(p.text) > MIN_PASSAGE_CHARS:
-            p = Passage(title=p.title, text=p.text[: max(len(p.text) - over, MIN_PASSAGE_CHARS)])
+            p = p.cut(max(len(p.text) - over, MIN_PASSAGE_CHARS))
         kept.append(p)
     return tuple(kept)

@@ -23,6 +23,7 @@ from cloud.errors import (
     MalformedError,
 )
 from reading.passages import PassageReading
+from reading.prompts import MAX_QUESTION_CHARS, Passage
 
 PROTOCOL_VERSION = 1
 ANSWER_PATH = "/v1/answer"
@@ -35,7 +36,6 @@ DEFAULT_MAX_ENVELOPE_BYTES = 1 << 20  # 1 MiB: 3 SQuAD passages seal to ~2 KB (B
 DEFAULT_MAX_PLAINTEXT_BYTES = 4 << 20  # decompressed payload limit (a zstd bomb stops here)
 DEFAULT_CLOCK_SKEW_S = 30.0
 
-MAX_QUESTION_CHARS = 4000
 MAX_PASSAGES = 50
 MAX_PASSAGE_CHARS = 100_000
 MAX_TITLE_CHARS = 1000
@@ -121,14 +121,6 @@ class Envelope:
         return cls(kid=obj["kid"], rid=obj["rid"], ts_ms=ts, nonce=nonce, ct=ct)
 
 
-@dataclass(frozen=True)
-class Passage:
-    """One retrieved passage as sent up: its title and (possibly truncated) text."""
-
-    title: str
-    text: str
-
-
 def _str(obj: dict[str, Any], key: str, limit: int, *, allow_empty: bool = False) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or (not allow_empty and not value.strip()) or len(value) > limit:
@@ -138,7 +130,8 @@ def _str(obj: dict[str, Any], key: str, limit: int, *, allow_empty: bool = False
 
 @dataclass(frozen=True)
 class AnswerRequest:
-    """What the edge asks: a question, its passages and generation parameters."""
+    """What the edge asks: a question, its passages and generation parameters (of each passage only its title and
+    text go up; the reply refers to passages by their order)."""
 
     question: str
     passages: tuple[Passage, ...]

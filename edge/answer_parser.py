@@ -7,6 +7,7 @@ from typing import Any
 
 from haystack import Document, component
 
+from reading.prompts import Passage
 from reading.text import find_span, parse_answer, reply_confidence
 
 
@@ -32,19 +33,10 @@ class AnswerParser:
         answer = parse_answer(reply, question, texts) if answer is None else answer
         passages: list[dict[str, Any]] = []
         found = False
-        for doc, content in zip(documents, texts):
+        for doc, content in zip(documents, texts, strict=True):
             span = find_span(answer, content) if answer else None
             found = found or span is not None
-            passages.append(
-                {
-                    "id": doc.id,
-                    "title": doc.meta.get("title", ""),
-                    "text": content,
-                    "score": round(float(doc.score or 0.0), 6),
-                    "source": doc.meta.get("source", ""),
-                    "answer_span": list(span) if span else None,
-                }
-            )
+            passages.append(Passage.from_document(doc).to_json(span))
         return {
             "answer": answer,
             "confidence": reply_confidence(token_logprobs or [], found, bool(answer)),

@@ -9,6 +9,7 @@ Exception tree::
      │    └── CollectionNotFoundError
      ├── EmbedderError             not a sentence-transformers model / dimension mismatch
      └── ModelError                a GGUF path that is missing or does not load
+          └── PromptTooLongError   the passages do not fit the context window (a worker answers 413)
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class EmbedderError(EdgeError):
 
 class ModelError(EdgeError):
     """The edge language model cannot be loaded."""
+
+
+class PromptTooLongError(ModelError):
+    """The question and its passages do not fit the edge model's context window."""

@@ -1,6 +1,6 @@
 """Where the default embedder lives: inside a PyPI package, so nothing is downloaded at run time.
 
-The language models are :mod:`reading.models`'s (a manifest, pulled and verified by `ecqa models pull`)."""
+The language models are :mod:`reading.model_manifest`'s (pulled and verified by `ecqa models pull`)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,5 @@ class EdgePromptBuilder:
     @component.output_types(passages=list[Passage], timings=dict[str, float])
     def run(self, documents: list[Document]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        passages = [Passage(title=str(d.meta.get("title") or ""), text=(d.content or "")[: self.passage_chars])
-                    for d in documents]
+        passages = [Passage.from_document(d).cut(self.passage_chars) for d in documents]
         return {"passages": passages, "timings": {"prompt": (time.perf_counter() - t0) * 1000.0}}

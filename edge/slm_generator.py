@@ -12,9 +12,11 @@ from typing import Any
 from haystack import component
 
 from edge.errors import ModelError
+from edge.errors import PromptTooLongError as EdgePromptTooLong
 from reading.errors import ReadingError
 from reading.kv_store import PassageStateStore
-from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf, spec_for_path
+from reading.model_manifest import DEFAULT_EDGE_MODEL
+from reading.models import resolve_gguf, spec_for_path
 from reading.passages import PassageReading
 from reading.prompts import Passage
 from reading.reader import LlamaReader, PromptTooLongError
@@ -98,7 +100,7 @@ class SlmGenerator:
     @component.output_types(reply=str, answer=str, token_logprobs=list[float], p_answerable=float, reading=PassageReading,
                             usage=dict[str, int], timings=dict[str, float], kv=list[str], chosen=int)
     def run(self, question: str, passages: list[Passage]) -> dict[str, Any]:
-        """:raises ModelError: the passages do not fit the context window."""
+        """:raises PromptTooLongError: the passages do not fit the context window (edge.errors')."""
         reader = self.reader
         t0 = time.perf_counter()
         try:
@@ -107,7 +109,7 @@ class SlmGenerator:
             else:
                 r = reader.read(question, passages, self.max_tokens)
         except PromptTooLongError as exc:
-            raise ModelError(f"{exc} (edge: lower ECQA_TOP_K or ECQA_PASSAGE_CHARS, or raise ECQA_SLM_N_CTX)") from None
+            raise EdgePromptTooLong(f"{exc} (edge: lower ECQA_TOP_K or ECQA_PASSAGE_CHARS, or raise ECQA_SLM_N_CTX)") from None
         except ReadingError as exc:
             raise ModelError(f"edge model: {exc}") from None
         usage = {"prompt_tokens": r.prompt_tokens, "prefilled_tokens": r.prefilled_tokens,

@@ -143,7 +143,10 @@ class DocumentStore:
         try:
             self._client = QdrantClient(path=str(self.path))
         except RuntimeError as exc:
-            if "already accessed" in str(exc):
+            import portalocker
+
+            # qdrant-client raises a bare RuntimeError while handling portalocker's LockException: map by that type.
+            if isinstance(exc.__context__, portalocker.exceptions.LockException):
                 raise StoreLockedError(
                     f"the index folder {self.path} is open in another ecqa process — stop it, "
                     "or use a Qdrant server with --qdrant-url"

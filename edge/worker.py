@@ -38,10 +38,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge.errors import ModelError
+from edge.errors import ModelError, PromptTooLongError
 from edge.reader import EdgeReader, documents_from_json
 from edge.registry import Registry, RegistryError, WorkerEntry
 from reading.http_server import LISTEN_BACKLOG, BodyRefused, HttpServer, read_body
+from reading.prompts import MAX_QUESTION_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ SOCKET_TIMEOUT_S = 10.0
 # request: bounds the bodies in transit to MAX_CONNECTIONS x MAX_BODY_BYTES (1 GiB). A dispatcher holds one
 # connection per request in flight; the burst test sends 60 at once.
 MAX_CONNECTIONS = 256
-MAX_QUESTION_CHARS = 1000
 
 
 def check_read_request(payload: Any) -> tuple[str, list[Any]]:
@@ -162,7 +162,7 @@ class EdgeWorker:
             finally:
                 self._slots.put(reader)
         except ModelError as exc:
-            status = 413 if "context window" in str(exc) else 500
+            status = 413 if isinstance(exc, PromptTooLongError) else 500
             return status, {"error": "prompt_too_long" if status == 413 else "model", "message": str(exc)}
         with self._lock:
             self._served += 1

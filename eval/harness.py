@@ -39,27 +39,23 @@ from eval.report import (
 )
 from eval.resources import ResourceSampler, read_samples, summarize_samples
 from eval.squad_metrics import Question, score_question
+from pipelines import DocumentStore, get_profile, open_store, prompts_fingerprint
 from pipelines.answer import (
     POLICIES,
     answer_cache_from,
     build_cascade,
     check_policy,
-    emulated_link,
     latency_model_for,
 )
 from pipelines.calibration import Calibration, in_calibration_split
 from pipelines.cascade import CloudClient
-from pipelines.cloud_client import AnswererClient
-from pipelines.cloud_path import cloud_answerer_from
+from pipelines.cloud_path import open_cloud_link
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.index import document_id, index_files
-from pipelines.link import get_profile
 from pipelines.policies import Signals, policy_class
 from pipelines.settings import Settings, default_data_dir
 from pipelines.stack import embedded_stack
 from pipelines.stages import split_stages
-from pipelines.store import DocumentStore, open_store
-from pipelines.text import prompts_fingerprint
 
 # step name, done, total
 Progress = Callable[[str, int, int], None]
@@ -222,18 +218,14 @@ def cloud_for(cfg: EvalConfig, settings: Settings, given: CloudClient | None) ->
         yield given, "given", None
         return
     if settings.cloud_url:
-
-        with emulated_link(settings.model_copy(update={"network": cfg.network})) as s:
-            client = AnswererClient(cloud_answerer_from(s))
-            client.answerer.warm_up()
-            yield client, settings.cloud_url, None
+        with contextlib.closing(open_cloud_link(settings.model_copy(update={"network": cfg.network}))) as link:
+            yield link.client, settings.cloud_url, None
         return
 
-    with embedded_stack(default_data_dir(), network=cfg.network) as stack:
-        s = settings.model_copy(update={"cloud_url": stack.cloud_url, "cloud_dir": stack.cloud_dir})
-        client = AnswererClient(cloud_answerer_from(s))
-        client.answerer.warm_up()
-        yield client, "embedded", stack.pid
+    with embedded_stack(default_data_dir(), network=cfg.network) as stack:  # the stack emulates the link itself
+        s = settings.model_copy(update={"cloud_url": stack.cloud_url, "cloud_dir": stack.cloud_dir, "network": None})
+        with contextlib.closing(open_cloud_link(s)) as link:
+            yield link.client, "embedded", stack.pid
 
 
 def route_all(records: Sequence[dict[str, Any]], policies: Sequence[str], settings: Settings, cal: Calibration,

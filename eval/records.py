@@ -19,15 +19,15 @@ from haystack import Document
 
 from eval.data import load_questions
 from eval.squad_metrics import Question, score_question
+from pipelines import DocumentStore
 from pipelines.calibration import in_calibration_split
-from pipelines.cascade import CloudClient, passages_up
+from pipelines.cascade import CloudClient
 from pipelines.cloud_client import AnswererClient
 from pipelines.cloud_path import cloud_answerer_from
 from pipelines.edge_pipeline import EdgeQA, Retrieved
 from pipelines.index import document_id, index_files
 from pipelines.settings import load_settings
 from pipelines.stack import embedded_stack
-from pipelines.store import DocumentStore
 
 Progress = Callable[[int, int], None]
 
@@ -111,7 +111,7 @@ def answer_once(q: Question, edge: EdgeQA, cloud: CloudClient | None, cloud_time
         },
     }
     if cloud is not None:
-        passages = passages_up(retrieved.documents)
+        passages = retrieved.passages
         t1 = time.perf_counter()
         try:
             reply = cloud.ask(q.question, passages, timeout_s=cloud_timeout_s)

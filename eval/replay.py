@@ -19,6 +19,7 @@ from eval.stats import percentile
 from pipelines.calibration import Calibration, Valued
 from pipelines.cascade import AnswerCacheLike
 from pipelines.latency import LatencyModel
+from pipelines.outcome import EdgeRead, settle
 from pipelines.policies import Policy
 from pipelines.router import CascadeRouter
 from pipelines.signals import (
@@ -146,27 +147,27 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
             continue
         edge, cloud = r["edge"], r["cloud"]
         bytes_up = cloud.get("bytes_up", 0)
-        d = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True).decision
+        routed_to = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True)
+        d = routed_to.decision
+        failed = d.route == "cloud" and "error" in cloud
+        # The live cascade's edge reading at the outcome: none under the cloud policy, unless it read after a failed call.
+        read = EdgeRead(edge["answer"], record_edge_signals(r), values(r)[0]) \
+            if d.route != "cloud" or failed or policy.name != "cloud" else None
+        reply = (RuntimeError(cloud["error"]) if failed else PassageReading.from_json(cloud["reading"])) \
+            if d.route == "cloud" else None
+        outcome = settle(d, routed_to.signals, read, reply, cal, r["question"],
+                         record_scores(r) if d.route == "cloud" else ())
+        f1 = score_question(_question(r), outcome.answer)["f1"]
         if d.route == "cloud":
-            failed = "error" in cloud  # the live cascade degrades to the edge (reading first if it had not)
             stages = record_stages(r, "cloud", generated=failed or policy.name != "cloud", cloud=cloud)
-            if failed:  # the edge's own choice: its answer or "no answer"
-                own = values(r)[0]
-                answer, f1 = edge_answer(r) if cal.edge.stands(own) else ("", float(not r["has_answer"]))
-                out.append(Routed(r["id"], "edge" if answer else "abstain", answer, f1, sum(stages.values()), True,
-                                  stages, {}, True))
+            routed = Routed(r["id"], outcome.tier, outcome.answer, f1, sum(stages.values()), True, stages,
+                            {} if failed else _cloud_tokens(cloud), outcome.degraded)
+            if failed:  # as live: a degraded answer teaches the latency model nothing and is not cached
+                out.append(routed)
                 continue
-            t = cloud["timings"]
-            latency.observe_cloud(t.get("network", 0.0), bytes_up, cloud["bytes_down"], t.get("cloud", t.get("server", 0.0)),
-                                  cloud["usage"].get("completion_tokens", 0), t.get("cloud_decode", t.get("decode")))
-            answer, f1 = cloud_answer(r, cal, with_edge=policy.name != "cloud")
-            routed = Routed(r["id"], "cloud", answer, f1, sum(stages.values()), True, stages, _cloud_tokens(cloud))
-        elif d.route == "abstain":
-            routed = Routed(r["id"], "abstain", "", 0.0 if r["has_answer"] else 1.0, edge["total_ms"], False,
-                            record_stages(r, "abstain"))
+            latency.observe_reply(cloud["timings"], bytes_up, cloud["bytes_down"], cloud["usage"])
         else:
-            answer, f1 = edge_answer(r)
-            routed = Routed(r["id"], "edge", answer, f1, edge["total_ms"], False, record_stages(r, "edge"))
+            routed = Routed(r["id"], outcome.tier, outcome.answer, f1, edge["total_ms"], False, record_stages(r, outcome.tier))
         latency.observe_edge(edge["total_ms"])
         out.append(routed)
         if cache is not None and "embedding" in r:

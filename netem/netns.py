@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Self
 
 from netem.errors import LinkError
-from netem.link import LinkProfile, get_profile, receiver_rate_mbit
+from netem.measure import receiver_rate_mbit
+from netem.profiles import LinkProfile, get_profile
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ SINK_PORT = 5201  # the cloud namespace is new and empty, so any port is free
 _TIMEOUT_S = 30.0
 
 # Runs inside the cloud namespace with only the standard library: it reports arrival times and
-# cumulative byte counts, and the caller computes the rate with netem.link.receiver_rate_mbit.
+# cumulative byte counts, and the caller computes the rate with netem.measure.receiver_rate_mbit.
 _SINK = """
 import json, socket, sys, time
 srv = socket.create_server((sys.argv[1], int(sys.argv[2])))

@@ -20,21 +20,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from haystack import Document
 
 from edge.features import passage_scores
 from pipelines.calibration import Calibration
 from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
-from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved, check_question
+from pipelines.ask import Ask
+from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved
+from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, LatencyModel
-from pipelines.policies import Decision, Policy, Signals
-from pipelines.router import CascadeRouter
-from pipelines.signals import keep_cloud_answer
+from pipelines.outcome import EdgeRead, settle, short_error
+from pipelines.policies import Policy
+from pipelines.router import CascadeRouter, Routed
 from pipelines.types import AskResult
 from reading.passages import PassageReading
+from reading.prompts import Passage
 from reading.text import find_span
 
 logger = logging.getLogger(__name__)
@@ -64,9 +66,22 @@ class CloudReply:
 class CloudClient(Protocol):
     """Anything that answers a question from passages in the cloud."""
 
-    def ask(self, question: str, passages: list[dict[str, Any]], timeout_s: float) -> CloudReply: ...
+    def ask(self, question: str, passages: Sequence[Passage], timeout_s: float) -> CloudReply: ...
 
-    def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int: ...
+    def estimate_bytes_up(self, question: str, passages: Sequence[Passage]) -> int: ...
+
+
+class Link(Protocol):
+    """A cloud client over one link, and what keeps the link open (:class:`pipelines.cloud_path.CloudLink`)."""
+
+    client: CloudClient
+
+    def priors(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...
+
+
+Linker = Callable[[str | None], Link]  # a link profile (None: direct to the gateway) -> a cloud link over it
 
 
 class AnswerCacheLike(Protocol):
@@ -92,23 +107,67 @@ class Cascade:
     :param budget_ms: the latency budget Tmax.
     :param dispatcher: edge workers to read with (None: the edge model of this process reads).
     :param prices: cloud USD per 1000 prompt and completion tokens (the cost of a redirection).
+    :param link: the cloud link ``cloud`` came from, closed by :meth:`close` (None: the caller owns ``cloud``).
+    :param linker: opens a cloud link over another profile (:meth:`relink`; None: the link cannot be switched).
     """
 
     def __init__(self, edge: EdgeQA, calibration: Calibration, cloud: CloudClient | None = None,
                  cache: AnswerCacheLike | None = None, latency: LatencyModel | None = None,
                  breaker: CircuitBreaker | None = None, budget_ms: float = 4000.0,
-                 dispatcher: Dispatcher | None = None, prices: tuple[float, float] = (0.0, 0.0)) -> None:
+                 dispatcher: Dispatcher | None = None, prices: tuple[float, float] = (0.0, 0.0),
+                 link: Link | None = None, linker: Linker | None = None) -> None:
         self.edge = edge
         self.calibration = calibration
-        self.cloud = cloud
+        self._link = link
+        self._linker = linker
+        self.cloud = link.client if link is not None and cloud is None else cloud
         self.cache = cache
-        self.latency = latency or LatencyModel()
-        self.router = CascadeRouter(self.latency)
+        self.router = CascadeRouter(latency or LatencyModel())
         self.breaker = breaker or CircuitBreaker()
         self.budget_ms = budget_ms
         self.dispatcher = dispatcher
         self.prices = prices
         self._cached_version = ""
+
+    @property
+    def latency(self) -> LatencyModel:
+        """The online latency model: the one the router predicts with, so replacing it re-points the router."""
+        return self.router.latency
+
+    @latency.setter
+    def latency(self, model: LatencyModel) -> None:
+        self.router.latency = model
+
+    def relink(self, network: str | None) -> None:
+        """Reach the cloud over link profile ``network`` (None: direct): a new link and client, and a latency
+        model starting from the profile's RTT and bandwidth with what was learned of the compute carried over.
+        The old link is closed only once the new one is open: a failed switch leaves everything as it was.
+
+        :raises PipelineError: no cloud link that can be switched.
+        :raises LinkError: unknown profile.
+        :raises CloudError: the cloud material went missing.
+        """
+        if self._linker is None:
+            raise PipelineError("no cloud gateway is configured — start the UI with `make run` (or `ecqa up`), "
+                                "or pass --cloud-url to `ecqa ui`")
+        new = self._linker(network)
+        old, self._link = self._link, new
+        self.cloud = new.client
+        self.latency = self.latency.for_link(**new.priors())
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        """Close the cloud link this cascade owns (a caller-given client is the caller's to close)."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    def __enter__(self) -> Cascade:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def make_policy(self, name: str, threshold: float | None = None) -> Policy:
         return self.calibration.policy(name, threshold)
@@ -132,16 +191,20 @@ class Cascade:
         return self.edge.retriever.info.backing
 
     # --- the one answer function ------------------------------------------------------------
-    def answer(self, question: str, policy: str = "cascade", threshold: float | None = None,
+    def answer(self, question: str | Ask, policy: str = "cascade", threshold: float | None = None,
                budget_ms: float | None = None, top_k: int | None = None, use_cache: bool = True) -> AskResult:
         """Answer ``question`` with ``policy``.
 
-        :raises PipelineError: unknown policy, empty or oversized question.
+        :param question: an :class:`~pipelines.ask.Ask` (checked by its maker: the other arguments but ``use_cache``
+            are then not read), or the question's text (then it and the arguments are checked here).
+        :raises PipelineError: unknown policy, empty or oversized question, an out-of-range override.
         :raises EdgeError: missing collection, embedder mismatch.
         """
-        q = check_question(question)
-        pol = self.make_policy(policy, threshold)
-        budget = self.budget_ms if budget_ms is None else budget_ms
+        ask = question if isinstance(question, Ask) else Ask.check(question, policy, threshold, budget_ms, top_k,
+                                                                  have_cloud=None)
+        q, top_k = ask.question, ask.top_k
+        pol = self.make_policy(ask.policy, ask.threshold)
+        budget = self.budget_ms if ask.budget_ms is None else ask.budget_ms
         self.warm_up(pol.name)  # one-time model loading is never charged to a question's budget
         t0 = time.perf_counter()
         version = self.index_version()
@@ -161,7 +224,7 @@ class Cascade:
             if hit is not None:
                 return self._from_cache(q, hit, t0, pol, budget, retrieved.timings)
 
-        up = passages_up(retrieved.documents)
+        up = retrieved.passages
         cloud_ok = self.cloud is not None and pol.uses_cloud and self.breaker.allow()
         edge_ans: EdgeAnswer | None = None
         dispatch: dict[str, Any] | None = None
@@ -177,24 +240,20 @@ class Cascade:
                             "loads": exc.loads, "redirected": True, "reason": str(exc).split(" — ")[0]}
                 elapsed = (time.perf_counter() - t0) * 1000.0
                 assert self.cloud is not None
-                signals = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, up), budget,
-                                            True).signals
-                decision = Decision("cloud", f"{dispatch['reason']} → redirected to the cloud", 0.0, 0.0,
-                                    signals.predicted_total_ms > budget)
-                result = self._finish(q, pol, decision, signals, retrieved, None, up, budget, t0, dispatch)
-                return result  # a redirection is not cached: the next time an edge may be free
+                routed = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, up), budget, True,
+                                           redirected=dispatch["reason"])
+                return self._finish(q, pol, routed, retrieved, None, up, budget, t0, dispatch)
+                # a redirection is not cached: the next time an edge may be free
         if edge_ans is None and not (pol.name == "cloud" and cloud_ok):
             edge_ans = self.edge.generate(q, retrieved)
         # Retrieval only when the SLM did not run (the cloud policy escalates before it).
         elapsed = (time.perf_counter() - t0) * 1000.0
         bytes_up = self.cloud.estimate_bytes_up(q, up) if self.cloud is not None else 0
         values = self.calibration.edge_values(edge_ans.features) if edge_ans is not None else None
-        routed = self.router.route(pol, values, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True)
-        signals, decision = routed.signals, routed.decision
-        if pol.uses_cloud and cloud_ok is False and self.cloud is not None and self.breaker.state != "closed":
-            decision = Decision(decision.route, decision.reason + " (circuit breaker open)", decision.confidence,
-                                decision.threshold, decision.over_budget)
-        result = self._finish(q, pol, decision, signals, retrieved, edge_ans, up, budget, t0, dispatch)
+        breaker_open = self.cloud is not None and pol.uses_cloud and not cloud_ok and self.breaker.state != "closed"
+        routed = self.router.route(pol, values, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True,
+                                   breaker_open=breaker_open)
+        result = self._finish(q, pol, routed, retrieved, edge_ans, up, budget, t0, dispatch)
         if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
             self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, scope)
         return result
@@ -217,19 +276,17 @@ class Cascade:
                 "worker_url": d.worker.url, "attempts": d.attempts, "loads": d.loads, "redirected": False}
         return ans, info
 
-    def _finish(self, q: str, pol: Policy, decision: Decision, signals: Signals, retrieved: Retrieved,
-                edge_ans: EdgeAnswer | None, up: list[dict[str, Any]], budget: float, t0: float,
-                dispatch: dict[str, Any] | None = None) -> AskResult:
+    def _finish(self, q: str, pol: Policy, routed: Routed, retrieved: Retrieved, edge_ans: EdgeAnswer | None,
+                up: list[Passage], budget: float, t0: float, dispatch: dict[str, Any] | None = None) -> AskResult:
+        """Make the calls ``routed`` asks for, then :func:`~pipelines.outcome.settle` what they returned."""
+        decision, signals = routed.decision, routed.signals
         timings: dict[str, float] = dict(retrieved.timings)
         usage: dict[str, int] = {}
         if edge_ans is not None:
             timings.update(edge_ans.timings)
             usage.update(edge_ans.usage)
             self.latency.observe_edge((time.perf_counter() - t0) * 1000.0)
-        degraded = False
-        reason = decision.reason
-        answer, confidence, tier = "", signals.answer_value, "edge"
-        passages = edge_ans.passages if edge_ans is not None else _plain_passages(retrieved)
+        passages = edge_ans.passages if edge_ans is not None else [p.to_json() for p in up]
         bytes_up = bytes_down = 0
         sent: dict[str, Any] = {}
         cloud_usage: dict[str, int] = {}
@@ -238,6 +295,8 @@ class Cascade:
             models.pop("slm", None)
             if dispatch.get("worker_model"):
                 models["slm"] = dispatch["worker_model"]
+        cloud: PassageReading | BaseException | None = None
+        note = ""
         if decision.route == "cloud" and self.cloud is not None:
             remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
             try:
@@ -245,59 +304,46 @@ class Cascade:
                     raise TimeoutError(f"the edge stages took {(time.perf_counter() - t0) * 1000.0:.0f} ms of the "
                                        f"{budget:.0f} ms budget, leaving none for the cloud")
                 reply = self.cloud.ask(q, up, timeout_s=remaining_ms / 1000.0)
-            except Exception as exc:  # any cloud failure degrades to the edge answer, never to an error
+            except Exception as exc:  # any cloud failure degrades to the edge's own choice, never to an error
                 self.breaker.record(False)
-                degraded = True
-                reason = f"{decision.reason}; cloud failed ({_short(exc)})"
-                logger.warning("cloud call failed: %s", _short(exc))
-                if edge_ans is None and not (dispatch or {}).get("redirected"):  # cloud-only policy: the edge answers after all
+                cloud = exc
+                logger.warning("cloud call failed: %s", short_error(exc))
+                if edge_ans is None and not (dispatch or {}).get("redirected"):  # cloud-only policy: the edge reads after all
                     try:
                         edge_ans, more = self._edge_read(q, retrieved, budget, t0)
                         dispatch = more or dispatch
                     except EdgeOverflow as overflow:
-                        reason += f"; {str(overflow).split(' — ')[0]}"
+                        note = f"; {str(overflow).split(' — ')[0]}"
                     if edge_ans is not None:
                         timings.update(edge_ans.timings)
                         usage.update(edge_ans.usage)
                         passages = edge_ans.passages
-                if edge_ans is not None:  # the edge's own choice: its answer, or "no answer"
-                    own, _ = self.calibration.edge_values(edge_ans.features)
-                    if self.calibration.edge.stands(own):
-                        answer, confidence = edge_ans.answer, own.answer
-                    else:
-                        tier, answer, confidence = "abstain", "", own.abstain
-                else:  # redirected because no edge could read it, and the cloud failed: no answer
-                    tier, answer, confidence = "abstain", "", 0.0
-                reason += " → edge answer, degraded" if tier == "edge" else " → no answer, degraded"
             else:
                 self.breaker.record(True)
-                answer, valued = keep_cloud_answer(
-                    self.calibration, q, passage_scores(q, retrieved.documents), reply.reading,
-                    edge_ans.features if edge_ans is not None else None, edge_ans.answer if edge_ans is not None else "")
-                tier, confidence = "cloud", (valued.answer if answer else valued.abstain)
+                cloud = reply.reading
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
-                self.latency.observe_cloud(reply.timings.get("network", 0.0), reply.bytes_up, reply.bytes_down,
-                                           reply.timings.get("cloud", 0.0), reply.usage.get("completion_tokens", 0),
-                                           reply.timings.get("cloud_decode"))
-                passages = _mark_spans(passages, answer)
+                self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage)
                 if dispatch is not None and dispatch.get("redirected"):
                     dispatch["cloud_cost_usd"] = round(redirect_cost_usd(reply.usage, *self.prices), 8)
-        elif decision.route == "abstain":
-            tier, answer, confidence = "abstain", "", signals.abstain_value
-        else:
-            assert edge_ans is not None
-            answer = edge_ans.answer
+        edge = None
+        if edge_ans is not None:
+            edge = EdgeRead(edge_ans.answer, edge_ans.features, self.calibration.edge_values(edge_ans.features)[0])
+        scores = passage_scores(q, retrieved.documents) if isinstance(cloud, PassageReading) else ()
+        out = settle(decision, signals, edge, cloud, self.calibration, q, scores, note)
+        if out.tier == "cloud":
+            passages = _mark_spans(passages, out.answer)
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         decision_out = {
-            "route": tier if degraded else decision.route,  # the edge's own choice: its answer or "no answer"
-            "reason": reason,
+            "route": out.tier if out.degraded else decision.route,  # the edge's own choice: its answer or "no answer"
+            "reason": out.reason,
             "confidence": round(decision.confidence, 4),
             "threshold": round(decision.threshold, 4),
             "predicted_total_ms": round(signals.predicted_total_ms, 1),
+            "predicted_bytes_up": routed.bytes_up,  # the sealed request's size the prediction assumed
             "measured_total_ms": round(timings["total"], 1),
-            "degraded": degraded,
+            "degraded": out.degraded,
             "over_budget": decision.over_budget,
             "policy": pol.name,
             "p_unanswerable": round(signals.abstain_value, 4),
@@ -305,7 +351,7 @@ class Cascade:
                        "escalate": round(signals.escalate_value, 4)},
         }
         return AskResult(
-            question=q, answer=answer, tier=tier, confidence=round(float(confidence), 4), passages=passages,
+            question=q, answer=out.answer, tier=out.tier, confidence=round(float(out.confidence), 4), passages=passages,
             timings_ms=timings, usage={**usage, **{f"cloud_{k}": v for k, v in cloud_usage.items()}},
             collection=self.edge.settings.collection, models=models, decision=decision_out,
             bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
@@ -329,23 +375,9 @@ class Cascade:
         )
 
 
-def passages_up(documents: list[Document]) -> list[dict[str, Any]]:
-    """The passages as the cloud client takes them: id, title, text."""
-    return [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or ""} for d in documents]
-
-
-def _plain_passages(retrieved: Retrieved) -> list[dict[str, Any]]:
-    return [{"id": d.id, "title": d.meta.get("title", ""), "text": d.content or "", "score": round(float(d.score or 0), 6),
-             "source": d.meta.get("source", ""), "answer_span": None} for d in retrieved.documents]
-
-
 def _mark_spans(passages: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
     out = []
     for p in passages:
         span = find_span(answer, p["text"]) if answer else None
         out.append({**p, "answer_span": list(span) if span else None})
     return out
-
-
-def _short(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:160] or type(exc).__name__

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-
-from haystack import Document
 
 from cloud.cloud_answerer import CloudAnswerer
 from pipelines.cascade import CloudReply
+from reading.prompts import Passage
 
 
 class AnswererClient:
@@ -19,20 +19,16 @@ class AnswererClient:
     def __init__(self, answerer: CloudAnswerer) -> None:
         self.answerer = answerer
 
-    @staticmethod
-    def _documents(passages: list[dict[str, Any]]) -> list[Document]:
-        return [Document(id=str(p.get("id", "")), content=p["text"], meta={"title": p.get("title", "")}) for p in passages]
-
-    def sent(self, question: str, passages: list[dict[str, Any]]) -> dict[str, Any]:
+    def sent(self, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
         """Exactly what leaves the device, before compression and sealing."""
-        return self.answerer.payload(question, self._documents(passages))
+        return self.answerer.payload(question, passages)
 
-    def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int:
-        return int(self.answerer.sealed_size(question, self._documents(passages)))
+    def estimate_bytes_up(self, question: str, passages: Sequence[Passage]) -> int:
+        return int(self.answerer.sealed_size(question, passages))
 
-    def ask(self, question: str, passages: list[dict[str, Any]], timeout_s: float) -> CloudReply:
+    def ask(self, question: str, passages: Sequence[Passage], timeout_s: float) -> CloudReply:
         """:raises CloudError: connection, TLS, timeout (``timeout_s`` bounds the whole call), refusal."""
-        out = self.answerer.run(question=question, documents=self._documents(passages), timeout_s=timeout_s)
+        out = self.answerer.ask(question, passages, timeout_s=timeout_s)
         # The edge's own stages share these names: prefix them on the cloud side.
         timings = {(f"cloud_{k}" if k in ("generate", "prefill", "decode") else k): v for k, v in out["timings"].items()}
         return CloudReply(out["answer"], out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],

@@ -1,12 +1,20 @@
-"""The cloud client an entry point builds from its settings (the cascade calls it, see pipelines/answer.py)."""
+"""The cloud client an entry point builds from its settings, over the link the settings name (the cascade
+calls it and switches it, see :meth:`pipelines.cascade.Cascade.relink`)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cloud.certs import default_cloud_dir
 from cloud.cloud_answerer import CloudAnswerer
 from cloud.prompting import prompt_char_limit
+from netem.link import LinkEmulator
+from netem.profiles import get_profile
+from pipelines.cloud_client import AnswererClient
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 
@@ -37,3 +45,78 @@ def cloud_answerer_from(settings: Settings) -> CloudAnswerer:
         # The backend's context (the embedded one's, ECQA_CLOUD_N_CTX): passages are cut to fit it.
         max_prompt_chars=prompt_char_limit(settings.cloud_n_ctx, settings.cloud_max_tokens),
     )
+
+
+@contextlib.contextmanager
+def emulated_link(settings: Settings) -> Iterator[Settings]:
+    """Settings whose cloud URL goes through a link emulator for ``settings.network``, while open.
+
+    :raises LinkError: unknown profile.
+    """
+    if not settings.network or not settings.cloud_url:
+        yield settings
+        return
+    profile = get_profile(settings.network)
+    parts = urlsplit(settings.cloud_url)
+    if not parts.hostname or not parts.port:
+        raise PipelineError(f"cannot emulate a link to {settings.cloud_url!r} — give the cloud URL with a port, "
+                            "e.g. https://127.0.0.1:8443")
+    with LinkEmulator(profile, (parts.hostname, parts.port)) as link:
+        # The gateway's certificate names 127.0.0.1 and localhost, so the proxy keeps TLS valid.
+        yield settings.model_copy(update={"cloud_url": f"https://127.0.0.1:{link.address[1]}"})
+
+
+def link_priors(network: str | None) -> dict[str, float]:
+    """The latency model's priors for link profile ``network`` (none: the model's defaults).
+
+    :raises LinkError: unknown profile.
+    """
+    if not network:
+        return {}
+    profile = get_profile(network)
+    return {"rtt_ms": profile.rtt_ms, "bandwidth_mbit": profile.bandwidth_mbit}
+
+
+@dataclass
+class CloudLink:
+    """The cloud client over one link (direct, or through a link emulator), and what keeps that link open.
+
+    :param client: the cascade's cloud client.
+    :param network: the link profile (None: direct to the gateway).
+    """
+
+    client: AnswererClient
+    network: str | None
+    _open: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def priors(self) -> dict[str, float]:
+        """The latency model's priors for this link."""
+        return link_priors(self.network)
+
+    def close(self) -> None:
+        """Close the client's connections, then the emulator."""
+        self.client.answerer.close()
+        self._open.close()
+
+
+def open_cloud_link(settings: Settings) -> CloudLink:
+    """The cloud client for ``settings.cloud_url``, through an emulated ``settings.network`` when set, warmed up:
+    configuration mistakes (bad URL, missing certificates) are errors now; only failures at call time
+    (unreachable, slow, refused) degrade to the edge answer.
+
+    :raises PipelineError: no gateway URL configured.
+    :raises LinkError: unknown profile.
+    :raises CloudError: a cloud URL that is not https://, missing cloud material.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        linked = stack.enter_context(emulated_link(settings))
+        client = AnswererClient(cloud_answerer_from(linked))
+        client.answerer.warm_up()
+    except BaseException:
+        stack.close()
+        raise
+    return CloudLink(client, settings.network, stack)
+
+
+Linker = Callable[[str | None], CloudLink]  # a link profile (None: direct) -> the cloud link over it

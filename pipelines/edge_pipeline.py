@@ -28,8 +28,7 @@ from edge.store import DocumentStore
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.types import AskResult
-
-MAX_QUESTION_CHARS = 1000
+from reading.prompts import MAX_QUESTION_CHARS, Passage
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,11 @@ class Retrieved:
     @property
     def ids(self) -> list[str]:
         return [str(d.id) for d in self.documents]
+
+    @property
+    def passages(self) -> list[Passage]:
+        """The retrieved documents as both tiers' readers take them (uncut: each reader cuts its own)."""
+        return [Passage.from_document(d) for d in self.documents]
 
 
 # An unpaired UTF-16 surrogate is no character: argv and stdin turn bytes that are not UTF-8 into

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -101,6 +102,24 @@ class LatencyModel:
                 self.cloud_base.update(max(server_ms - per_token * tokens, 0.0))
             else:
                 self.cloud_base.update(max(server_ms - self.cloud_per_token.value * tokens, 0.0))
+
+    def observe_reply(self, timings: Mapping[str, float], bytes_up: int, bytes_down: int, usage: Mapping[str, int]) -> None:
+        """Fold in one cloud reply as the edge measured it (the live cascade's and a record's alike).
+
+        :param timings: ms: ``network``, ``cloud`` (the gateway's total; ``server`` in records of older runs) and
+            ``cloud_decode`` when the backend reports it (``decode`` in older records).
+        :param usage: the reply's token counts (``completion_tokens``).
+        """
+        self.observe_cloud(timings.get("network", 0.0), bytes_up, bytes_down, timings.get("cloud", timings.get("server", 0.0)),
+                           usage.get("completion_tokens", 0), timings.get("cloud_decode", timings.get("decode")))
+
+    def for_link(self, rtt_ms: float | None = None, bandwidth_mbit: float | None = None) -> LatencyModel:
+        """A model for another link: its RTT and bandwidth as priors (the defaults when not given), what this
+        one learned of the edge's and the cloud's compute carried over."""
+        snap = self.snapshot()
+        link = {k: v for k, v in (("rtt_ms", rtt_ms), ("bandwidth_mbit", bandwidth_mbit)) if v is not None}
+        return LatencyModel(**link, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
+                            edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"])
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:

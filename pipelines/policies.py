@@ -103,7 +103,7 @@ class Policy(ABC):
 
     def __init__(self, threshold: float = 0.5, answer_threshold: float = 0.5) -> None:
         # Up to THRESHOLD_MAX: the evaluation's sweep escalates every question just above 1. What users
-        # type is checked against [0, 1] where it enters (pipelines.answer.check_ask_options).
+        # type is checked against [0, 1] where it enters (pipelines.ask.check_ask_options).
         self.threshold = check_threshold(threshold, upper=THRESHOLD_MAX)
         self.answer_threshold = check_threshold(answer_threshold, "answer threshold")
 

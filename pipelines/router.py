@@ -3,12 +3,13 @@
 The live cascade (:meth:`pipelines.cascade.Cascade.answer`) and the evaluation's replay of
 recorded answers (:func:`eval.replay.route_records`) both route through :meth:`CascadeRouter.route`,
 so a policy decides the same way whether a question is answered or replayed. What happens after
-the decision (calling the cloud, degrading when it fails) is each caller's own I/O.
+the decision is :func:`pipelines.outcome.settle`, shared by both too; the calls it settles are each
+caller's own I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipelines.calibration import Valued
 from pipelines.latency import LatencyModel
@@ -21,10 +22,11 @@ NO_EDGE_VALUES = (0.0, 0.0, 1.0)
 
 @dataclass(frozen=True)
 class Routed:
-    """A policy's decision and the signals it was made on."""
+    """A policy's decision, the signals it was made on, and the request size the latency model was given."""
 
     decision: Decision
     signals: Signals
+    bytes_up: int = 0
 
 
 class CascadeRouter:
@@ -37,7 +39,8 @@ class CascadeRouter:
         self.latency = latency
 
     def route(self, policy: Policy, values: tuple[Valued, float] | None, edge_ms: float, bytes_up: int,
-              budget_ms: float, cloud_available: bool) -> Routed:
+              budget_ms: float, cloud_available: bool, *, breaker_open: bool = False,
+              redirected: str | None = None) -> Routed:
         """Decide for one question.
 
         :param values: what the fitted models say of the edge's reading (:meth:`Calibration.edge_values`:
@@ -45,8 +48,18 @@ class CascadeRouter:
             model did not read the question.
         :param edge_ms: what the edge has spent so far (the T_edge of the prediction).
         :param bytes_up: the size of the cloud request if escalated (the S of S/B).
+        :param breaker_open: the cloud is configured but its circuit breaker lets no call through (the
+            decision's reason says so).
+        :param redirected: why no edge could read the question (the dispatcher's overflow): it goes to the
+            cloud, whatever the policy would say of a reading it does not have.
         """
         predicted = self.latency.predict(edge_ms, bytes_up).total_ms
         edge = NO_EDGE_VALUES if values is None else (values[0].answer, values[0].abstain, values[1])
         signals = Signals(*edge, predicted, budget_ms, cloud_available)
-        return Routed(policy.decide(signals), signals)
+        if redirected is not None:
+            return Routed(Decision("cloud", f"{redirected} → redirected to the cloud", 0.0, 0.0, predicted > budget_ms),
+                          signals, bytes_up)
+        decision = policy.decide(signals)
+        if breaker_open and policy.uses_cloud:
+            decision = replace(decision, reason=decision.reason + " (circuit breaker open)")
+        return Routed(decision, signals, bytes_up)

@@ -1,11 +1,15 @@
 """One settings tree for every entry point: defaults < ``ecqa.toml`` < ``ECQA_*`` env vars < flags.
 
 Built once per entry point (CLI command, UI, eval run) by :func:`load_settings` and passed down;
-components receive plain values from it, never the object itself.
+components receive plain values from it, never the object itself. Beside it, what an entry point
+does with it before any pipeline runs: open the document store (:func:`open_store`), check that
+llama.cpp runs the edge model here (:func:`doctor_report`), and name the prompts a run read with
+(:func:`prompts_fingerprint`, the part of a run's configuration that lives in code).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from edge.store import collection_name_problem
+import reading.prompts
+from edge.store import DocumentStore, collection_name_problem
 from pipelines.errors import ConfigError
 from reading.prompts import PASSAGE_CHARS
 
@@ -292,3 +297,41 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+def open_store(settings: Settings) -> DocumentStore:
+    """Open Qdrant at ``qdrant_url`` when set, else the embedded index folder.
+
+    :raises StoreError: folder locked by another process, or server unreachable.
+    """
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    if settings.qdrant_url:
+        return DocumentStore(url=settings.qdrant_url, api_key=key).open()
+    return DocumentStore(path=settings.effective_qdrant_path()).open()
+
+
+def doctor_report(settings: Settings) -> dict[str, Any]:
+    """What `ecqa doctor` reports: generate one token with the edge model in a child process and describe
+    what ran it (the llama.cpp build, the CPU variant it runs here, the CPU's flags).
+
+    A crash of the child (SIGILL on a CPU the build does not fit) is reported, not suffered.
+
+    :raises CheckFailed: llama.cpp cannot generate a token here; the message says how to fix it.
+    :raises ReadingError: the edge model is not pulled or does not verify.
+    """
+    # Imports inside functions: the llama.cpp check loads numpy (~60 ms), which `ecqa --help` and every other
+    # reader of the settings need not wait for.
+    from reading.llama_check import check
+    from reading.llama_runtime import relevant_cpu_flags
+    from reading.model_manifest import DEFAULT_EDGE_MODEL
+    from reading.models import resolve_gguf
+
+    model = resolve_gguf(settings.slm_model_path, DEFAULT_EDGE_MODEL)
+    report = check(str(model))
+    report["cpu_flags"] = relevant_cpu_flags()
+    return report
+
+
+def prompts_fingerprint() -> str:
+    """The prompts both tiers read with: records made with other prompts are not this run's."""
+    return hashlib.sha256(Path(reading.prompts.__file__).read_bytes()).hexdigest()[:16]

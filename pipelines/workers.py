@@ -10,8 +10,8 @@ from pathlib import Path
 
 from haystack import Document
 
-from edge.reader import EdgeReader
 from cloud.certs import CA_CERT
+from edge.reader import EdgeReader
 from edge.registry import EntrySeal, Registry, WorkerEntry, check_worker_id, open_registry
 from edge.worker import EdgeWorker, make_server
 from pipelines.cloud_path import cloud_dir_of

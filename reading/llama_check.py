@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from reading.llama_runtime import LlamaRuntimeError, load_backends, relevant_cpu_flags
-from reading.models import DEFAULT_EDGE_MODEL, resolve_gguf
+from reading.model_manifest import DEFAULT_EDGE_MODEL
+from reading.models import resolve_gguf
 
 REBUILD_COMMAND = "make rebuild-llama"
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 NO_ANSWER_WORD = "unanswerable"
 # Characters of a retrieved passage either tier reads (the one default of the `passage_chars` setting).
@@ -29,6 +30,8 @@ NO_ANSWER_WORD = "unanswerable"
 # 4000 fit the edge's 2048-token context with the question, the task and the answer.
 PASSAGE_CHARS = 4000
 PROMPT_FAMILIES = ("chat", "base")
+# The longest question either tier reads (the edge's check, a worker's request, the cloud wire).
+MAX_QUESTION_CHARS = 1000
 
 # Neutral: the task is stated in the user turn (the 1.5B cloud model's yes/no AUROC with its gold
 # paragraph is 0.78 read this way, one passage at a time).
@@ -47,12 +50,42 @@ PROBE_TOP_LOGPROBS = 20
 _WS = re.compile(r"\s+")
 
 
+class DocumentLike(Protocol):
+    """A retrieved document (a Haystack ``Document``): what a :class:`Passage` is made from."""
+
+    id: str
+    content: str | None
+    meta: dict[str, Any]
+    score: float | None
+
+
 @dataclass(frozen=True)
 class Passage:
-    """One passage as a model reads it."""
+    """One retrieved passage, from retrieval to both tiers' readers: what a model reads (its title and text)
+    and what names and ranks it (id, retrieval score, source file). The cloud wire carries the title and
+    text only; a reply refers to passages by their order."""
 
     title: str
     text: str
+    id: str = ""
+    score: float = 0.0
+    source: str = ""
+
+    @classmethod
+    def from_document(cls, doc: DocumentLike) -> Passage:
+        """The one conversion from what retrieval returns."""
+        meta = doc.meta or {}
+        return cls(str(meta.get("title") or ""), doc.content or "", str(doc.id or ""), float(doc.score or 0.0),
+                   str(meta.get("source") or ""))
+
+    def cut(self, chars: int) -> Passage:
+        """The passage with its text cut to ``chars`` characters (the `passage_chars` setting)."""
+        return self if len(self.text) <= chars else replace(self, text=self.text[:chars])
+
+    def to_json(self, answer_span: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The passage as an answer shows it (``AskResult.passages``), with where the answer sits in it."""
+        return {"id": self.id, "title": self.title, "text": self.text, "score": round(self.score, 6),
+                "source": self.source, "answer_span": list(answer_span) if answer_span else None}
 
 
 @dataclass(frozen=True)

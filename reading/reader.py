@@ -54,7 +54,17 @@ READING_MODES = ("each", "joint")
 
 
 class PromptTooLongError(ReadingError):
-    """A prompt does not fit the model's context window."""
+    """A prompt does not fit the model's context window (callers map it by its type and its numbers).
+
+    :param prompt_tokens: the prompt's tokens.
+    :param max_tokens: the tokens asked for the reply.
+    :param n_ctx: the context window.
+    """
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int) -> None:
+        super().__init__(f"the prompt has {prompt_tokens} tokens; with max_tokens {max_tokens} it exceeds the context "
+                         f"window {n_ctx} — send fewer or shorter passages")
+        self.prompt_tokens, self.max_tokens, self.n_ctx = prompt_tokens, max_tokens, n_ctx
 
 
 @dataclass(frozen=True)
@@ -242,11 +252,7 @@ class LlamaReader:
                   top_steps: int | None = None) -> Generation:
         llm = self._llm
         if len(tokens) + max_tokens > self.n_ctx:
-            # The wording is the one cloud.backend.context_error recognises (a 413, not a backend failure).
-            raise PromptTooLongError(
-                f"the prompt has {len(tokens)} tokens; with max_tokens {max_tokens} it exceeds the context window "
-                f"{self.n_ctx} — send fewer or shorter passages"
-            )
+            raise PromptTooLongError(len(tokens), max_tokens, self.n_ctx)
         t0 = time.perf_counter()
         cached = 0
         previous = llm.input_ids[: llm.n_tokens]
@@ -481,10 +487,7 @@ class LlamaReader:
         toks = self._prefix_tokens(prefix)
         suffix_toks = self._suffix_tokens(suffix)
         if len(toks) + len(suffix_toks) + max_tokens > self.n_ctx:
-            # The wording is the one cloud.backend.context_error recognises (a 413, not a backend failure).
-            raise PromptTooLongError(
-                f"the prompt has {len(toks) + len(suffix_toks)} tokens; with max_tokens {max_tokens} it exceeds the "
-                f"context window {self.n_ctx} — send fewer or shorter passages")
+            raise PromptTooLongError(len(toks) + len(suffix_toks), max_tokens, self.n_ctx)
         loaded = dict(t)
         source = self._load_prefix(toks, self.state_key(prefix), store, memo, t)
         gen = self._generate(toks + suffix_toks, max_tokens, stop, top_k, top_steps)

@@ -4,15 +4,19 @@
     benchmarks/ ─┘        │                     cloud/ ─┘
                           └──► netem/ (the link emulator; imports nothing of the project)
 
-app/ and eval/ reach the rest only through pipelines/ (its front doors: index, store, link, text,
-workers), except the commands that are a lower package's own app: `ecqa cloud` (cloud/),
-`ecqa link` (netem/), `ecqa models` (reading/'s manifest). edge/ and cloud/ never import each other.
-A new import against these rules fails here with the rule it breaks.
+app/ and eval/ reach the rest only through pipelines/ (its door: `from pipelines import …`), except
+the commands that are a lower package's own app: `ecqa cloud` (cloud/), `ecqa link` (netem/),
+`ecqa models` (reading/'s manifest). edge/ and cloud/ never import each other. A new import against
+these rules fails here with the rule it breaks.
+
+The rules below are the source: README's folder table ("may import") must state the same, or a test
+here fails.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,8 +48,8 @@ WHY = {
     "cloud": "cloud/ imports only reading/ (never edge/: what crosses is a small type in reading/)",
     "indexing": "indexing/ imports only edge/ and reading/",
     "pipelines": "pipelines/ never imports app/, eval/ or benchmarks/",
-    "eval": "eval/ reaches the rest through pipelines/ only (add a front door there)",
-    "app": "app/ reaches the rest through pipelines/ (and eval/) only (add a front door there)",
+    "eval": "eval/ reaches the rest through pipelines/ only (export what it needs from pipelines/__init__.py)",
+    "app": "app/ reaches the rest through pipelines/ (and eval/) only (export what it needs from pipelines/__init__.py)",
     "benchmarks": "benchmarks/ never imports app/",
 }
 
@@ -86,9 +90,55 @@ def test_the_rules_catch_an_upward_import() -> None:
     assert violations([("edge/x.py", 3, "edge", "cloud"), ("eval/y.py", 9, "eval", "edge"),
                        ("app/cli_cloud.py", 1, "app", "cloud"), ("app/ui.py", 2, "app", "netem")]) == [
         "edge/x.py:3 imports cloud/ — edge/ imports only reading/ (never cloud/: what crosses is a small type in reading/)",
-        "eval/y.py:9 imports edge/ — eval/ reaches the rest through pipelines/ only (add a front door there)",
-        "app/ui.py:2 imports netem/ — app/ reaches the rest through pipelines/ (and eval/) only (add a front door there)",
+        "eval/y.py:9 imports edge/ — eval/ reaches the rest through pipelines/ only (export what it needs from "
+        "pipelines/__init__.py)",
+        "app/ui.py:2 imports netem/ — app/ reaches the rest through pipelines/ (and eval/) only (export what it needs "
+        "from pipelines/__init__.py)",
     ]
+
+
+def readme_rules(readme: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """MAY_IMPORT and OWN_APPS as README's folder table states them in its "may import" column.
+
+    A cell lists packages ("pipelines, eval"), says "—" (none) or "everything but app"; after a ";" it may
+    name a lower package's own app, a file and its package ("`cli_cloud` cloud").
+    """
+    lines = readme.splitlines()
+    at = lines.index("| folder | job | may import |") + 2  # past the header and its |---| line
+    may: dict[str, set[str]] = {}
+    own: dict[str, set[str]] = {}
+    for line in lines[at:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        folder, stated = cells[0].strip("`/"), cells[-1]
+        listed, _, apps = stated.partition(";")
+        if listed.strip() == "—":
+            may[folder] = set()
+        elif listed.startswith("everything but "):
+            may[folder] = set(PACKAGES) - {folder} - {p.strip() for p in listed.removeprefix("everything but ").split(",")}
+        else:
+            may[folder] = {p.strip() for p in listed.split(",")}
+        for file, package in re.findall(r"`(\w+)` (\w+)", apps):
+            own[f"{folder}/{file}.py"] = {package}
+    return may, own
+
+
+def test_the_readme_states_the_rules() -> None:
+    may, own = readme_rules((REPO / "README.md").read_text())
+    differ = [f"{key}: README says {sorted(stated.get(key, ()))}, the rules here {sorted(rules.get(key, ()))}"
+              for stated, rules in ((may, MAY_IMPORT), (own, OWN_APPS)) for key in sorted(stated.keys() | rules.keys())
+              if stated.get(key) != rules.get(key)]
+    assert not differ, "README's folder table ('may import') disagrees with the rules — fix one of them:\n" + "\n".join(differ)
+
+
+def test_the_readme_check_reads_the_cells() -> None:
+    readme = (REPO / "README.md").read_text()
+    eval_row = next(line for line in readme.splitlines() if line.startswith("| `eval/` |"))
+    may, own = readme_rules(readme.replace(eval_row, eval_row.removesuffix("| pipelines |") + "| pipelines, edge |"))
+    assert may["eval"] == {"pipelines", "edge"} != MAY_IMPORT["eval"]
+    may, own = readme_rules(readme.replace("`cli_link` netem", "`cli_link` edge"))
+    assert own["app/cli_link.py"] == {"edge"} != OWN_APPS["app/cli_link.py"]
 
 
 def test_imports_inside_functions_say_why() -> None:

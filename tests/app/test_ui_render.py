@@ -34,15 +34,15 @@ def escalated(**over: Any) -> dict[str, Any]:
         "bytes_up": 1500, "bytes_down": 500,
         "sent": {"question": "Who founded the Brindlewick Orchestra?", "passages": [{"title": "t", "text": "x"}]},
         "decision": {"route": "cloud", "reason": "confidence 0.20 < 0.50 → escalated", "confidence": 0.2,
-                     "threshold": 0.5, "predicted_total_ms": 980.0, "measured_total_ms": 485.0, "degraded": False,
-                     "policy": "cascade"},
+                     "threshold": 0.5, "predicted_total_ms": 980.0, "predicted_bytes_up": 1500, "measured_total_ms": 485.0,
+                     "degraded": False, "policy": "cascade"},
     }
     data.update(over)
     return data
 
 
 def answered(data: dict[str, Any], budget_ms: float = 4000.0) -> Answered:
-    predicted = None if data["tier"] == "cache" else predicted_stages(data, SNAPSHOT, data["bytes_up"])
+    predicted = None if data["tier"] == "cache" else predicted_stages(data, SNAPSHOT)
     return Answered(data, measured_stages(data, SNAPSHOT), predicted, cloud_unreachable(data.get("decision")),
                     budget_ms, "wifi", 0.0)
 
@@ -60,7 +60,7 @@ def test_measured_stages_sum_to_the_total_and_split_the_network_time_as_the_mode
 
 
 def test_predicted_stages_add_up_to_the_policys_prediction() -> None:
-    p = predicted_stages(escalated(), SNAPSHOT, 1500)
+    p = predicted_stages(escalated(), SNAPSHOT)  # the request size the prediction assumed
     assert sum(p.values()) == pytest.approx(980.0)
     assert p["cloud"] == 600.0 + 25.0 * 8.0
     assert p["network up"] == pytest.approx(15 + 1500 / 6250) and p["network down"] == pytest.approx(15 + 400 / 6250)

@@ -57,6 +57,7 @@ class FakeOpenAI:
         self.p_yes = p_yes
         self.status = 200
         self.error_message = ""  # the error text sent with a non-200 status ('' = one quoting the prompt)
+        self.error_fields: dict[str, Any] = {}  # more fields of that error object (type, n_ctx, …)
         self.max_model_len: int | None = None  # reported by /v1/models, as vLLM does
         self.delay_s = 0.0
         self.calls: list[dict[str, Any]] = []
@@ -95,7 +96,8 @@ class FakeOpenAI:
                     time.sleep(fake.delay_s)
                 if fake.status != 200:
                     # Like real servers, the error message quotes the request (the gateway must not).
-                    self._send(fake.status, {"error": {"message": fake.error_message or f"boom: {prompt_text(body)[-40:]}"}})
+                    self._send(fake.status, {"error": {"message": fake.error_message or f"boom: {prompt_text(body)[-40:]}",
+                                                         **fake.error_fields}})
                     return
                 self._send(200, fake._reply(body, chat=self.path == CHAT_PATH))
 

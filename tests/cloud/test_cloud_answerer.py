@@ -37,7 +37,7 @@ from cloud.errors import (
     MaterialError,
 )
 from cloud.gateway import Gateway
-from cloud.wire import Passage
+from reading.prompts import Passage
 
 pytestmark = pytest.mark.network
 
@@ -196,9 +196,9 @@ def test_configuration_errors_say_how_to_fix(tmp_path: Path) -> None:
 
 def test_sealed_size_is_exactly_what_run_sends(gateway: Gateway, edge1_dir: Path) -> None:
     cloud = answerer(gateway.url, edge1_dir)
-    predicted = cloud.sealed_size("What is the capital?", DOCS)
+    predicted = cloud.sealed_size("What is the capital?", [Passage.from_document(d) for d in DOCS])
     assert predicted == cloud.run(question="What is the capital?", documents=DOCS)["bytes_up"]
-    assert cloud.sealed_size("What is the capital? And more?", DOCS) > predicted
+    assert cloud.sealed_size("What is the capital? And more?", [Passage.from_document(d) for d in DOCS]) > predicted
     cloud.close()
 
 
@@ -244,7 +244,7 @@ def test_the_edge_never_sends_a_prompt_over_the_backend_context(material_dir: Pa
     try:
         limit = prompt_char_limit(1024, 8)
         assert client.answerer.max_prompt_chars == limit
-        passages = [{"id": d.id, "title": d.meta["title"], "text": d.content} for d in docs]
+        passages = [Passage.from_document(d) for d in docs]
         reply = client.ask("Who was Rollo?", passages, timeout_s=10)
         prompts = [prompt_text(c) for c in fake_backend.calls]
         # each passage cut to fit on its own, each read on its own: a probe and an answer, then one check

@@ -97,9 +97,9 @@ def test_cloud_policy_on_a_cold_start_never_loads_the_edge_model(
 def test_loading_models_is_not_charged_to_the_question(index_dir: Path, gateway: Gateway, edge1_dir: Path) -> None:
     """Defect #12.1: one-time loading (here the embedder, cold) happens before the question's clock starts."""
     from edge.embedder import SentenceEmbedder
+    from pipelines import open_store
     from pipelines.answer import answer_question, build_cascade
     from pipelines.settings import load_settings
-    from pipelines.store import open_store
 
     settings = load_settings(qdrant_path=index_dir, cloud_url=gateway.url, cloud_dir=edge1_dir,
                              slm_model_path=str(index_dir / "no-such-edge-model.gguf"))

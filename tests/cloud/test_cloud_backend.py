@@ -11,6 +11,7 @@ from cloud_helpers import CHAT_PATH, COMPLETIONS_PATH, FAKE_MODEL, FakeOpenAI
 
 import cloud.gateway
 import cloud.prompting
+import cloud.wire
 import reading.passages
 import reading.prompts
 from cloud.backend import (
@@ -25,8 +26,7 @@ from cloud.backend_server import (
     parse_completion_request,
 )
 from cloud.errors import BackendError, CloudModelError
-from cloud.prompting import read_passages
-from cloud.wire import Passage
+from reading.prompts import Passage
 
 GREEDY = {"temperature": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: y"}]
@@ -199,8 +199,7 @@ def test_the_gateway_prompts_are_the_shared_reading_ones() -> None:
     # One copy of the prompts and of the reading for both tiers (tests/reading/).
     assert cloud.prompting.messages is reading.prompts.messages and cloud.prompting.base_prompt is reading.prompts.base_prompt
     assert cloud.prompting.read_each is reading.passages.read_each and cloud.gateway.read_with is cloud.prompting.read_with
-    read = read_passages([Passage("T", "Amara Velt founded it."), Passage("", "Other.")])
-    assert read == [reading.prompts.Passage("T", "Amara Velt founded it."), reading.prompts.Passage("", "Other.")]
+    assert cloud.wire.Passage is reading.prompts.Passage  # one passage type: the wire carries reading's
 
 
 def test_embedded_backend_model_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

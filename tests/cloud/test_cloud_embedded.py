@@ -15,9 +15,10 @@ from haystack import Document
 from cloud.backend import EmbeddedBackend
 from cloud.certs import load_server_material
 from cloud.cloud_answerer import CloudAnswerer
-from cloud.errors import BackendError
+from cloud.errors import BackendContextError, BackendError
 from cloud.gateway import Gateway
-from reading.models import DEFAULT_CLOUD_MODEL, model_path, spec_for_path
+from reading.model_manifest import DEFAULT_CLOUD_MODEL
+from reading.models import model_path, spec_for_path
 from reading.prompts import BASE_STOP, Passage, answer_messages, base_answer_prompt, p_yes, probe_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -155,3 +156,12 @@ def test_the_embedded_backend_answers_only_the_gateway(embedded_backend: Embedde
     assert token.encode() not in (proc / "cmdline").read_bytes() and token.encode() not in (proc / "environ").read_bytes()
     reply = embedded_backend.chat(answer_messages(QUESTION, PASSAGES), 8)  # the gateway's client still works
     assert "Amara Velt" in reply.text
+
+
+def test_a_prompt_over_the_embedded_context_is_typed_with_its_numbers(embedded_backend: EmbeddedBackend) -> None:
+    """Issue 23: the embedded server says "prompt over the context" by its error type and numbers (as llama.cpp's
+    server does), and the client maps it by that type — not by the wording of a message."""
+    long = [{"role": "user", "content": "Rollo was a Viking leader. " * 1200}]
+    with pytest.raises(BackendContextError) as exc:
+        embedded_backend.chat(long, 8)
+    assert exc.value.context_tokens == 2048 and exc.value.prompt_tokens > 2048 - 8

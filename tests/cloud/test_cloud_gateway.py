@@ -26,6 +26,7 @@ from cloud_helpers import (
 )
 
 from cloud.backend import OpenAIBackend
+from cloud.backend_server import CONTEXT_ERROR_TYPE
 from cloud.certs import load_edge_material, load_server_material
 from cloud.envelope import AesKey, now_ms, unseal
 from cloud.gateway import Gateway, GatewayService
@@ -297,8 +298,9 @@ LONG_PASSAGES = [{"title": f"t{i}", "text": ("Rollo was a Viking leader. " * 370
 
 def test_a_prompt_the_backend_context_refuses_is_a_413_not_a_502(gateway: Gateway, edge_client: EdgeClient,
                                                                  fake_backend: FakeOpenAI) -> None:
-    fake_backend.status = 400  # as the embedded server words it (vLLM and llama.cpp say it their way)
-    fake_backend.error_message = "the prompt has 250123 tokens; with max_tokens 8 it exceeds the context window 4096"
+    fake_backend.status = 400  # typed as the embedded server and llama.cpp type it (vLLM is told by its wording)
+    fake_backend.error_message = "a message in any words"
+    fake_backend.error_fields = {"type": CONTEXT_ERROR_TYPE, "n_prompt_tokens": 250123, "n_ctx": 4096}
     resp = edge_client.post(edge_client.seal({"question": "Who was Rollo?", "passages": LONG_PASSAGES}).to_bytes())
     message = refusal(resp, 413, "prompt_too_long")
     assert "250123 tokens" in message and "4096-token context" in message and "fewer or shorter passages" in message
@@ -368,7 +370,7 @@ def test_the_replay_window_file_keeps_live_nonces_across_processes(tmp_path: Pat
     import stat
 
     from cloud.errors import ReplayError
-    from cloud.gateway import ReplayCache
+    from cloud.replay_window import ReplayCache
 
     path = tmp_path / "replay-window.log"
     now = 1_700_000_000_000

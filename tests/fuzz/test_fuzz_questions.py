@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from app.cli import app, shell_line
 from pipelines.answer import POLICIES
-from pipelines.edge_pipeline import MAX_QUESTION_CHARS, check_question
+from pipelines.edge_pipeline import check_question
 from pipelines.errors import USER_ERRORS
+from reading.prompts import MAX_QUESTION_CHARS
 
 QUESTIONS = st.one_of(
     ANY_TEXT,
@@ -107,7 +108,7 @@ POLICY_NAMES = mostly(st.just("cloud"), st.one_of(st.sampled_from(POLICIES), ANY
 
 
 def _valid(question: str, threshold: Any, budget_ms: Any, top_k: Any) -> bool:
-    from pipelines.answer import check_ask_options
+    from pipelines.ask import check_ask_options
 
     try:
         check_ask_options(threshold, budget_ms, top_k)

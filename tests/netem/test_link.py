@@ -21,21 +21,11 @@ import httpx
 import pytest
 
 from netem.errors import LinkError
-from pipelines.errors import USER_ERRORS
-from netem.link import (
-    PROFILES,
-    TOLERANCE,
-    EchoServer,
-    LinkEmulator,
-    LinkProfile,
-    SinkServer,
-    get_profile,
-    measure_link,
-    parse_hostport,
-    select_profiles,
-    send_bulk,
-)
+from netem.link import LinkEmulator, parse_hostport
+from netem.measure import TOLERANCE, EchoServer, SinkServer, measure_link, send_bulk
 from netem.netns import NetnsLink, check_netns_support
+from netem.profiles import PROFILES, LinkProfile, get_profile, select_profiles
+from pipelines.errors import USER_ERRORS
 
 
 def _link_threads(port: int) -> list[str]:

@@ -3,26 +3,31 @@ client over real TLS, the real answer cache. Routing is forced with constant cal
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from index_helpers import memory_index
-from routing_helpers import forced
+from routing_helpers import constant, forced, on, reading
 
 from cloud.certs import init_material
 from cloud.cloud_answerer import CloudAnswerer
 from edge.answer_cache import AnswerCache
 from edge.store import DocumentStore
+from eval.replay import route_records
 from indexing.build import build_index
 from indexing.loaders import load_passages
-from pipelines.cascade import Cascade
+from pipelines.calibration import AnswerModel, Calibration
+from pipelines.cascade import Cascade, CloudReply
 from pipelines.cloud_client import AnswererClient
 from pipelines.edge_pipeline import EdgeQA
 from pipelines.latency import CircuitBreaker
 from pipelines.settings import load_settings
+from reading.passages import PassageReading
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +183,57 @@ def test_cache_hits_guard_and_reindex_invalidation(edge: EdgeQA, store: Document
     time.sleep(2.1)  # the retriever re-reads the manifest every 2 s
     after = cascade.answer("Who founded the Brindlewick Orchestra?", policy="edge")
     assert after.tier == "edge"
+
+
+class RecordedCloud:
+    """The cloud tier as a recorded reading returns it: the fake sits at the process boundary (the real
+    client over real TLS is tested above and in tests/cloud)."""
+
+    def __init__(self, reading: PassageReading | None) -> None:
+        self.reading = reading  # None: every call fails
+
+    def estimate_bytes_up(self, question: str, passages: list[dict[str, Any]]) -> int:
+        return 1500
+
+    def ask(self, question: str, passages: list[dict[str, Any]], timeout_s: float) -> CloudReply:
+        if self.reading is None:
+            raise ConnectionRefusedError("connection refused")
+        return CloudReply(self.reading.answer, 0.9, {"network": 40.0, "cloud": 700.0}, 1500, 400,
+                          {"completion_tokens": 3}, {}, "recorded", self.reading.passages[0].p_yes, self.reading)
+
+
+def test_replay_and_live_cascade_take_the_same_route(edge: EdgeQA) -> None:
+    """Issue 23: the live cascade and the evaluation's replay of the same readings route and settle alike —
+    real edge readings, four calibrations (the packaged one, two forced, one whose cascade keeps a cloud answer
+    only where the edge agrees), every policy, the cloud keeping, dropping or failing."""
+    questions = {"What is the capital of Zorvath Island?": ["Miret"], "Who was the first mayor of Miret?": [""],
+                 "Who founded the Brindlewick Orchestra?": ["Amara Velt"]}
+    readings = {q: edge.generate(q, edge.retrieve(q)) for q in questions}  # the edge model reads each once
+    edge.generate = lambda q, retrieved: readings[q]  # type: ignore[method-assign]  # and the cascade gets that reading
+    clouds = {"keeps": reading("Miret", p_yes=0.95), "unstated": reading("Paris", p_yes=0.05), "fails": None}
+    seen = set()
+    try:
+        agreeing = forced("cloud")
+        agreeing = dataclasses.replace(agreeing, cloud_edge=AnswerModel(on("agree_edge_cloud", 8.0, -4.0), constant(0.9), 0.5))
+        for cal in (Calibration.load(), forced("cloud"), forced("cloud_or_nothing"), agreeing):
+            for outcome, cloud in clouds.items():
+                for policy in ("edge", "cloud", "cascade"):
+                    live, records = [], []
+                    for q, answers in questions.items():
+                        cascade = Cascade(edge, cal, cloud=RecordedCloud(cloud), budget_ms=1e6)
+                        r = cascade.answer(q, policy=policy, use_cache=False)
+                        live.append((r.tier, r.answer, bool(r.decision and r.decision["degraded"])))
+                        ea = readings[q]
+                        cloud_part = {"error": "connection refused", "total_ms": 5.0, "bytes_up": 1500} if cloud is None else {
+                            "answer": cloud.answer, "reading": cloud.to_json(), "timings": {"network": 40.0, "cloud": 700.0},
+                            "bytes_up": 1500, "bytes_down": 400, "usage": {"completion_tokens": 3}, "total_ms": 800.0}
+                        records.append({"id": q, "question": q, "answers": answers, "has_answer": answers != [""],
+                                        "retrieval_ms": 30.0, "passage_scores": [dataclasses.asdict(s) for s in ea.scores],
+                                        "edge": {"answer": ea.answer, "reading": ea.reading.to_json(), "total_ms": 2000.0},
+                                        "cloud": cloud_part})
+                    replayed = [(x.route, x.answer, x.degraded) for x in route_records(records, cal.policy(policy), cal, 1e6)]
+                    assert replayed == live, (policy, outcome, cal.provenance)
+                    seen.update(x[0] + ("/degraded" if x[2] else "") for x in live)
+    finally:
+        del edge.generate  # the fixture's own method again
+    assert {"edge", "cloud", "abstain", "edge/degraded", "abstain/degraded"} <= seen  # every outcome was compared

@@ -13,7 +13,8 @@ import pytest
 
 from reading.llama_check import REBUILD_COMMAND, CheckFailed, check
 from reading.llama_runtime import X86_VARIANTS, best_variant, cpu_flags, relevant_cpu_flags
-from reading.models import DEFAULT_EDGE_MODEL, model_path
+from reading.model_manifest import DEFAULT_EDGE_MODEL
+from reading.models import model_path
 
 REPO = Path(__file__).resolve().parents[2]
 

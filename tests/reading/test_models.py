@@ -17,23 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from reading import models
+from reading import model_fetch, model_manifest
 from reading.errors import ModelFileError, ModelNotPulledError, ModelPullError, ModelVerifyError, NoSpaceError, UnknownModelError
-from reading.models import (
-    MODELS,
-    HubSource,
-    ModelSpec,
-    PypiSource,
-    WheelPart,
-    get_spec,
-    model_path,
-    models_dir,
-    pull,
-    pull_state,
-    resolve_gguf,
-    spec_for_path,
-    verify,
-)
+from reading.model_fetch import pull
+from reading.model_manifest import MODELS, HubSource, ModelSpec, PypiSource, WheelPart, get_spec
+from reading.models import model_path, models_dir, pull_state, resolve_gguf, spec_for_path, verify
 
 NAME = "tiny-test"
 FILE = "tiny-test.gguf"
@@ -98,8 +86,8 @@ def leftovers(cache: Path) -> list[str]:
 
 # --- the manifest -----------------------------------------------------------------------------
 def test_manifest_names_the_defaults_and_pins_every_source() -> None:
-    assert models.DEFAULT_EDGE_MODEL == "qwen2.5-coder-0.5b-instruct"
-    assert models.DEFAULT_CLOUD_MODEL == "qwen2.5-coder-1.5b-instruct"
+    assert model_manifest.DEFAULT_EDGE_MODEL == "qwen2.5-coder-0.5b-instruct"
+    assert model_manifest.DEFAULT_CLOUD_MODEL == "qwen2.5-coder-1.5b-instruct"
     assert list(MODELS) == ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct",
                             "gemma-3-270m"]
     assert MODELS["qwen2.5-coder-0.5b-instruct"].roles == ("edge",)
@@ -241,7 +229,7 @@ def test_full_disk_is_one_line_and_cleans_up(tiny: Tiny, cache: Path, monkeypatc
     def full(fh: object, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(models, "_write_chunk", full)
+    monkeypatch.setattr(model_fetch, "_write_chunk", full)
     with pytest.raises(NoSpaceError) as exc:
         pull(NAME, index_args=tiny.args)
     assert str(exc.value) == (f"no space left in {cache} — free 1 MB or set ECQA_MODELS_DIR to a folder on a "
@@ -300,7 +288,7 @@ def test_offline_hub_falls_through_to_the_wheels(tiny: Tiny, cache: Path, caplog
 
     assert constants.HF_HUB_OFFLINE  # tests/conftest.py sets HF_HUB_OFFLINE=1 before any import
     tiny.register(HubSource("example/tiny-GGUF", FILE), PypiSource(tiny.parts))
-    with caplog.at_level(logging.INFO, logger="reading.models"):
+    with caplog.at_level(logging.INFO, logger="reading.model_fetch"):
         path = pull(NAME, index_args=tiny.args)
     assert path.read_bytes() == tiny.data and pull_state(NAME) == "verified"
     hub = [r.getMessage() for r in caplog.records if "Hugging Face Hub" in r.getMessage()]
@@ -431,11 +419,11 @@ def test_unreachable_hub_host_is_found_without_retries(monkeypatch: pytest.Monke
     for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(key, raising=False)
     start = time.perf_counter()
-    why = models._unreachable("https://hub.example.invalid")  # .invalid never resolves (RFC 2606)
+    why = model_fetch._unreachable("https://hub.example.invalid")  # .invalid never resolves (RFC 2606)
     assert why is not None and why.startswith("hub.example.invalid: ")
     assert time.perf_counter() - start < 5.0
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.invalid:3128")
-    assert models._unreachable("https://hub.example.invalid") is None  # the proxy decides, not us
+    assert model_fetch._unreachable("https://hub.example.invalid") is None  # the proxy decides, not us
 
 
 def test_unwritable_stamp_or_lock(tiny: Tiny, cache: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -151,7 +151,7 @@ def test_a_changed_model_template_or_passage_misses(reader: LlamaReader, tmp_pat
 
 
 def test_the_model_hash_of_a_manifest_file_is_the_manifest_one(reader: LlamaReader) -> None:
-    from reading.models import get_spec
+    from reading.model_manifest import get_spec
 
     assert reader.model_sha256 == get_spec("qwen2.5-coder-0.5b-instruct").sha256
 
