@@ -1,4 +1,4 @@
-"""AnswerParser: the SLM reply -> answer ('' = no answer), confidence, passages with answer spans."""
+"""AnswerParser: the SLM reply -> answer ('' = no answer), confidence, and each passage with the answer's span."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from haystack import Document, component
 
-from reading.prompts import Passage
+from reading.prompts import Passage, PassageHit
 from reading.text import find_span, parse_answer, reply_confidence
 
 
@@ -16,7 +16,7 @@ class AnswerParser:
     """Maps a model reply to the answer contract and locates the answer inside the passages."""
 
     @component.output_types(
-        answer=str, confidence=float, passages=list[dict[str, Any]], timings=dict[str, float]
+        answer=str, confidence=float, hits=list[PassageHit], timings=dict[str, float]
     )
     def run(
         self,
@@ -31,15 +31,12 @@ class AnswerParser:
         t0 = time.perf_counter()
         texts = [doc.content or "" for doc in documents]
         answer = parse_answer(reply, question, texts) if answer is None else answer
-        passages: list[dict[str, Any]] = []
-        found = False
-        for doc, content in zip(documents, texts, strict=True):
-            span = find_span(answer, content) if answer else None
-            found = found or span is not None
-            passages.append(Passage.from_document(doc).to_json(span))
+        hits = [PassageHit(Passage.from_document(doc), find_span(answer, content) if answer else None)
+                for doc, content in zip(documents, texts, strict=True)]
+        found = any(h.span is not None for h in hits)
         return {
             "answer": answer,
             "confidence": reply_confidence(token_logprobs or [], found, bool(answer)),
-            "passages": passages,
+            "hits": hits,
             "timings": {"parse": (time.perf_counter() - t0) * 1000.0},
         }

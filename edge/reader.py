@@ -82,14 +82,15 @@ class EdgeReader:
         gen = self.generator.run(question=question, passages=prompt["passages"])
         parsed = self.parser.run(reply=gen["reply"], documents=documents, token_logprobs=gen["token_logprobs"],
                                  question=question, answer=gen["answer"])
-        for i, passage in enumerate(parsed["passages"]):  # per-passage reading: where its prefix state came from
+        passages = [h.to_json() for h in parsed["hits"]]
+        for i, passage in enumerate(passages):  # per-passage reading: where its prefix state came from
             if i < len(gen["kv"]):
                 passage["kv"] = gen["kv"][i]
                 passage["read"] = i == gen["chosen"]
         scores = passage_scores(question, documents)
         features = edge_features(question, scores, gen["reading"])
         timings = {**prompt["timings"], **gen["timings"], **parsed["timings"]}
-        return EdgeAnswer(parsed["answer"], parsed["confidence"], parsed["passages"], features, timings, gen["usage"],
+        return EdgeAnswer(parsed["answer"], parsed["confidence"], passages, features, timings, gen["usage"],
                           gen["reading"], tuple(scores))
 
 

@@ -18,7 +18,7 @@ from edge import sparse
 from edge.embedder import SentenceEmbedder
 from edge.store import DocumentStore, document_id, utc_now
 from indexing.errors import EmptyCorpusError, IndexingError
-from indexing.loaders import Passage, SourceSummary
+from indexing.loaders import SourceSummary, SourceText
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def embedded_text(title: str, text: str, with_title: bool) -> str:
 def build_index(
     store: DocumentStore,
     embedder: SentenceEmbedder,
-    passages: Sequence[Passage],
+    passages: Sequence[SourceText],
     sources: Sequence[SourceSummary],
     collection: str,
     *,
@@ -84,7 +84,7 @@ def build_index(
     t0 = time.perf_counter()
     if not passages:
         raise EmptyCorpusError("no passages to index — give SQuAD v2 .json, .jsonl, .txt or .md files with text")
-    unique: dict[str, Passage] = {}
+    unique: dict[str, SourceText] = {}
     for p in passages:
         unique.setdefault(document_id(p.title, p.text), p)
     duplicates = len(passages) - len(unique)

@@ -25,8 +25,9 @@ _MD_FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 
 
 @dataclass(frozen=True)
-class Passage:
-    """One unit of retrieval: a SQuAD paragraph, a JSONL record or a chunk of a text file."""
+class SourceText:
+    """One unit of retrieval as read from an input file, before it is embedded: a SQuAD paragraph, a JSONL record
+    or a chunk of a text file (retrieved, it comes back as a :class:`reading.prompts.Passage`)."""
 
     text: str
     title: str
@@ -49,7 +50,7 @@ class SourceSummary:
 
 def load_passages(
     paths: Sequence[Path], chunk_chars: int = 1200, overlap_chars: int = 200
-) -> tuple[list[Passage], list[SourceSummary]]:
+) -> tuple[list[SourceText], list[SourceSummary]]:
     """Load passages from files and directories (recursively), in the order given.
 
     :param paths: files (.json SQuAD v2, .jsonl, .txt, .md) or directories to search for such files.
@@ -69,7 +70,7 @@ def load_passages(
     if not paths:
         raise EmptyCorpusError("no input paths given — pass SQuAD v2 .json, .jsonl, .txt or .md files or a folder")
 
-    passages: list[Passage] = []
+    passages: list[SourceText] = []
     summaries: list[SourceSummary] = []
     for path in (Path(p) for p in paths):
         for file in _expand(path):
@@ -104,7 +105,7 @@ def _expand(path: Path) -> list[Path]:
     return [path]
 
 
-def _load_file(path: Path, chunk_chars: int, overlap_chars: int) -> list[Passage]:
+def _load_file(path: Path, chunk_chars: int, overlap_chars: int) -> list[SourceText]:
     """Read one file of a supported extension into passages."""
     text = _read_text(path)
     fmt = FORMATS[path.suffix.lower()]
@@ -114,7 +115,7 @@ def _load_file(path: Path, chunk_chars: int, overlap_chars: int) -> list[Passage
         return _load_jsonl(path, text, chunk_chars, overlap_chars)
     title = (_markdown_title(text) if path.suffix.lower() == ".md" else None) or path.stem
     return [
-        Passage(text=chunk, title=title, source=str(path), meta={"chunk_index": i})
+        SourceText(text=chunk, title=title, source=str(path), meta={"chunk_index": i})
         for i, chunk in enumerate(split_passages(text, chunk_chars, overlap_chars))
     ]
 
@@ -192,9 +193,9 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _load_squad(path: Path, text: str) -> list[Passage]:
+def _load_squad(path: Path, text: str) -> list[SourceText]:
     """One passage per SQuAD paragraph; the context is kept verbatim so answer offsets stay valid."""
-    passages: list[Passage] = []
+    passages: list[SourceText] = []
     for article in read_squad(path, text):
         article_title = article["title"]
         for i, paragraph in enumerate(article["paragraphs"]):
@@ -203,7 +204,7 @@ def _load_squad(path: Path, text: str) -> list[Passage]:
                 logger.warning("%s: skipping empty paragraph %s of article %r", path, i, article_title)
                 continue
             passages.append(
-                Passage(
+                SourceText(
                     text=context,
                     title=article_title.replace("_", " "),
                     source=str(path),
@@ -213,11 +214,11 @@ def _load_squad(path: Path, text: str) -> list[Passage]:
     return passages
 
 
-def _load_jsonl(path: Path, text: str, chunk_chars: int = 1200, overlap_chars: int = 200) -> list[Passage]:
+def _load_jsonl(path: Path, text: str, chunk_chars: int = 1200, overlap_chars: int = 200) -> list[SourceText]:
     """Passages from each non-blank line holding a JSON object with a non-empty 'text': the record's text
     as one passage, or cut like a text file when longer than ``chunk_chars`` (a 50 MB record was one
     50 MB passage: gigabytes at build time, all of it in every answer that retrieved it)."""
-    passages: list[Passage] = []
+    passages: list[SourceText] = []
     # split("\n") rather than splitlines(): JSON strings may hold U+2028, which splitlines breaks on.
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -245,9 +246,9 @@ def _load_jsonl(path: Path, text: str, chunk_chars: int = 1200, overlap_chars: i
             raise InputFormatError(f"{path}: line {n} has a 'title' that is not a string — make it a string or drop it")
         meta: dict[str, Any] = {"line": n} if "id" not in record else {"id": record["id"], "line": n}
         if len(body) <= chunk_chars:
-            passages.append(Passage(text=body, title=title or path.stem, source=str(path), meta=meta))
+            passages.append(SourceText(text=body, title=title or path.stem, source=str(path), meta=meta))
             continue
-        passages.extend(Passage(text=chunk, title=title or path.stem, source=str(path), meta={**meta, "chunk_index": i})
+        passages.extend(SourceText(text=chunk, title=title or path.stem, source=str(path), meta={**meta, "chunk_index": i})
                         for i, chunk in enumerate(split_passages(body, chunk_chars, overlap_chars)))
     return passages
 

@@ -19,7 +19,7 @@ from edge.embedder import SentenceEmbedder
 from edge.store import DocumentStore, document_id
 from indexing.build import BuildReport, build_index
 from indexing.errors import InputFormatError
-from indexing.loaders import Passage, SourceSummary, load_passages, read_squad
+from indexing.loaders import SourceSummary, SourceText, load_passages, read_squad
 from pipelines.edge_pipeline import edge_reader_for
 from pipelines.settings import Settings
 
@@ -33,7 +33,7 @@ KV_BATCH = 16  # passages per progress step when storing KV states
 class Loaded:
     """Passages read from files, and a summary of each file."""
 
-    passages: list[Passage]
+    passages: list[SourceText]
     sources: list[SourceSummary]
 
 
@@ -52,7 +52,7 @@ class Indexed:
     """A build's report and the passages it read (the KV states are stored from them)."""
 
     report: BuildReport
-    passages: list[Passage]
+    passages: list[SourceText]
 
 
 def embedder_for(settings: Settings) -> SentenceEmbedder:
@@ -84,7 +84,7 @@ def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path] 
     return Indexed(report, loaded.passages)
 
 
-def prepare_kv_states(settings: Settings, passages: Sequence[Passage],
+def prepare_kv_states(settings: Settings, passages: Sequence[SourceText],
                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Store the edge model's prefix state of every passage, as the edge will read it.
 

@@ -89,6 +89,17 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class PassageHit:
+    """A passage a reply's answer was looked for in, and where it sits there (None: not in this passage)."""
+
+    passage: Passage
+    span: tuple[int, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.passage.to_json(self.span)
+
+
+@dataclass(frozen=True)
 class Task:
     """What the model is asked about the passage and the question.
 

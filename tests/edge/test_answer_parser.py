@@ -30,17 +30,18 @@ def test_no_answer_replies_map_to_empty(reply: str) -> None:
     assert is_no_answer(clean_reply(reply))
     out = AnswerParser().run(reply=reply, documents=DOCS, token_logprobs=[-0.1])
     assert out["answer"] == ""
-    assert all(p["answer_span"] is None for p in out["passages"])
+    assert all(h.span is None for h in out["hits"])
 
 
 def test_answer_span_found_in_its_passage() -> None:
     out = AnswerParser().run(reply="Rollo.", documents=DOCS, token_logprobs=[-0.2, -0.4])
     assert out["answer"] == "Rollo"
-    assert out["passages"][0]["answer_span"] is None
-    assert out["passages"][1]["answer_span"] == [0, 5]
+    assert [h.span for h in out["hits"]] == [None, (0, 5)]  # typed hits: the passage and the span in it
+    assert [h.passage.id for h in out["hits"]] == [d.id for d in DOCS]
     assert out["confidence"] == pytest.approx(math.exp(-0.3), abs=1e-4)
-    assert set(out["passages"][1]) == {"id", "title", "text", "score", "source", "answer_span"}
-    assert set(out) == {"answer", "confidence", "passages", "timings"}
+    shown = out["hits"][1].to_json()  # the answer's JSON, built from the hit
+    assert set(shown) == {"id", "title", "text", "score", "source", "answer_span"} and shown["answer_span"] == [0, 5]
+    assert set(out) == {"answer", "confidence", "hits", "timings"}
 
 
 def test_answer_not_in_any_passage_is_discounted() -> None:

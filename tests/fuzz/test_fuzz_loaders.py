@@ -17,7 +17,7 @@ from edge import sparse
 from edge.store import document_id
 from eval.data import load_questions
 from eval.squad_metrics import score_question
-from indexing.loaders import Passage, load_passages
+from indexing.loaders import SourceText, load_passages
 from pipelines.errors import USER_ERRORS
 
 
@@ -26,7 +26,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-files")
 
 
-def _check_passages(passages: list[Passage], path: Path) -> None:
+def _check_passages(passages: list[SourceText], path: Path) -> None:
     assert passages, "an empty result must be EmptyCorpusError"
     for p in passages:
         assert isinstance(p.text, str) and p.text.strip() and isinstance(p.title, str)

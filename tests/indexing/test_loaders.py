@@ -16,7 +16,7 @@ from indexing.errors import (
     InputFileError,
     InputFormatError,
 )
-from indexing.loaders import Passage, SourceSummary, load_passages
+from indexing.loaders import SourceSummary, SourceText, load_passages
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 DEV_A = DATA / "squad-v2-dev-a.json"
@@ -67,7 +67,7 @@ def test_squad_dev_file_gives_one_passage_per_paragraph() -> None:
 
     raw = json.loads(DEV_A.read_text(encoding="utf-8"))
     first = raw["data"][0]["paragraphs"][0]["context"]
-    assert passages[0] == Passage(
+    assert passages[0] == SourceText(
         text=first, title="Normans", source=str(DEV_A), meta={"article": "Normans", "paragraph_index": 0}
     )
     # Contexts are kept verbatim (answer_start offsets index into them) and in file order.
@@ -317,7 +317,7 @@ def test_a_huge_jsonl_record_is_cut_like_any_text(tmp_path: Path) -> None:
     assert len(chunks) > 4000 and max(len(p.text) for p in chunks) <= 1200
     assert [p.meta["chunk_index"] for p in chunks] == list(range(len(chunks)))
     assert {(p.title, p.meta["id"], p.meta["line"]) for p in chunks} == {("Houses", "big", 1)}
-    assert chunks == [Passage(text=c, title="Houses", source=str(f), meta={"id": "big", "line": 1, "chunk_index": i})
+    assert chunks == [SourceText(text=c, title="Houses", source=str(f), meta={"id": "big", "line": 1, "chunk_index": i})
                       for i, c in enumerate(split_passages(big, 1200, 200))]
     assert (short.text, short.meta) == ("Short.", {"line": 2})  # no chunk_index: whole
 

@@ -47,7 +47,7 @@ def test_haystack_pipeline_gives_same_answer(edge: EdgeQA) -> None:
     direct = edge.answer(q)
     piped = edge.run_pipeline(q)
     assert piped["parser"]["answer"] == direct.answer
-    assert [p["id"] for p in piped["parser"]["passages"]] == [p["id"] for p in direct.passages]
+    assert [h.passage.id for h in piped["parser"]["hits"]] == [p["id"] for p in direct.passages]
 
 
 def test_top_k_override_and_bad_questions(edge: EdgeQA) -> None:
