@@ -11,7 +11,8 @@
   (``scope["extensions"]["tls"]["peercert"]``, as ``SSLSocket.getpeercert()`` gives it).
 
 The event loop runs in a thread of its own, so signals stay with the caller: Ctrl-C or SIGTERM interrupt
-:meth:`HttpServer.serve_forever` in the calling thread, and :meth:`HttpServer.server_close` then stops it.
+:meth:`HttpServer.serve_forever` in the calling thread (within ``SIGNAL_POLL_S``, whichever thread the kernel
+handed the signal to), and :meth:`HttpServer.server_close` then stops it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import asyncio
 import socket
 import ssl
 import threading
+from asyncio import sslproto
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from asyncio import sslproto
 from typing import Any
 
 import anyio
@@ -36,6 +37,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 # worker saw 34 connection resets, which a dispatcher reads as a dead worker). Every one accepted gets a reply.
 LISTEN_BACKLOG = 1024
 HANDSHAKE_TIMEOUT_S = 10.0
+# Seconds between the serving thread's looks for a signal caught by another thread (see serve_forever).
+SIGNAL_POLL_S = 0.2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -316,7 +319,10 @@ class HttpServer:
         :raises RuntimeError: the server could not run.
         """
         self.start()
-        self._done.wait()
+        # Polled, never one untimed wait: a signal the kernel hands to another thread (the event loop's, a read's)
+        # only sets Python's flag, and an untimed wait in this thread would never wake to run the handler.
+        while not self._done.wait(SIGNAL_POLL_S):
+            pass
         if self._error is not None:
             raise RuntimeError(f"the {self.name} stopped: {type(self._error).__name__}: {self._error}") from self._error
 
