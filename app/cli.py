@@ -38,6 +38,7 @@ from app.options import (
     CloudUrl,
     Collection,
     Network,
+    Pii,
     Policy,
     QdrantPath,
     QdrantUrl,
@@ -197,6 +198,8 @@ def index_drop(name: Annotated[str, typer.Argument(help="Collection to delete.")
 
 # --- asking ---------------------------------------------------------------------------------
 def _print_result(result: Any) -> None:
+    from pipelines import privacy_line
+
     answer = escape(result.answer) if result.answer else "[italic](no answer in the collection)[/]"
     out.print(f"[bold]{answer}[/]")  # escaped above: answers and titles come from documents and models
     t = result.timings_ms
@@ -205,6 +208,9 @@ def _print_result(result: Any) -> None:
     if result.decision:
         flag = " · degraded" if result.decision.get("degraded") else ""
         out.print(f"[dim]why: {escape(result.decision['reason'])}{flag}[/]", highlight=False)
+    if result.sent:
+        out.print(f"[dim]sent to the cloud: {escape(privacy_line(result.redactions, result.restored, result.pii_undetected))}[/]",
+                  highlight=False)
     for i, p in enumerate(result.passages, 1):
         mark = " ◀ answer" if p.get("answer_span") else ""
         out.print(f"[dim]  [{i}] {escape(str(p['title']))} (score {p['score']:.3f}){mark}[/]", highlight=False)
@@ -216,7 +222,7 @@ ASK_FLAGS = {"collection": Collection, "policy": Policy,
              "threshold": Annotated[float | None, typer.Option("--threshold",
                                                                help="Override the policy's calibrated threshold.")],
              "budget_ms": BudgetMs, "network": Network, "qdrant_path": QdrantPath, "qdrant_url": QdrantUrl,
-             "cloud_url": CloudUrl, "cloud_dir": CloudDir}
+             "cloud_url": CloudUrl, "cloud_dir": CloudDir, "pii": Pii}
 
 
 @app.command("ask")

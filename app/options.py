@@ -27,6 +27,9 @@ Network = Annotated[str | None, typer.Option("--network", help="Emulate the link
 BudgetMs = Annotated[float | None, typer.Option("--budget-ms", help="Latency budget Tmax in ms [env ECQA_BUDGET_MS].")]
 CloudUrl = Annotated[str | None, typer.Option("--cloud-url", help="Cloud gateway https:// URL [env ECQA_CLOUD_URL].")]
 CloudDir = Annotated[Path | None, typer.Option("--cloud-dir", help="Directory `ecqa cloud init` wrote [env ECQA_CLOUD_DIR].")]
+Pii = Annotated[str | None, typer.Option("--pii", help="Personal data bound for the cloud: redact (placeholders out, values "
+                                                       "back in the answer), block (a question carrying any is not sent) "
+                                                       "or off [env ECQA_PII; default redact].")]
 
 # The web UI (`ecqa ui`, `ecqa up`): the same settings are where it starts; its controls change them per question.
 UiPort = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the web UI.")]
@@ -48,7 +51,8 @@ WorkerRegistry = Annotated[str | None, typer.Option(
 
 # The settings flags of the commands that answer questions, in the order their --help lists them.
 SHELL_FLAGS: dict[str, Any] = {"collection": Collection, "policy": Policy, "network": Network, "budget_ms": BudgetMs,
-                               "qdrant_path": QdrantPath, "qdrant_url": QdrantUrl, "cloud_url": CloudUrl, "cloud_dir": CloudDir}
+                               "qdrant_path": QdrantPath, "qdrant_url": QdrantUrl, "cloud_url": CloudUrl, "cloud_dir": CloudDir,
+                               "pii": Pii}
 UI_FLAGS = SHELL_FLAGS | {"policy": UiPolicy, "network": UiNetwork, "budget_ms": UiBudgetMs, "cloud_url": UiCloudUrl}
 # `ecqa up` starts its own cloud gateway and serves the embedded index.
 UP_FLAGS = {name: kind for name, kind in UI_FLAGS.items() if name not in ("qdrant_url", "cloud_url")}

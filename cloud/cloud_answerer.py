@@ -205,23 +205,27 @@ class CloudAnswerer:
             "start it with `ecqa cloud serve` or fix ECQA_CLOUD_URL"
         )
 
-    def _request(self, question: str, passages: Sequence[Passage]) -> AnswerRequest:
+    def _request(self, question: str, passages: Sequence[Passage],
+                 redactions: dict[str, int] | None = None) -> AnswerRequest:
         up = tuple(replace(p, title=p.title[:MAX_TITLE_CHARS]).cut(self.passage_chars) for p in passages)
         if self.max_prompt_chars is not None:
             up = fit_passages(question, up, self.max_prompt_chars)
-        return AnswerRequest(question=question, passages=up, max_tokens=self.max_tokens)
+        return AnswerRequest(question=question, passages=up, max_tokens=self.max_tokens, redactions=dict(redactions or {}))
 
-    def payload(self, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
-        """Exactly what :meth:`ask` seals and sends for ``question`` (passages cut to fit), as JSON."""
-        return self._request(question, passages).to_dict()
+    def payload(self, question: str, passages: Sequence[Passage], redactions: dict[str, int] | None = None) -> dict[str, Any]:
+        """Exactly what :meth:`ask` seals and sends for ``question`` (passages cut to fit), as JSON.
 
-    def sealed_size(self, question: str, passages: Sequence[Passage]) -> int:
+        :param redactions: kind -> values the edge replaced by placeholders (counts only, for the gateway's metrics).
+        """
+        return self._request(question, passages, redactions).to_dict()
+
+    def sealed_size(self, question: str, passages: Sequence[Passage], redactions: dict[str, int] | None = None) -> int:
         """Bytes of the request envelope :meth:`run` would send (exact: only the key and the
         random nonce differ between seals, and neither changes the length). Needs no gateway."""
         self.warm_up()
         assert self._material is not None
         mat = self._material
-        env = seal(self._request(question, passages).to_dict(), mat.aes, rid=new_request_id(), edge=mat.name,
+        env = seal(self._request(question, passages, redactions).to_dict(), mat.aes, rid=new_request_id(), edge=mat.name,
                    direction=DIRECTION_REQUEST, ts_ms=now_ms())
         return len(env.to_bytes())
 
@@ -246,15 +250,18 @@ class CloudAnswerer:
         """
         return self.ask(question, [Passage.from_document(d) for d in documents], timeout_s)
 
-    def ask(self, question: str, passages: Sequence[Passage], timeout_s: float | None = None) -> dict[str, Any]:
+    def ask(self, question: str, passages: Sequence[Passage], timeout_s: float | None = None,
+            redactions: dict[str, int] | None = None) -> dict[str, Any]:
         """Ask the cloud about ``passages``; returns what :meth:`run` returns.
+
+        :param redactions: kind -> values the caller replaced by placeholders (counts only, for the gateway's metrics).
 
         :raises CloudError: a subclass saying what failed (connection, TLS, timeout, refusal, reply).
         """
         self.warm_up()
         assert self._material is not None
         mat = self._material
-        request = self._request(question, passages)
+        request = self._request(question, passages, redactions)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         resp, env, seal_ms, request_ms, up = self._post(request, deadline)
         down = len(resp.content)

@@ -149,6 +149,7 @@ class GatewayService:
         # Only after authentication: an attacker without the key cannot fill the nonce cache.
         self.replays.check_and_add(env.kid, env.nonce, env.ts_ms, now)
         request = AnswerRequest.from_dict(payload)
+        self.metrics.redactions(request.redactions)
         self._check_fits(request)
         return env, key, request, (time.perf_counter() - t0) * 1000.0
 

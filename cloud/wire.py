@@ -40,6 +40,9 @@ MAX_PASSAGES = 50
 MAX_PASSAGE_CHARS = 100_000
 MAX_TITLE_CHARS = 1000
 MAX_ANSWER_TOKENS = 512
+MAX_REDACTION_KINDS = 32
+MAX_REDACTIONS = 100_000
+_KIND = re.compile(r"[a-z][a-z_]{0,31}")
 
 DIRECTION_REQUEST = "request"
 DIRECTION_REPLY = "reply"
@@ -136,13 +139,18 @@ class AnswerRequest:
     question: str
     passages: tuple[Passage, ...]
     max_tokens: int = 24
+    # kind -> values the edge replaced by placeholders before sealing (counts only, for the gateway's metrics)
+    redactions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "question": self.question,
             "passages": [{"title": p.title, "text": p.text} for p in self.passages],
             "max_tokens": self.max_tokens,
         }
+        if self.redactions:
+            out["redactions"] = dict(self.redactions)
+        return out
 
     @classmethod
     def from_dict(cls, obj: Any) -> AnswerRequest:
@@ -162,7 +170,13 @@ class AnswerRequest:
         max_tokens = obj.get("max_tokens", 24)
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
             raise BadPayloadError(f"payload field 'max_tokens' must be an integer from 1 to {MAX_ANSWER_TOKENS}")
-        return cls(question=question, passages=tuple(passages), max_tokens=max_tokens)
+        redactions = obj.get("redactions", {})
+        if (not isinstance(redactions, dict) or len(redactions) > MAX_REDACTION_KINDS
+                or not all(isinstance(k, str) and _KIND.fullmatch(k) and isinstance(v, int) and not isinstance(v, bool)
+                           and 0 <= v <= MAX_REDACTIONS for k, v in redactions.items())):
+            raise BadPayloadError(f"payload field 'redactions' must map at most {MAX_REDACTION_KINDS} kinds (lower-case "
+                                  f"names) to counts from 0 to {MAX_REDACTIONS}")
+        return cls(question=question, passages=tuple(passages), max_tokens=max_tokens, redactions=dict(redactions))
 
 
 @dataclass(frozen=True)

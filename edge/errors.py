@@ -8,8 +8,11 @@ Exception tree::
      │    ├── StoreUnreachableError   a Qdrant server URL that does not answer
      │    └── CollectionNotFoundError
      ├── EmbedderError             not a sentence-transformers model / dimension mismatch
-     └── ModelError                a GGUF path that is missing or does not load
-          └── PromptTooLongError   the passages do not fit the context window (a worker answers 413)
+     ├── ModelError                a GGUF path that is missing or does not load
+     │    └── PromptTooLongError   the passages do not fit the context window (a worker answers 413)
+     └── PiiError                  personal data on its way to the cloud
+          ├── PiiBlockedError      pii is "block" and the question carries some
+          └── PiiModelError        an NER archive that is missing, not the official one, or does not load
 """
 
 from __future__ import annotations
@@ -45,3 +48,22 @@ class ModelError(EdgeError):
 
 class PromptTooLongError(ModelError):
     """The question and its passages do not fit the edge model's context window."""
+
+
+class PiiError(EdgeError):
+    """Personal data cannot be kept from the cloud as configured."""
+
+
+class PiiBlockedError(PiiError):
+    """pii is "block" and the question carries personal data (nothing is sent).
+
+    :param counts: kind → distinct values found (never the values).
+    """
+
+    def __init__(self, message: str, counts: dict[str, int]) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+class PiiModelError(PiiError):
+    """The NER model's archive is missing, is not the official release, or does not load."""

@@ -22,8 +22,7 @@ from eval.squad_metrics import Question, score_question
 from pipelines import DocumentStore
 from pipelines.calibration import in_calibration_split
 from pipelines.cascade import CloudClient
-from pipelines.cloud_client import AnswererClient
-from pipelines.cloud_path import cloud_answerer_from
+from pipelines.cloud_path import cloud_client_from
 from pipelines.edge_pipeline import EdgeQA, Retrieved
 from pipelines.index import document_id, index_files
 from pipelines.settings import load_settings
@@ -171,7 +170,7 @@ def main() -> None:
         s = load_settings(qdrant_path=qdrant, collection="eval", cloud_url=stack.cloud_url, cloud_dir=stack.cloud_dir)
         with DocumentStore(path=qdrant) as store:
             edge = EdgeQA(s, store).warm_up()
-            cloud = AnswererClient(cloud_answerer_from(s))
+            cloud = cloud_client_from(s)
 
             def show(done: int, total: int) -> None:
                 print(f"{done}/{total}", flush=True)

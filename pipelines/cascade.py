@@ -21,10 +21,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edge.errors import PiiBlockedError
 from edge.features import passage_scores
+from edge.pii import counts_line
 from pipelines.calibration import Calibration
 from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
 from pipelines.ask import Ask
@@ -60,7 +62,10 @@ class CloudReply:
     sent: dict[str, Any]  # what left the device (plaintext, before sealing)
     model: str
     p_answerable: float  # the cloud model's highest per-passage p(yes) to "is the answer stated in the passage?"
-    reading: PassageReading  # every passage's signals (the keep / drop reads them)
+    reading: PassageReading  # every passage's signals (the keep / drop reads them), placeholders restored
+    redactions: dict[str, int] = field(default_factory=dict)  # kind -> values replaced by placeholders before sealing
+    restored: bool = False  # the answer had placeholders, and the values are back in it
+    undetected: tuple[str, ...] = ()  # kinds the redaction cannot find (no verified NER model: names, …)
 
 
 class CloudClient(Protocol):
@@ -297,6 +302,7 @@ class Cascade:
                 models["slm"] = dispatch["worker_model"]
         cloud: PassageReading | BaseException | None = None
         note = ""
+        privacy: dict[str, Any] = {}
         if decision.route == "cloud" and self.cloud is not None:
             remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
             try:
@@ -304,6 +310,11 @@ class Cascade:
                     raise TimeoutError(f"the edge stages took {(time.perf_counter() - t0) * 1000.0:.0f} ms of the "
                                        f"{budget:.0f} ms budget, leaving none for the cloud")
                 reply = self.cloud.ask(q, up, timeout_s=remaining_ms / 1000.0)
+            except PiiBlockedError as exc:  # nothing was sent: not a cloud failure (the breaker is not told)
+                if edge_ans is None:  # cloud-only, or redirected by the workers: the refusal is the answer
+                    raise
+                cloud = exc
+                note = f"; not sent to the cloud: the question carries personal data ({counts_line(exc.counts)})"
             except Exception as exc:  # any cloud failure degrades to the edge's own choice, never to an error
                 self.breaker.record(False)
                 cloud = exc
@@ -322,6 +333,8 @@ class Cascade:
                 self.breaker.record(True)
                 cloud = reply.reading
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
+                privacy = {"redactions": dict(reply.redactions), "restored": reply.restored,
+                           "undetected": list(reply.undetected)}
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
                 self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage)
@@ -334,6 +347,8 @@ class Cascade:
         out = settle(decision, signals, edge, cloud, self.calibration, q, scores, note)
         if out.tier == "cloud":
             passages = _mark_spans(passages, out.answer)
+        else:
+            privacy.pop("restored", None)  # the cloud's answer was not the one given
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         decision_out = {
             "route": out.tier if out.degraded else decision.route,  # the edge's own choice: its answer or "no answer"
@@ -356,6 +371,8 @@ class Cascade:
             collection=self.edge.settings.collection, models=models, decision=decision_out,
             bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
             features=edge_ans.features if edge_ans is not None else {}, dispatch=dispatch,
+            redactions=privacy.get("redactions", {}), restored=bool(privacy.get("restored")),
+            pii_undetected=privacy.get("undetected", []),
         )
 
     def _from_cache(self, q: str, hit: Any, t0: float, pol: Policy, budget: float,

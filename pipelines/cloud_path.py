@@ -4,6 +4,7 @@ calls it and switches it, see :meth:`pipelines.cascade.Cascade.relink`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,13 @@ from urllib.parse import urlsplit
 from cloud.certs import default_cloud_dir
 from cloud.cloud_answerer import CloudAnswerer
 from cloud.prompting import prompt_char_limit
+from edge.pii import Redactor, unpack_ner_archive
 from netem.link import LinkEmulator
 from netem.profiles import get_profile
 from pipelines.cloud_client import AnswererClient
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
+from reading.models import models_dir
 
 
 def cloud_dir_of(settings: Settings) -> Path:
@@ -45,6 +48,30 @@ def cloud_answerer_from(settings: Settings) -> CloudAnswerer:
         # The backend's context (the embedded one's, ECQA_CLOUD_N_CTX): passages are cut to fit it.
         max_prompt_chars=prompt_char_limit(settings.cloud_n_ctx, settings.cloud_max_tokens),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _redactor(ner_archive: Path | None) -> Redactor:
+    ner = unpack_ner_archive(ner_archive, models_dir() / "spacy") if ner_archive is not None else None
+    return Redactor(ner)
+
+
+def redactor_from(settings: Settings) -> Redactor | None:
+    """The process's redactor for ``settings.pii`` (None: "off"); loaded once (about a second), then shared.
+
+    :raises PiiModelError: ``pii_ner_archive`` is missing, not the official archive, or does not load.
+    """
+    return None if settings.pii == "off" else _redactor(settings.pii_ner_archive)
+
+
+def cloud_client_from(settings: Settings) -> AnswererClient:
+    """The cascade's cloud client for the settings: the answerer, and personal data kept on the device as
+    ``settings.pii`` says (not warmed up).
+
+    :raises PipelineError: no gateway URL configured.
+    :raises PiiModelError: a bad ``pii_ner_archive``.
+    """
+    return AnswererClient(cloud_answerer_from(settings), settings.pii, redactor_from(settings))
 
 
 @contextlib.contextmanager
@@ -111,7 +138,7 @@ def open_cloud_link(settings: Settings) -> CloudLink:
     stack = contextlib.ExitStack()
     try:
         linked = stack.enter_context(emulated_link(settings))
-        client = AnswererClient(cloud_answerer_from(linked))
+        client = cloud_client_from(linked)
         client.answerer.warm_up()
     except BaseException:
         stack.close()

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
 
     # --- cloud tier ------------------------------------------------------------------------
     cloud_url: str | None = Field(default=None, description="HTTPS URL of the cloud gateway (`ecqa cloud serve`).")
+    pii: Literal["off", "redact", "block"] = Field(
+        default="redact",
+        description="Personal data on its way to the cloud (edge/pii.py): 'redact' replaces it with placeholders in the "
+        "question and passages and puts it back in the answer; 'block' refuses to send a question that carries any "
+        "(passages are still redacted); 'off' sends everything as it is.",
+    )
+    pii_ner_archive: Path | None = Field(
+        default=None,
+        description="spaCy's official en_core_web_sm-3.8.0.tar.gz (verified by SHA-256, unpacked, never installed): "
+        "names, places and organisations are redacted too. Unset: they are not found (no verified model ships here).",
+    )
     cloud_dir: Path | None = Field(default=None, description="Directory written by `ecqa cloud init` (CA, certs, AES key).")
     cloud_connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP+TLS connect timeout to the gateway (s).")
     cloud_read_timeout_s: float = Field(default=30.0, gt=0, description="Read timeout for a gateway reply (s).")

@@ -48,6 +48,9 @@ class AskResult:
     # With edge workers: the policy, the worker that read it (None: redirected), the attempts, each
     # worker's load when it was dispatched, and a redirection's cloud cost. None: read in this process.
     dispatch: dict[str, Any] | None = None
+    redactions: dict[str, int] = field(default_factory=dict)  # kind -> values replaced by placeholders in what was sent
+    restored: bool = False  # the answer is the cloud's, with the values its placeholders stood for put back
+    pii_undetected: list[str] = field(default_factory=list)  # kinds the redaction could not look for (no NER model)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
