@@ -4,7 +4,6 @@ from __future__ import annotations
 
 # Imports inside functions: a command loads only what it runs, so `ecqa --help` and a bad flag's one-line
 # error do not wait seconds for haystack, torch and llama.cpp (the UI builds its tabs the same way).
-
 import io
 import logging
 import os

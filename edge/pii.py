@@ -209,6 +209,7 @@ class Redactor:
         values: dict[str, str] = {}
         kinds: dict[str, str] = {}
         by_key: dict[tuple[str, str], str] = {}
+        spellings: dict[str, str] = {}  # every way a value was written -> its placeholder
         counters: dict[str, int] = {}
 
         def placeholder(entity: str, value: str) -> str:
@@ -218,15 +219,23 @@ class Redactor:
                 counters[tag] = counters.get(tag, 0) + 1
                 ph = f"<{tag}_{counters[tag]}>"
                 by_key[k], values[ph], kinds[ph] = ph, value, kind
+            spellings.setdefault(value, by_key[k])
             return by_key[k]
 
         q = self._redact_text(question, placeholder)
+        titles = [self._redact_text(p.title, placeholder) for p in passages]
+        texts = [self._redact_text(p.text, placeholder) for p in passages]
+        # A value found in one place is replaced wherever else it is written, though the recognizers missed it
+        # there (other context, glued to other text): longest first, so no value is cut by a shorter one.
+        for value in sorted(spellings, key=len, reverse=True):
+            q = q.replace(value, spellings[value])
+            titles = [t.replace(value, spellings[value]) for t in titles]
+            texts = [t.replace(value, spellings[value]) for t in texts]
         in_question = {}
         for ph in set(_SENT.findall(q)):
             kind = kinds[f"<{ph[0]}_{ph[1]}>"]
             in_question[kind] = in_question.get(kind, 0) + 1
-        out = tuple(replace(p, title=self._redact_text(p.title, placeholder), text=self._redact_text(p.text, placeholder))
-                    for p in passages)
+        out = tuple(replace(p, title=t, text=x) for p, t, x in zip(passages, titles, texts, strict=True))
         return Redaction(q, out, values, kinds, in_question)
 
     def _redact_text(self, text: str, placeholder: Any) -> str:
@@ -235,11 +244,21 @@ class Redactor:
             return text
         from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
-        results = [RecognizerResult(entity, start, end, score) for entity, start, end, score in found]
+        results = [RecognizerResult(entity, start, end, score) for entity, start, end, score in _disjoint(found)]
         operators = {entity: OperatorConfig("custom", {"lambda": lambda v, e=entity: placeholder(e, v)})
                      for entity in {r.entity_type for r in results}}
         with self._lock:
             return str(self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text)
+
+
+def _disjoint(found: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
+    """Overlapping finds resolved before replacing: the surer one, then the longer, keeps its span; one that
+    overlaps it goes (the anonymizer's own resolution replaced a partial overlap twice, duplicating text)."""
+    kept: list[tuple[str, int, int, float]] = []
+    for f in sorted(found, key=lambda f: (-f[3], -(f[2] - f[1]), f[1])):
+        if all(f[2] <= k[1] or f[1] >= k[2] for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: f[1])
 
 
 def passthrough(question: str, passages: Sequence[Passage]) -> Redaction:

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 from edge.errors import PiiBlockedError
 from edge.features import passage_scores
 from edge.pii import counts_line
+from pipelines.ask import Ask
 from pipelines.calibration import Calibration
 from pipelines.dispatch import Dispatcher, EdgeOverflow, redirect_cost_usd
-from pipelines.ask import Ask
 from pipelines.edge_pipeline import EdgeAnswer, EdgeQA, Retrieved
 from pipelines.errors import PipelineError
 from pipelines.latency import CircuitBreaker, LatencyModel

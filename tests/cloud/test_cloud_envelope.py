@@ -180,6 +180,14 @@ def test_request_and_reply_shapes() -> None:
                 {"question": "q", "passages": [{"title": 1, "text": "t"}]}):
         with pytest.raises(BadPayloadError):
             AnswerRequest.from_dict(bad)
+    # What the edge redacted travels as counts per kind (for the gateway's metrics), checked like every field.
+    counted = AnswerRequest.from_dict({**req.to_dict(), "redactions": {"name": 2, "card": 1}})
+    assert counted.redactions == {"name": 2, "card": 1} and AnswerRequest.from_dict(counted.to_dict()) == counted
+    assert "redactions" not in req.to_dict()  # none: the payload is as before
+    for bad_counts in ([1], {"Name": 1}, {"name": -1}, {"name": True}, {"name": 1.5}, {'x"}': 1},
+                       {f"k{'a' * i}": 1 for i in range(40)}, {"name": 10**9}):
+        with pytest.raises(BadPayloadError, match="'redactions'"):
+            AnswerRequest.from_dict({**req.to_dict(), "redactions": bad_counts})
     reading = PassageReading((PassageSignals(0.73, " Miret", "Miret", (-0.1,), -2.5, True),
                               PassageSignals(0.2, "Oslo", "Oslo", (-0.9,), -1.0, False)), 0, 0.8)
     reply = AnswerReply(answer="Miret", confidence=0.9, answer_spans=((3, 8), None), usage={"prompt_tokens": 3},

@@ -405,3 +405,19 @@ def test_each_passage_is_read_on_its_own(gateway: Gateway, edge_client: EdgeClie
         user = call["messages"][1]["content"]
         assert user.startswith("Passage (t") and sum(t in user for t in texts) == 1
     assert len(reply.reading.passages) == 3 and reply.answer_spans[0] == (28, 33)
+
+
+def test_redactions_are_counted_by_kind_with_bounded_labels() -> None:
+    from cloud.metrics import MAX_KIND_LABELS, GatewayMetrics
+
+    m = GatewayMetrics([])
+    m.redactions({})
+    m.redactions({"name": 2, "email": 0})
+    for i in range(MAX_KIND_LABELS + 10):  # an edge cannot grow the exposition without bound
+        m.redactions({f"kind_{i}": 1})
+    text = m.render()
+    assert "ecqa_gateway_answer_requests_total 36" in text
+    assert 'ecqa_gateway_redacted_requests_total{kind="any"} 35' in text
+    assert 'ecqa_gateway_redacted_requests_total{kind="name"} 1' in text and 'kind="email"' not in text
+    assert 'ecqa_gateway_redacted_requests_total{kind="other"}' in text
+    assert text.count("ecqa_gateway_redacted_requests_total{") <= MAX_KIND_LABELS + 2

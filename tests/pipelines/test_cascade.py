@@ -126,6 +126,30 @@ def test_dead_cloud_degrades_to_edge_and_breaker_opens(edge: EdgeQA, cloud_dir: 
     assert "circuit breaker open" in r.decision["reason"] and r.tier == "edge"
 
 
+def test_block_answers_a_question_with_personal_data_on_the_edge_and_opens_no_connection(edge: EdgeQA,
+                                                                                         cloud_dir: Path) -> None:
+    """pii "block" under the cascade: the escalation is not sent (not a cloud failure: the breaker is not told);
+    the edge's own choice stands, and the reason says why. Under the cloud policy the refusal is the answer."""
+    from edge.errors import PiiBlockedError
+    from edge.pii import Redactor
+
+    hole = BlackHole()
+    breaker = CircuitBreaker(failures=1, reset_s=60.0)
+    try:
+        blocking = AnswererClient(client(cloud_dir, hole.port).answerer, "block", Redactor())
+        cascade = Cascade(edge, forced("cloud"), cloud=blocking, breaker=breaker, budget_ms=60000)
+        r = cascade.answer("Who founded the Brindlewick Orchestra, says jane.roe@example.org?", policy="cascade",
+                           use_cache=False)
+        with pytest.raises(PiiBlockedError, match=r"1 email\) and pii is 'block'"):
+            cascade.answer("Who founded the Brindlewick Orchestra, says jane.roe@example.org?", policy="cloud",
+                           use_cache=False)
+    finally:
+        hole.close()
+    assert r.tier == "edge" and r.decision is not None and r.decision["degraded"]  # the edge's own answer
+    assert "not sent to the cloud: the question carries personal data (1 email)" in r.decision["reason"]
+    assert hole.conns == [] and breaker.state == "closed" and r.sent == {} and r.redactions == {}
+
+
 def test_dead_cloud_leaves_the_edges_own_choice_even_when_that_is_no_answer(edge: EdgeQA, cloud_dir: Path) -> None:
     """Degraded is the edge deciding alone: where its answer is worth less than abstaining, "no answer"."""
     cascade = Cascade(edge, forced("cloud_or_nothing"), cloud=client(cloud_dir, free_port()), budget_ms=8000)
