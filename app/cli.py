@@ -208,7 +208,7 @@ def _print_result(result: Any) -> None:
         flag = " · degraded" if result.decision.get("degraded") else ""
         out.print(f"[dim]why: {escape(result.decision['reason'])}{flag}[/]", highlight=False)
     if result.sent:
-        out.print(f"[dim]sent to the cloud: {escape(privacy_line(result.redactions, result.restored, result.pii_undetected))}[/]",
+        out.print(f"[dim]sent to the cloud: {escape(privacy_line(result.redactions, result.restored, result.pii_undetected, result.pii))}[/]",
                   highlight=False)
     for i, p in enumerate(result.passages, 1):
         mark = " ◀ answer" if p.get("answer_span") else ""

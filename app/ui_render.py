@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from app.ui_service import STAGES, Answered
+from pipelines import placeholders, privacy_line
 
 CSS = """
 .ecqa-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 14px 16px; }
@@ -21,6 +22,7 @@ CSS = """
 .ecqa-badge-cache { background: #7c3aed; } .ecqa-badge-abstained { background: #6b7280; }
 .ecqa-badge-degraded { background: #c2410c; }
 .ecqa-flag { color: #c2410c; font-weight: 600; }
+.ecqa-restored { color: #6d28d9; font-weight: 600; font-size: 0.92em; }
 .ecqa-answer { font-size: 1.5em; font-weight: 600; margin: 10px 0 6px; }
 .ecqa-none { font-style: italic; color: var(--body-text-color-subdued); font-size: 1.1em; }
 .ecqa-why, .ecqa-muted { color: var(--body-text-color-subdued); font-size: 0.92em; }
@@ -32,6 +34,8 @@ CSS = """
 .ecqa-ptext { font-size: 0.92em; line-height: 1.45; }
 .ecqa-sent { white-space: pre-wrap; font-size: 0.85em; max-height: 320px; overflow: auto; padding: 8px;
   background: var(--background-fill-secondary); border-radius: 6px; margin: 6px 0 0; }
+.ecqa-sent mark.ecqa-pii { background: #ddd6fe; color: #111; padding: 0 2px; border-radius: 3px; }
+.ecqa-redactions { font-size: 0.92em; margin-top: 4px; }
 .ecqa-chart { font-size: 0.9em; }
 .ecqa-row { display: grid; grid-template-columns: 150px 1fr 80px; gap: 8px; align-items: center; margin: 6px 0; }
 .ecqa-track { position: relative; height: 22px; background: var(--background-fill-secondary); border-radius: 4px; }
@@ -72,6 +76,9 @@ def answer_card(a: Answered) -> str:
     r = a.result
     badge = a.badge
     flag = ' <span class="ecqa-flag">cloud unreachable</span>' if a.degraded else ""
+    if r.get("restored"):  # the cloud saw placeholders; what is shown has the values back, put in on the device
+        flag += (' <span class="ecqa-restored" title="the cloud answered with placeholders; the values they stand for '
+                 'were put back on this device">restored: personal data put back</span>')
     answer = (f'<div class="ecqa-answer">{escape(r["answer"])}</div>' if r["answer"]
               else '<div class="ecqa-answer ecqa-none">no answer in the collection</div>')
     total = r["timings_ms"]["total"]
@@ -158,7 +165,8 @@ def passages_html(a: Answered) -> str:
 
 
 def sent_html(a: Answered) -> str:
-    """Exactly what left the device for an escalated question, and its size."""
+    """Exactly what left the device for an escalated question, its size, the placeholders that stand for personal
+    data marked in it, and how many values of each kind they replaced (counts only: the values never reach here)."""
     r = a.result
     if not r.get("sent") and a.degraded:
         return ('<div class="ecqa-muted ecqa-nothing-sent">the cloud call failed (see why): no reply came back, '
@@ -168,9 +176,25 @@ def sent_html(a: Answered) -> str:
         return f'<div class="ecqa-muted ecqa-nothing-sent">nothing left the device: answered {where}</div>'
     plain = json.dumps(r["sent"], ensure_ascii=False, indent=2)
     size = len(json.dumps(r["sent"], ensure_ascii=False, separators=(",", ":")).encode())
+    redactions = dict(r.get("redactions") or {})
+    privacy = escape(privacy_line(redactions, bool(r.get("restored")), r.get("pii_undetected") or (),
+                                  r.get("pii") or "redact"))
     return (f'<div class="ecqa-sent-size">{size:,} bytes of JSON → sealed envelope <b>{r["bytes_up"]:,} bytes up</b> '
             f'(zstd + AES-256-GCM, mutual TLS); reply <b>{r["bytes_down"]:,} bytes down</b></div>'
-            f'<pre class="ecqa-sent">{escape(plain)}</pre>')
+            f'<div class="ecqa-redactions" data-removed="{sum(redactions.values())}">personal data: {privacy}</div>'
+            f'<pre class="ecqa-sent">{marked_placeholders(plain)}</pre>')
+
+
+def marked_placeholders(text: str) -> str:
+    """``text`` HTML-escaped, each placeholder (``<PERSON_1>``) in a ``mark.ecqa-pii``: the spans are found in the
+    raw text and every piece is escaped on its own, so no markup of the text survives and none of ours is escaped."""
+    out: list[str] = []
+    end = 0
+    for s, e in placeholders(text):
+        out.append(f'{escape(text[end:s])}<mark class="ecqa-pii">{escape(text[s:e])}</mark>')
+        end = e
+    out.append(escape(text[end:]))
+    return "".join(out)
 
 
 def latency_chart(a: Answered) -> str:

@@ -79,6 +79,7 @@ _TAGS = "|".join(sorted({tag for _, tag in _ENTITIES.values()}))
 # A placeholder as sent, and as a model may echo it (brackets dropped, a space for the underscore).
 PLACEHOLDER = re.compile(rf"<({_TAGS})[_ ](\d+)>|\b({_TAGS})_(\d+)\b")
 _SENT = re.compile(rf"<({_TAGS})_(\d+)>")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 MIN_SCORE = 0.3  # Presidio's phone recognizer scores 0.4; context words only raise scores
 MIN_PHONE_DIGITS = 7
 
@@ -177,8 +178,12 @@ class Redactor:
         """``(presidio entity, start, end, score)`` of the personal data in ``text``, overlaps unresolved."""
         if not text.strip():
             return []
+        # A lone surrogate (what JSON's "\ud800" or undecodable bytes become) is no character spaCy can store:
+        # one replacement character each, so every offset stays the same.
+        readable = _SURROGATES.sub("\ufffd", text)
         with self._lock:  # spaCy's pipeline and Presidio's registry are not documented thread-safe
-            results = self._analyzer.analyze(text, language="en", entities=self._entities, score_threshold=MIN_SCORE)
+            results = self._analyzer.analyze(readable, language="en", entities=self._entities,
+                                             score_threshold=MIN_SCORE)
         out = []
         for r in results:
             if r.entity_type == "PHONE_NUMBER" and sum(c.isdigit() for c in text[r.start:r.end]) < MIN_PHONE_DIGITS:

@@ -11,8 +11,9 @@ import importlib
 from typing import Any
 
 # Module -> the names the door gives from it. A few come from a lower package as they are: the document
-# store, the link profiles, the llama.cpp check's error. pipelines.dispatch_policies.POLICIES (the worker
-# pickers) stays behind its module: here POLICIES are the routing policies.
+# store, where the placeholders are in what was sent, the link profiles, the llama.cpp check's error.
+# pipelines.dispatch_policies.POLICIES (the worker pickers) stays behind its module: here POLICIES are the
+# routing policies.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "pipelines.answer": ("POLICIES", "answer_cache_from", "answer_question", "build_cascade", "check_configured_policy",
                          "check_policy", "effective_policy", "latency_model_for"),
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "pipelines.stack": ("embedded_stack",),
     "pipelines.stages": ("split_stages",),
     "pipelines.workers": ("build_worker", "check_worker_id", "make_server", "parse_cores", "registry_for"),
+    "edge.pii": ("placeholders",),
     "edge.store": ("DocumentStore",),
     "netem.profiles": ("PROFILES", "get_profile"),
     "reading.llama_check": ("CheckFailed",),

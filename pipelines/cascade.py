@@ -65,7 +65,8 @@ class CloudReply:
     reading: PassageReading  # every passage's signals (the keep / drop reads them), placeholders restored
     redactions: dict[str, int] = field(default_factory=dict)  # kind -> values replaced by placeholders before sealing
     restored: bool = False  # the answer had placeholders, and the values are back in it
-    undetected: tuple[str, ...] = ()  # kinds the redaction cannot find (no verified NER model: names, …)
+    undetected: tuple[str, ...] = ()  # kinds the redaction cannot find (no verified NER model: places, …)
+    pii: str = "off"  # the redaction mode it was sent under: off, redact or block
 
 
 class CloudClient(Protocol):
@@ -334,7 +335,7 @@ class Cascade:
                 cloud = reply.reading
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
                 privacy = {"redactions": dict(reply.redactions), "restored": reply.restored,
-                           "undetected": list(reply.undetected)}
+                           "undetected": list(reply.undetected), "pii": reply.pii}
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
                 self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage)
@@ -372,7 +373,7 @@ class Cascade:
             bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
             features=edge_ans.features if edge_ans is not None else {}, dispatch=dispatch,
             redactions=privacy.get("redactions", {}), restored=bool(privacy.get("restored")),
-            pii_undetected=privacy.get("undetected", []),
+            pii_undetected=privacy.get("undetected", []), pii=privacy.get("pii", ""),
         )
 
     def _from_cache(self, q: str, hit: Any, t0: float, pol: Policy, budget: float,

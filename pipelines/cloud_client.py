@@ -68,7 +68,7 @@ class AnswererClient:
         return CloudReply(reading.answer, out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],
                           self.answerer.payload(red.question, red.passages, red.counts), out["model"],
                           out["p_answerable"], reading, red.counts, reading.answer != out["reading"].answer,
-                          self.redactor.undetected if self.redactor is not None and self.pii != "off" else ())
+                          self.redactor.undetected if self.redactor is not None and self.pii != "off" else (), self.pii)
 
 
 def restore_reading(reading: PassageReading, red: Redaction) -> PassageReading:
@@ -82,8 +82,10 @@ def restore_reading(reading: PassageReading, red: Redaction) -> PassageReading:
 _UNDETECTED = {"name": "names", "place": "places", "organization": "organisations"}
 
 
-def privacy_line(redactions: dict[str, int], restored: bool, undetected: Sequence[str] = ()) -> str:
+def privacy_line(redactions: dict[str, int], restored: bool, undetected: Sequence[str] = (), pii: str = "redact") -> str:
     """One line on what left the device: "2 names, 1 email removed · answer restored" (counts, never values)."""
+    if pii == "off":
+        return "sent as it is (pii is off: personal data was not looked for)"
     line = f"{counts_line(redactions)} removed" if redactions else "no personal data found"
     if restored:
         line += " · answer restored"

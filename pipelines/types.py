@@ -51,6 +51,7 @@ class AskResult:
     redactions: dict[str, int] = field(default_factory=dict)  # kind -> values replaced by placeholders in what was sent
     restored: bool = False  # the answer is the cloud's, with the values its placeholders stood for put back
     pii_undetected: list[str] = field(default_factory=list)  # kinds the redaction could not look for (no NER model)
+    pii: str = ""  # the redaction mode what was sent went under ("off", "redact", "block"); "" = nothing sent
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -8,6 +8,9 @@
   nowhere else, see tests/conftest.py) in a temp Qdrant folder, escalating to ``ui_cloud``'s gateway:
   ``.url``, ``.service`` (the UiService every browser session shares), ``.cloud`` (= ``ui_cloud``).
   A test that changes shared state (the network profile, the cloud) puts it back before it ends.
+- ``placeholder_cloud`` (function): for one test, ``ui_cloud``'s port served by a real gateway (same cloud
+  material) in front of the fake OpenAI backend of tests/cloud/cloud_helpers.py, whose answer is
+  ``<PERSON_1>``: what a cloud model does with a redacted question. The embedded gateway is back afterwards.
 - ``browser`` (session): Debian's headless Chromium driven by Playwright (never `playwright install`).
 - ``page`` (function): a fresh browser session on the UI (Ask tab loaded). After the test, pass or
   fail, a full-page screenshot goes to ``test-artifacts/screenshots/<test name>.png``.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,11 @@ from typing import Any
 
 import pytest
 from ui_helpers import free_port
+
+# The fake backend lives with the cloud tests; make it importable here too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
+
+from cloud_helpers import FakeOpenAI  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -100,6 +109,26 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
     yield UiServer(demo.local_url, service, ui_cloud)
     demo.close()
     service.close()
+
+
+@pytest.fixture
+def placeholder_cloud(ui_server: UiServer) -> Iterator[FakeOpenAI]:
+    from cloud.backend import OpenAIBackend
+    from cloud.certs import load_server_material
+    from cloud.gateway import Gateway
+
+    cloud = ui_server.cloud
+    port = int(cloud.stack.gateway_url.rsplit(":", 1)[1])
+    cloud.stop()
+    with contextlib.ExitStack() as undo:  # in reverse, whatever failed: the embedded gateway is back last
+        undo.callback(cloud.start)  # same port: the UI's cloud client reaches it again
+        fake = FakeOpenAI(" <PERSON_1>")
+        undo.callback(fake.stop)
+        gateway = Gateway(load_server_material(cloud.stack.cloud_dir), OpenAIBackend(fake.url), port=port,
+                          persist_replays=False)  # the embedded gateway's replay log is its own
+        undo.callback(gateway.stop)
+        gateway.start()
+        yield fake
 
 
 @pytest.fixture(scope="session")

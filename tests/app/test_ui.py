@@ -80,7 +80,9 @@ def test_cloud_policy_over_wifi_shows_cloud_badge_and_what_was_sent(page: Any, u
         sent = page.locator("#sent")
         payload = json.loads(sent.locator("pre.ecqa-sent").inner_text())
         assert payload["question"] == "Who founded the Brindlewick Orchestra?"
-        assert any("Amara Velt" in p["text"] for p in payload["passages"])
+        # The founder's name stays on the device (pii "redact", the default): a placeholder went up instead.
+        assert any(re.search(r"the cellist <PERSON_\d+>\.", p["text"]) for p in payload["passages"])
+        assert "Amara Velt" not in sent.inner_text()
         size = sent.locator(".ecqa-sent-size").inner_text()
         bytes_up = int(size.split("sealed envelope ")[1].split(" bytes up")[0].replace(",", ""))
         assert 300 < bytes_up < len(json.dumps(payload)) + 200  # zstd + AES-GCM + framing
@@ -109,6 +111,38 @@ def test_cloud_down_shows_degraded_badge_with_the_edge_answer(page: Any, ui_serv
         assert history(page, 1)[0][2] == "degraded"
     finally:
         cloud.start()  # same port: the UI's cloud client reaches it again
+
+
+def test_personal_data_leaves_as_placeholders_and_comes_back_in_the_answer(page: Any, placeholder_cloud: Any) -> None:
+    question = "Did Jane Roe (jane.roe@example.org) pay with card 4111 1111 1111 1111?"
+    values = ("Jane Roe", "jane.roe@example.org", "4111 1111 1111 1111")
+    choose(page, "policy", "cloud")
+    card = ask(page, question)
+    assert card["badge"] == "cloud"
+
+    # What was sent: placeholders, each marked, and not one of the values.
+    sent = page.locator("#sent")
+    shown = sent.inner_text()
+    assert not [v for v in values if v in shown] and "4111" not in shown
+    payload = json.loads(sent.locator("pre.ecqa-sent").inner_text())
+    assert payload["question"] == "Did <PERSON_1> (<EMAIL_1>) pay with card <CARD_1>?"
+    marks = sent.locator("pre.ecqa-sent mark.ecqa-pii").all_inner_texts()
+    assert marks[:3] == ["<PERSON_1>", "<EMAIL_1>", "<CARD_1>"]  # the question comes first in the payload
+    in_payload = re.findall(r"<[A-Z]+_\d+>", json.dumps(payload, ensure_ascii=False))
+    assert sorted(marks) == sorted(in_payload)  # every placeholder marked, nothing else
+    # The count line: distinct values removed per kind, as many as distinct placeholders of that kind.
+    names = len({m for m in marks if m.startswith("<PERSON_")})
+    line = sent.locator(".ecqa-redactions").inner_text()
+    assert line.startswith(f"personal data: {names} name{'s' if names > 1 else ''}, 1 email, 1 card removed · "
+                           "answer restored · places, organisations not looked for"), line
+    assert sent.locator(".ecqa-redactions").get_attribute("data-removed") == str(names + 2)
+
+    # The cloud answered "<PERSON_1>": no call it got held a value; the value is back on the device.
+    assert placeholder_cloud.answer_calls and not [v for c in placeholder_cloud.calls for v in values if v in json.dumps(c)]
+    assert card["answer"] == "Jane Roe"
+    flag = page.locator("#answer-card .ecqa-restored")
+    assert flag.inner_text() == "restored: personal data put back" and flag.is_visible()
+    assert history(page, 1)[0][:3] == [question, "Jane Roe", "cloud"]
 
 
 def test_empty_and_oversized_questions_show_a_message(page: Any) -> None:

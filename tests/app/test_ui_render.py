@@ -3,7 +3,9 @@ measured), the tier badge, the marked answer span, escaping. Pure functions: no 
 
 from __future__ import annotations
 
+import json
 import re
+from html import unescape as html_unescape
 from typing import Any
 
 import pytest
@@ -158,3 +160,58 @@ def test_workers_panel_shows_each_load_against_its_limit() -> None:
     assert "<th>bad replies</th>" in html and '>2</td><td class="ecqa-num">5</td></tr>' in html
     assert 'data-workers="2"' in html and 'data-worker="a" data-in-flight="3"' in html
     assert "width:100%" in html and "width:0%" in html and ">3 / 3<" in html and ">210<" in html
+
+
+def redacted(**over: Any) -> dict[str, Any]:
+    """An escalated question that carried personal data, as the cascade gives it to the UI: the values are
+    placeholders in what was sent, only their counts come with it, and the answer has them put back."""
+    question = "Did <PERSON_1> (<EMAIL_1>) pay with card <CARD_1>?"
+    sent = {"question": question, "passages": [
+        {"title": "Payments & <refunds>", "text": "<PERSON_1> paid <script>alert(1)</script> & <EMAIL_1> wrote."}]}
+    data = {"question": "Did Jane Roe (jane.roe@example.org) pay with card 4111 1111 1111 1111?", "answer": "Jane Roe",
+            "sent": sent, "redactions": {"card": 1, "email": 1, "name": 1}, "restored": True,
+            "pii_undetected": ["place", "organization"]}
+    return escalated(**{**data, **over})
+
+
+def test_sent_marks_each_placeholder_and_keeps_the_rest_escaped() -> None:
+    html = render.sent_html(answered(redacted()))
+    pre = html.split('<pre class="ecqa-sent">', 1)[1].split("</pre>", 1)[0]
+    marks = re.findall(r'<mark class="ecqa-pii">(.*?)</mark>', pre)
+    assert marks == ["&lt;PERSON_1&gt;", "&lt;EMAIL_1&gt;", "&lt;CARD_1&gt;", "&lt;PERSON_1&gt;", "&lt;EMAIL_1&gt;"]
+    # The passage's own markup stays text: only our <mark> tags are tags.
+    assert set(re.findall(r"</?([a-z]+)", pre)) == {"mark"}
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; " in pre and "Payments &amp; &lt;refunds&gt;" in pre
+    assert "&amp;lt;" not in pre  # escaped once, not twice
+    # Take the tags out and unescape: exactly the JSON that was sent.
+    text = html_unescape(re.sub(r"</?mark[^>]*>", "", pre))
+    assert json.loads(text) == redacted()["sent"]
+
+
+def test_sent_counts_each_kind_removed_and_says_what_was_not_looked_for() -> None:
+    html = render.sent_html(answered(redacted()))
+    line = re.search(r'<div class="ecqa-redactions" data-removed="3">(.*?)</div>', html)
+    assert line, html
+    assert line.group(1) == ("personal data: 1 name, 1 email, 1 card removed · answer restored · "
+                             "places, organisations not looked for (no verified NER model)")
+    two = render.sent_html(answered(redacted(redactions={"name": 2, "phone": 3}, restored=False, pii_undetected=[])))
+    assert ">personal data: 2 names, 3 phone numbers removed</div>" in two and 'data-removed="5"' in two
+    clean = render.sent_html(answered(escalated()))  # nothing to redact: no placeholder, no mark
+    assert 'data-removed="0">personal data: no personal data found</div>' in clean and "<mark" not in clean
+    # Nothing sent: no count line either.
+    assert "ecqa-redactions" not in render.sent_html(answered(escalated(tier="edge", sent={}, bytes_up=0, bytes_down=0)))
+
+
+def test_no_personal_value_reaches_the_sent_panel() -> None:
+    html = render.sent_html(answered(redacted()))
+    for value in ("Jane Roe", "jane.roe@example.org", "4111 1111 1111 1111", "4111"):
+        assert value not in html
+
+
+def test_answer_card_flags_a_restored_answer() -> None:
+    card = render.answer_card(answered(redacted()))
+    flag = re.search(r'<span class="ecqa-restored"[^>]*>(.*?)</span>', card)
+    assert flag and flag.group(1) == "restored: personal data put back"
+    assert '<div class="ecqa-answer">Jane Roe</div>' in card
+    assert "ecqa-restored" not in render.answer_card(answered(redacted(restored=False)))
+    assert "ecqa-restored" not in render.answer_card(answered(escalated()))  # a result of before the redaction

@@ -52,7 +52,7 @@ def test_no_value_reaches_the_backend_and_the_answer_has_the_name_back(index_dir
         assert value not in json.dumps(data["sent"])  # what the JSON says was sent is what was sent
     assert (data["tier"], data["answer"], data["restored"]) == ("cloud", "Jane Roe", True)
     assert data["redactions"] == {"name": 2, "email": 1, "phone": 1, "card": 1, "ip": 1, "iban": 1}
-    assert data["pii_undetected"] == ["place", "organization"]
+    assert data["pii_undetected"] == ["place", "organization"] and data["pii"] == "redact"
     assert data["passages"][0]["answer_span"] is not None  # the restored answer is found in the original passage
     metrics = gateway.metrics.render()  # counted by kind, never by value
     assert 'ecqa_gateway_redacted_requests_total{kind="any"} 1' in metrics
@@ -75,7 +75,7 @@ def test_off_sends_everything_as_it_is(index_dir: Path, gateway: Gateway, edge1_
     assert code == 0, stderr
     data = json.loads(stdout)
     assert "jane.roe@example.org" in "\n".join(prompt_text(c) for c in fake_backend.calls)
-    assert data["redactions"] == {} and data["restored"] is False
+    assert data["redactions"] == {} and data["restored"] is False and data["pii"] == "off"
 
 
 def test_a_bad_pii_mode_is_one_line(index_dir: Path, gateway: Gateway, edge1_dir: Path) -> None:
