@@ -31,6 +31,7 @@ import re
 import shutil
 import tarfile
 import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,7 @@ class Redaction:
     values: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     in_question: dict[str, int] = field(default_factory=dict)
+    ms: float = 0.0  # the time it took
 
     @property
     def counts(self) -> dict[str, int]:
@@ -211,6 +213,7 @@ class Redactor:
 
     def redact(self, question: str, passages: Sequence[Passage]) -> Redaction:
         """The request with every value found replaced by its placeholder, and the map back."""
+        t0 = time.perf_counter()
         values: dict[str, str] = {}
         kinds: dict[str, str] = {}
         by_key: dict[tuple[str, str], str] = {}
@@ -241,7 +244,7 @@ class Redactor:
             kind = kinds[f"<{ph[0]}_{ph[1]}>"]
             in_question[kind] = in_question.get(kind, 0) + 1
         out = tuple(replace(p, title=t, text=x) for p, t, x in zip(passages, titles, texts, strict=True))
-        return Redaction(q, out, values, kinds, in_question)
+        return Redaction(q, out, values, kinds, in_question, (time.perf_counter() - t0) * 1000.0)
 
     def _redact_text(self, text: str, placeholder: Any) -> str:
         found = self.find(text)

@@ -65,6 +65,9 @@ class AnswererClient:
         reading = restore_reading(out["reading"], red)
         # The edge's own stages share these names: prefix them on the cloud side.
         timings = {(f"cloud_{k}" if k in ("generate", "prefill", "decode") else k): v for k, v in out["timings"].items()}
+        if red.ms:  # preparing what is sealed: the redaction counts with the seal (stage seal_open)
+            timings["redact"] = red.ms
+            timings["seal"] = timings.get("seal", 0.0) + red.ms
         return CloudReply(reading.answer, out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],
                           self.answerer.payload(red.question, red.passages, red.counts), out["model"],
                           out["p_answerable"], reading, red.counts, reading.answer != out["reading"].answer,

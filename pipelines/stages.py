@@ -1,7 +1,8 @@
 """One split of a question's time into stages, for every report of it (the UI's chart, `ecqa eval --live`).
 
 The stages add up to ``timings_ms["total"]``: embed, retrieve, edge_generate (prompt + SLM + parse),
-seal_open, network (the request time minus the gateway's own), cloud (the gateway), and the rest —
+seal_open (the redaction of personal data, sealing, opening the reply), network (the request time minus the
+gateway's own), cloud (the gateway), and the rest —
 routing, features, cache lookups, a failed cloud call — as "other" ("cache" for a cache hit).
 The replay of recorded answers (:mod:`eval.replay`) feeds a record's measured times through this same
 function, so a replayed answer and a live one are split alike.

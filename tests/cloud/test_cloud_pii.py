@@ -54,6 +54,8 @@ def test_no_value_reaches_the_backend_and_the_answer_has_the_name_back(index_dir
     assert data["redactions"] == {"name": 2, "email": 1, "phone": 1, "card": 1, "ip": 1, "iban": 1}
     assert data["pii_undetected"] == ["place", "organization"] and data["pii"] == "redact"
     assert data["passages"][0]["answer_span"] is not None  # the restored answer is found in the original passage
+    t = data["timings_ms"]
+    assert 0 < t["redact"] <= t["seal"]  # the redaction is timed, with the seal (stage seal_open)
     metrics = gateway.metrics.render()  # counted by kind, never by value
     assert 'ecqa_gateway_redacted_requests_total{kind="any"} 1' in metrics
     assert 'ecqa_gateway_redacted_requests_total{kind="card"} 1' in metrics and "4111" not in metrics
