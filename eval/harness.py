@@ -170,6 +170,7 @@ def fingerprint(cfg: EvalConfig, settings: Settings, cloud: str) -> dict[str, An
         "slm_reading": [settings.slm_reading, settings.kv_type],
         "prompts_sha256": prompts_fingerprint(),
         "cloud": cloud,
+        "pii": settings.pii,  # what the cloud read: the passages as they are, or redacted
     }
 
 
