@@ -221,6 +221,15 @@ bench-cascade: bench-models  ## every policy side by side on the held-out record
 bench-layer-probe: records  ## intermediate-layer probes vs p(yes), calibration split only (~1.6 h, resumable) -> BENCHMARKS.md
 	$(BIN)/python -m benchmarks.layer_probe --records $(RECORDS) --timing 40 --out bench/layer-probe
 
+# Personal data kept on the device (edge/pii.py): recall and precision per kind on a seeded Faker corpus, what it
+# finds in dev-a, the F1 cost of redaction on the first BENCH_PII_N held-out records of bench-models (only the
+# questions whose payload changes under redaction are read again in the cloud, with off and with redact: about half
+# of them, ~5 s a read on a quiet machine; resumable, one line per question in bench/pii/reread.jsonl), its latency.
+.PHONY: bench-pii
+BENCH_PII_N ?= 300
+bench-pii: $(STAMP)  ## PII redaction: recall/precision per kind, F1 cost redact vs off, latency (~25-70 min, resumable) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.pii --records bench/models/eval/records.jsonl -n $(BENCH_PII_N) --out bench/pii
+
 # The cascade (its edge reading from the states of `make bench-kv`'s index build --kv) against
 # cloud-only over wifi, with the packaged calibration: the last line of the bench-kv block.
 .PHONY: bench-kv-cascade
@@ -293,6 +302,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/cascade.json,bench-cascade,$(BIN)/python -m benchmarks.cascade --from-json bench/cascade.json)
 	$(call from_records,bench/models/bench.json,bench-models,$(BIN)/python -m benchmarks.models bench/models/eval --records $(RECORDS) --from-json bench/models/bench.json)
 	$(call from_records,bench/layer-probe/results.json,bench-layer-probe,$(BIN)/python -m benchmarks.layer_probe --from-json --out bench/layer-probe)
+	$(call from_records,bench/pii/results.json,bench-pii,$(BIN)/python -m benchmarks.pii --from-json bench/pii/results.json)
 	$(call from_records,bench/kv,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
