@@ -28,6 +28,7 @@ import numpy as np
 
 from eval.data import load_questions
 from eval.squad_metrics import score_question
+from eval.stats import paired_bootstrap_ci
 from pipelines.calibration import in_calibration_split
 from reading.model_manifest import DEFAULT_CLOUD_MODEL
 from reading.models import resolve_gguf
@@ -45,12 +46,6 @@ def prompt_of(reader: LlamaReader, variant: str, question: str, passage: Passage
     if variant == "completion":
         return f"Passage: {one_line(passage.text)}\n{QUESTION_MARKER}{one_line(question)}\nAnswer:", BASE_STOP
     return base_prompt(question, [passage], ANSWER), BASE_STOP
-
-
-def bootstrap(diff: np.ndarray, n: int = 2000, seed: int = 7) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n)]
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def main() -> None:
@@ -83,7 +78,7 @@ def main() -> None:
     summary = {v: {"f1": 100 * float(f1[v].mean()), "ms_median": float(np.median([r[v]["ms"] for r in rows]))}
                for v in VARIANTS}
     for v in VARIANTS[1:]:
-        lo, hi = bootstrap(f1[v] - f1["chat"])
+        lo, hi = paired_bootstrap_ci(list(f1[v]), list(f1["chat"]), seed=7)
         summary[v]["vs_chat"] = {"diff": 100 * float((f1[v] - f1["chat"]).mean()), "lo": 100 * lo, "hi": 100 * hi}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": len(rows), "seed": args.seed, "summary": summary, "rows": rows}, indent=1))

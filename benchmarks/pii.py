@@ -393,9 +393,9 @@ def non_person_phrases(redactor: Any) -> list[str]:
 
 def found_kinds(redactor: Any, text: str) -> list[Found]:
     """What ``redactor`` finds in ``text``, as (kind, start, end)."""
-    from edge.pii import _ENTITIES  # Presidio entity -> (kind, tag): the one mapping the redaction uses
+    from edge.pii import kind_of
 
-    return sorted({(_ENTITIES[entity][0], start, end) for entity, start, end, _ in redactor.find(text)})
+    return sorted({(kind_of(entity), start, end) for entity, start, end, _ in redactor.find(text)})
 
 
 def detection(redactor: Any, seed: int, per_locale: int) -> dict[str, Any]:

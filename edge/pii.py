@@ -33,7 +33,7 @@ import tarfile
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -96,14 +96,21 @@ NER_ARCHIVE_URL = f"https://github.com/explosion/spacy-models/releases/download/
 MAX_NER_ARCHIVE_BYTES = 200 * 1024 * 1024
 
 
+def noun(kind: str, n: int = 2) -> str:
+    """What a kind is called in messages: "email" for one, "emails" for ``n`` other than 1."""
+    one, many = _NOUNS.get(kind, (kind, kind + "s"))
+    return one if n == 1 else many
+
+
 def counts_line(counts: dict[str, int]) -> str:
     """``{"name": 2, "email": 1}`` → "2 names, 1 email" (in :data:`KINDS` order)."""
-    parts = []
-    for kind in sorted(counts, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS)):
-        n = counts[kind]
-        one, many = _NOUNS.get(kind, (kind, kind + "s"))
-        parts.append(f"{n} {one if n == 1 else many}")
-    return ", ".join(parts)
+    return ", ".join(f"{counts[kind]} {noun(kind, counts[kind])}"
+                     for kind in sorted(counts, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS)))
+
+
+def kind_of(entity: str) -> str:
+    """The kind a Presidio entity counts as (``PERSON`` → "name")."""
+    return _ENTITIES[entity][0]
 
 
 def _key(tag: str, value: str) -> str:
@@ -155,6 +162,13 @@ class Redaction:
         """Whether :meth:`restore` changes ``text``."""
         return self.restore(text) != text
 
+    def check_question(self) -> None:
+        """:raises PiiBlockedError: the question carried personal data (the ``block`` mode's refusal)."""
+        if self.in_question:
+            raise PiiBlockedError(
+                f"the question carries personal data ({counts_line(self.in_question)}) and pii is 'block', so it is "
+                "not sent to the cloud — remove it, ask with --policy edge, or set ECQA_PII=redact", self.in_question)
+
 
 def placeholders(text: str) -> list[tuple[int, int]]:
     """The ``[start, end)`` character spans of the placeholders in ``text`` (for highlighting what was sent)."""
@@ -201,22 +215,9 @@ class Redactor:
                 out.append((r.entity_type, r.start, r.end, float(r.score)))
         return out
 
-    def found(self, texts: Iterable[str]) -> dict[str, int]:
-        """Kind → distinct values in ``texts`` (what ``block`` checks a question with)."""
-        seen: dict[str, set[str]] = {}
-        for text in texts:
-            for entity, start, end, _ in self.find(text):
-                kind, tag = _ENTITIES[entity]
-                seen.setdefault(kind, set()).add(_key(tag, text[start:end]))
-        return {k: len(v) for k, v in seen.items()}
-
     def check_question(self, question: str) -> None:
         """:raises PiiBlockedError: the question carries personal data (the ``block`` mode's refusal)."""
-        counts = self.found([question])
-        if counts:
-            raise PiiBlockedError(
-                f"the question carries personal data ({counts_line(counts)}) and pii is 'block', so it is not sent "
-                "to the cloud — remove it, ask with --policy edge, or set ECQA_PII=redact", counts)
+        self.redact(question, []).check_question()
 
     def redact(self, question: str, passages: Sequence[Passage]) -> Redaction:
         """The request with every value found replaced by its placeholder, and the map back."""

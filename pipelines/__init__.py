@@ -21,7 +21,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "pipelines.calibration": ("AnswerModel", "Calibration", "DEFAULT_CALIBRATION", "LogisticModel", "Valued",
                               "in_calibration_split"),
     "pipelines.cascade": ("AnswerCacheLike", "Cascade", "CloudClient"),
-    "pipelines.cloud_client": ("AnswererClient", "privacy_line", "restore_reading"),
+    "pipelines.cloud_client": ("AnswererClient", "privacy_line"),
     "pipelines.cloud_path": ("cloud_answerer_from", "cloud_client_from", "cloud_dir_of", "open_cloud_link", "redactor_from"),
     "pipelines.dispatch": ("Dispatcher", "EdgeOverflow", "OVERFLOW_MODES", "redirect_cost_usd"),
     "pipelines.dispatch_policies": ("WorkerLoad", "make_policy"),

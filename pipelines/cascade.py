@@ -303,7 +303,7 @@ class Cascade:
                 models["slm"] = dispatch["worker_model"]
         cloud: PassageReading | BaseException | None = None
         note = ""
-        privacy: dict[str, Any] = {}
+        replied: CloudReply | None = None
         if decision.route == "cloud" and self.cloud is not None:
             remaining_ms = budget - (time.perf_counter() - t0) * 1000.0 - DEGRADED_MARGIN_MS
             try:
@@ -334,8 +334,7 @@ class Cascade:
                 self.breaker.record(True)
                 cloud = reply.reading
                 bytes_up, bytes_down, sent, cloud_usage = reply.bytes_up, reply.bytes_down, reply.sent, reply.usage
-                privacy = {"redactions": dict(reply.redactions), "restored": reply.restored,
-                           "undetected": list(reply.undetected), "pii": reply.pii}
+                replied = reply
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
                 self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage)
@@ -348,8 +347,6 @@ class Cascade:
         out = settle(decision, signals, edge, cloud, self.calibration, q, scores, note)
         if out.tier == "cloud":
             passages = _mark_spans(passages, out.answer)
-        else:
-            privacy.pop("restored", None)  # the cloud's answer was not the one given
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         decision_out = {
             "route": out.tier if out.degraded else decision.route,  # the edge's own choice: its answer or "no answer"
@@ -372,8 +369,9 @@ class Cascade:
             collection=self.edge.settings.collection, models=models, decision=decision_out,
             bytes_up=bytes_up, bytes_down=bytes_down, sent=sent,
             features=edge_ans.features if edge_ans is not None else {}, dispatch=dispatch,
-            redactions=privacy.get("redactions", {}), restored=bool(privacy.get("restored")),
-            pii_undetected=privacy.get("undetected", []), pii=privacy.get("pii", ""),
+            redactions=dict(replied.redactions) if replied else {},
+            restored=replied is not None and replied.restored and out.tier == "cloud",  # the cloud's answer was given
+            pii_undetected=list(replied.undetected) if replied else [], pii=replied.pii if replied else "",
         )
 
     def _from_cache(self, q: str, hit: Any, t0: float, pol: Policy, budget: float,

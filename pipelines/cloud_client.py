@@ -6,10 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from cloud.cloud_answerer import CloudAnswerer
-from edge.pii import Redaction, Redactor, counts_line, passthrough
+from edge.pii import Redaction, Redactor, counts_line, noun, passthrough
 from pipelines.cascade import CloudReply
 from reading.passages import PassageReading
 from reading.prompts import Passage
@@ -46,11 +45,6 @@ class AnswererClient:
             self._last = (*key, red)
         return red
 
-    def sent(self, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
-        """Exactly what leaves the device, before compression and sealing."""
-        red = self.redaction(question, passages)
-        return self.answerer.payload(red.question, red.passages, red.counts)
-
     def estimate_bytes_up(self, question: str, passages: Sequence[Passage]) -> int:
         red = self.redaction(question, passages)
         return int(self.answerer.sealed_size(red.question, red.passages, red.counts))
@@ -58,9 +52,9 @@ class AnswererClient:
     def ask(self, question: str, passages: Sequence[Passage], timeout_s: float) -> CloudReply:
         """:raises PiiBlockedError: pii is "block" and the question carries personal data (nothing is sent).
         :raises CloudError: connection, TLS, timeout (``timeout_s`` bounds the whole call), refusal."""
-        if self.pii == "block" and self.redactor is not None:
-            self.redactor.check_question(question)
         red = self.redaction(question, passages)
+        if self.pii == "block":
+            red.check_question()
         out = self.answerer.ask(red.question, red.passages, timeout_s=timeout_s, redactions=red.counts)
         reading = restore_reading(out["reading"], red)
         # The edge's own stages share these names: prefix them on the cloud side.
@@ -70,7 +64,8 @@ class AnswererClient:
             timings["seal"] = timings.get("seal", 0.0) + red.ms
         return CloudReply(reading.answer, out["confidence"], timings, out["bytes_up"], out["bytes_down"], out["usage"],
                           self.answerer.payload(red.question, red.passages, red.counts), out["model"],
-                          out["p_answerable"], reading, red.counts, reading.answer != out["reading"].answer,
+                          out["p_answerable"], reading, red.counts,
+                          red.restores(out["reading"].answer),
                           self.redactor.undetected if self.redactor is not None and self.pii != "off" else (), self.pii)
 
 
@@ -82,9 +77,6 @@ def restore_reading(reading: PassageReading, red: Redaction) -> PassageReading:
                                           for p in reading.passages))
 
 
-_UNDETECTED = {"name": "names", "place": "places", "organization": "organisations"}
-
-
 def privacy_line(redactions: dict[str, int], restored: bool, undetected: Sequence[str] = (), pii: str = "redact") -> str:
     """One line on what left the device: "2 names, 1 email removed · answer restored" (counts, never values)."""
     if pii == "off":
@@ -93,5 +85,5 @@ def privacy_line(redactions: dict[str, int], restored: bool, undetected: Sequenc
     if restored:
         line += " · answer restored"
     if undetected:
-        line += f" · {', '.join(_UNDETECTED.get(k, k) for k in undetected)} not looked for (no verified NER model)"
+        line += f" · {', '.join(noun(k) for k in undetected)} not looked for (no verified NER model)"
     return line
