@@ -240,6 +240,16 @@ bench-kv-cascade: $(STAMP)  ## cascade against cloud-only mean latency, edge rea
 	  --policies edge,cloud,cascade --out bench/kv/eval --qdrant-path bench/models/qdrant-eval
 	$(BIN)/python -m benchmarks.kv_states --out bench/kv --eval bench/kv/eval --command "make bench-kv-cascade"
 
+# The edge's and the cloud's read plans (`make calibrate`) against the full reading: BENCH_EDGE_SPEED_N held-out
+# questions of bench-models read live by the edge three ways (full, lean, lean + speculative decoding), the first
+# BENCH_EDGE_SPEED_CLOUD_N by the cloud model cold and warm, all held-out records derived (~25 min, resumable).
+.PHONY: bench-edge-speed
+BENCH_EDGE_SPEED_N ?= 300
+BENCH_EDGE_SPEED_CLOUD_N ?= 30
+bench-edge-speed: bench-models  ## edge reading before/after its read plan, cloud warm/cold, F1 kept (~25 min) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.edge_speed --records bench/models/eval/records.jsonl --calibration-records $(RECORDS) \
+	  -n $(BENCH_EDGE_SPEED_N) --cloud-n $(BENCH_EDGE_SPEED_CLOUD_N) --kv-dir bench/models/kv --out bench/edge-speed
+
 # Many edges: real `ecqa edge serve` workers measured alone, read latency with workers contending for
 # the cores, the simulator checked against 3 real workers (5 min per policy), then the 1-hour
 # 8-edge simulation built from the measured workers (seconds).
@@ -303,6 +313,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/models/bench.json,bench-models,$(BIN)/python -m benchmarks.models bench/models/eval --records $(RECORDS) --from-json bench/models/bench.json)
 	$(call from_records,bench/layer-probe/results.json,bench-layer-probe,$(BIN)/python -m benchmarks.layer_probe --from-json --out bench/layer-probe)
 	$(call from_records,bench/pii/results.json,bench-pii,$(BIN)/python -m benchmarks.pii --from-json bench/pii/results.json)
+	$(call from_records,bench/edge-speed/results.json,bench-edge-speed,$(BIN)/python -m benchmarks.edge_speed --from-json --out bench/edge-speed)
 	$(call from_records,bench/kv,bench-kv,$(BIN)/python -m benchmarks.kv_states --from-json --out bench/kv)
 	$(call from_records,bench/dispatch/sim.json,bench-dispatch-sim,$(BIN)/python -m benchmarks.dispatch_sim --from-json bench/dispatch/sim.json --out bench/dispatch)
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)

@@ -36,7 +36,7 @@ from cloud.wire import (
     Envelope,
     parse_refusal,
 )
-from reading.passages import PassageReading
+from reading.passages import FULL, PassageReading, ReadPlan
 from reading.prompts import PASSAGE_CHARS, Passage
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class CloudAnswerer:
     :param retries: extra attempts after a connection error (never after a sent request).
     :param passage_chars: characters of each passage sent up (the `passage_chars` setting).
     :param max_tokens: most tokens of the cloud answer.
+    :param read_plan: how the gateway reads the passages (the plan the calibration's cloud models were fitted
+        for; only its answer mode and check travel).
     :param max_prompt_chars: the most characters the gateway's prompt may have (see
         :func:`cloud.prompting.prompt_char_limit` of the backend's context): the last passages are cut
         or left out to fit, so that no request is refused as too long. None = no limit.
@@ -91,6 +93,7 @@ class CloudAnswerer:
     passage_chars: int = PASSAGE_CHARS
     max_tokens: int = 24
     max_prompt_chars: int | None = None
+    read_plan: ReadPlan = FULL
     _material: EdgeMaterial | None = field(default=None, init=False, repr=False)
     _client: httpx.Client | None = field(default=None, init=False, repr=False)
 
@@ -210,7 +213,8 @@ class CloudAnswerer:
         up = tuple(replace(p, title=p.title[:MAX_TITLE_CHARS]).cut(self.passage_chars) for p in passages)
         if self.max_prompt_chars is not None:
             up = fit_passages(question, up, self.max_prompt_chars)
-        return AnswerRequest(question=question, passages=up, max_tokens=self.max_tokens, redactions=dict(redactions or {}))
+        return AnswerRequest(question=question, passages=up, max_tokens=self.max_tokens, redactions=dict(redactions or {}),
+                             read=self.read_plan)
 
     def payload(self, question: str, passages: Sequence[Passage], redactions: dict[str, int] | None = None) -> dict[str, Any]:
         """Exactly what :meth:`ask` seals and sends for ``question`` (passages cut to fit), as JSON.

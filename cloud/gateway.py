@@ -171,8 +171,9 @@ class GatewayService:
 
     def answer(self, request: AnswerRequest) -> AnswerReply:
         """Read each passage on its own, as the edge does (:func:`reading.passages.read_each`): per
-        passage a yes/no probe and an answer, then a check of the answer of the best passage — each a
-        completion request sharing the passage's prefix (one prefill with a prefix-caching backend).
+        passage a yes/no probe and an answer (or, as the request's read plan says, an answer of the best
+        passage only), then a check of the answer of the best passage — each a completion request sharing
+        the passage's prefix (one prefill with a prefix-caching backend).
 
         :raises BackendError: the backend failed.
         """
@@ -182,7 +183,7 @@ class GatewayService:
         backend = self.backend
         t1 = time.perf_counter()
         try:
-            reading, steps = read_with(backend, request.question, passages, max_tokens)
+            reading, steps = read_with(backend, request.question, passages, max_tokens, request.read)
         except BackendError as exc:
             # A prompt over the context is the request's fault, not the backend's: no backend error.
             self.metrics.backend(time.perf_counter() - t1, ok=isinstance(exc, BackendContextError))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cloud.backend import Backend, Completion
-from reading.passages import PassageReading, Step, read_each
+from reading.passages import FULL, PassageReading, ReadPlan, Step, read_each
 from reading.prompts import (
     ANSWER,
     BASE_STOP,
@@ -30,10 +30,10 @@ __all__ = ["fit_passages", "prompt_char_limit", "prompt_chars", "read_with"]
 
 
 def read_with(backend: Backend, question: str, passages: Sequence[Passage],
-              max_tokens: int) -> tuple[PassageReading, list[Completion]]:
-    """The per-passage reading (:func:`reading.passages.read_each`) through a backend: each step one
-    completion request (chat messages, or a base model's few-shot prompt) asking for the first token's top
-    logprobs. Returns the reading and every request's completion, in order.
+              max_tokens: int, plan: ReadPlan = FULL) -> tuple[PassageReading, list[Completion]]:
+    """The per-passage reading (:func:`reading.passages.read_each`, as much of it as ``plan`` says) through a
+    backend: each step one completion request (chat messages, or a base model's few-shot prompt) asking for
+    the first token's top logprobs. Returns the reading and every request's completion, in order.
 
     :raises BackendError: the backend failed.
     """
@@ -50,7 +50,7 @@ def read_with(backend: Backend, question: str, passages: Sequence[Passage],
         return Step(comp.text, comp.token_logprobs, comp.top_logprobs[0] if comp.top_logprobs else {},
                     comp.prompt_tokens, comp.prompt_tokens - comp.cached_prompt_tokens, comp.timings_ms)
 
-    return read_each(step, question, passages, max_tokens), steps
+    return read_each(step, question, passages, max_tokens, plan), steps
 
 
 # Characters per token assumed when a prompt is sized without the model's tokenizer (the edge has

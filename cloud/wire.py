@@ -22,7 +22,7 @@ from cloud.errors import (
     EnvelopeError,
     MalformedError,
 )
-from reading.passages import PassageReading
+from reading.passages import ANSWER_MODES, FULL, PassageReading, ReadPlan
 from reading.prompts import MAX_QUESTION_CHARS, Passage
 
 PROTOCOL_VERSION = 1
@@ -141,6 +141,9 @@ class AnswerRequest:
     max_tokens: int = 24
     # kind -> values the edge replaced by placeholders before sealing (counts only, for the gateway's metrics)
     redactions: dict[str, int] = field(default_factory=dict)
+    # how the cloud reads the passages: the plan its keep / drop models were fitted for (the edge's calibration);
+    # every passage is read (the cloud has no retrieval scores), so only the answer mode and the check travel
+    read: ReadPlan = FULL
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -150,6 +153,8 @@ class AnswerRequest:
         }
         if self.redactions:
             out["redactions"] = dict(self.redactions)
+        if self.read != FULL:  # additive: a gateway from before read plans reads in full, as this field's absence says
+            out["read"] = {"answer": self.read.answer, "verify": self.read.verify}
         return out
 
     @classmethod
@@ -176,7 +181,13 @@ class AnswerRequest:
                            and 0 <= v <= MAX_REDACTIONS for k, v in redactions.items())):
             raise BadPayloadError(f"payload field 'redactions' must map at most {MAX_REDACTION_KINDS} kinds (lower-case "
                                   f"names) to counts from 0 to {MAX_REDACTIONS}")
-        return cls(question=question, passages=tuple(passages), max_tokens=max_tokens, redactions=dict(redactions))
+        read = obj.get("read", {"answer": "all", "verify": True})
+        if (not isinstance(read, dict) or set(read) != {"answer", "verify"} or read["answer"] not in ANSWER_MODES
+                or not isinstance(read["verify"], bool)):
+            raise BadPayloadError(f"payload field 'read' must be an object with 'answer' (one of {', '.join(ANSWER_MODES)}) "
+                                  "and 'verify' (true or false)")
+        return cls(question=question, passages=tuple(passages), max_tokens=max_tokens, redactions=dict(redactions),
+                   read=ReadPlan(read["answer"], read["verify"]))
 
 
 @dataclass(frozen=True)

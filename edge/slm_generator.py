@@ -1,4 +1,5 @@
-"""SlmGenerator: the edge model reads the passages — each on its own: p(answerable), an answer, its check."""
+"""SlmGenerator: the edge model reads the passages — each on its own: p(answerable), an answer (of every passage,
+or of the best one: the read plan), its check."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from reading.errors import ReadingError
 from reading.kv_store import PassageStateStore
 from reading.model_manifest import DEFAULT_EDGE_MODEL
 from reading.models import resolve_gguf, spec_for_path
-from reading.passages import PassageReading
+from reading.passages import FULL, PassageReading, ReadPlan
 from reading.prompts import Passage
 from reading.reader import LlamaReader, PromptTooLongError
 
@@ -42,6 +43,9 @@ class SlmGenerator:
     :param kv_dir: the passage KV store's folder; None = no store (prefixes are prefilled).
     :param kv_budget_bytes: the store's byte budget (LRU).
     :param kv_type: the KV cache type, "f16" or "q8_0".
+    :param plan: how much of the per-passage reading is done (the calibration's: see
+        :func:`pipelines.calibration.read_plan`).
+    :param speculative: prompt-lookup speculative decoding (:class:`reading.reader.LlamaReader`).
     """
 
     model_path: str = ""
@@ -52,6 +56,8 @@ class SlmGenerator:
     kv_dir: str | Path | None = None
     kv_budget_bytes: int = 2 * 1024**3
     kv_type: str = "f16"
+    plan: ReadPlan = FULL
+    speculative: bool = False
 
     def __post_init__(self) -> None:
         self.store = (PassageStateStore(self.kv_dir, self.kv_budget_bytes)
@@ -68,7 +74,7 @@ class SlmGenerator:
             spec = spec_for_path(path)
             reader = LlamaReader(str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                  family=spec.prompt_family if spec else "", kv_type=self.kv_type,
-                                 model_sha256=spec.sha256 if spec else "")
+                                 model_sha256=spec.sha256 if spec else "", speculative=self.speculative)
             reader.warm_up()
         except ReadingError as exc:
             raise ModelError(f"edge model: {exc}") from None
@@ -105,7 +111,7 @@ class SlmGenerator:
         t0 = time.perf_counter()
         try:
             if self.reading == "each" and passages:
-                r = reader.read_each(question, passages, self.max_tokens, self.store)
+                r = reader.read_each(question, passages, self.max_tokens, self.store, self.plan)
             else:
                 r = reader.read(question, passages, self.max_tokens)
         except PromptTooLongError as exc:

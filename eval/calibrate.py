@@ -14,6 +14,15 @@ cloud, every passage's raw signals kept), for each decision (see :mod:`pipelines
    cloud-call cap. The escalation model's label is the cloud's out-of-fold outcome under the cascade's
    keep / drop.
 
+5. **The read plans** (:class:`reading.passages.ReadPlan`). The cloud's: the full reading, or the lean
+   one (only the best passage answered, its answer checked), kept when neither its cloud-only nor its
+   cascade F1 drops by more than :data:`PLAN_TOLERANCE`. The edge's: the full reading, or the lean one
+   (probe every passage, answer only the best, no check) reading only the passages within a gap of
+   the best retrieval score. Each plan's readings are derived from the recorded full ones (its steps
+   are a subset of them), all of the above is fitted for each, and the cheapest edge plan (fewest model
+   passes per question) whose out-of-fold cascade F1 is within :data:`PLAN_TOLERANCE` of the full
+   reading's is kept.
+
 Nothing is fitted or chosen on a question outside the calibration split. Writes
 pipelines/calibration/default.json (with provenance: records, their hash, the question ids).
 """
@@ -36,11 +45,13 @@ from sklearn.model_selection import StratifiedKFold
 from eval.records import labelled, read_records
 from eval.replay import (
     edge_answer,
+    planned,
     raw_cloud_f1,
     record_both_signals,
     record_cloud_signals,
     record_edge_signals,
 )
+from pipelines import ReadPlan
 from pipelines.calibration import (
     DEFAULT_CALIBRATION,
     AnswerModel,
@@ -48,6 +59,7 @@ from pipelines.calibration import (
     LogisticModel,
 )
 from pipelines.policies import gain_score
+from pipelines.signals import PassageReading
 
 FOLDS = 5
 SEED = 0
@@ -63,6 +75,14 @@ SMOOTH = 2
 # The escalation threshold's grid is finer: the cascade's F1 climbs with its cloud-call rate, so its best
 # threshold sits at the cap, and a coarse step would stop well short of it.
 ESC_GRID = np.round(np.linspace(0.0, 1.0, 1001), 3)
+# The edge's read plans tried (see 5. above): the full reading, and the lean one at each retrieval-score gap
+# (None: every passage read). The cheapest within PLAN_TOLERANCE F1 points (out of fold) of the full one wins.
+LEAN_GAPS = (0.05, 0.1, 0.15, 0.2, 0.3, None)
+PLAN_TOLERANCE = 0.5
+# The cloud's lean plan: every passage probed (it has no retrieval scores), only the best answered, that answer
+# checked (its check is among the cloud's strongest answer-quality signals).
+CLOUD_LEAN = ReadPlan("best", verify=True)
+FULL = ReadPlan()  # every passage probed and answered, the chosen answer checked
 C = 1.0  # inverse L2 strength of every logistic regression (standardized signals; as scikit-learn's default)
 
 
@@ -292,9 +312,65 @@ def cascade_curve(esc_score: np.ndarray, edge: Fitted, t_edge: float, t: Table,
     return curve, rates
 
 
+def plan_passes(records: Sequence[dict[str, Any]], tier: str = "edge") -> float:
+    """Model passes per question of a tier's readings in ``records`` (probes, answers, checks): the cost
+    a read plan is chosen by."""
+    total = 0
+    for r in records:
+        reading = PassageReading.from_json(r[tier]["reading"])
+        total += len(reading.passages) + sum(s.asked for s in reading.passages) + (reading.p_verify != 0.5)
+    return total / max(len(records), 1)
+
+
+def candidate_plans() -> list[ReadPlan]:
+    return [FULL, *(ReadPlan("best", verify=False, gap=g) for g in LEAN_GAPS)]
+
+
+def choose_cloud_plan(records: list[dict[str, Any]], max_cloud_rate: float,
+                      progress: Callable[[str], None] = print) -> tuple[ReadPlan, list[dict[str, Any]]]:
+    """The cloud's read plan: :data:`CLOUD_LEAN` (only the best passage answered, its answer checked) when its
+    out-of-fold cloud-only and cascade F1 are both within :data:`PLAN_TOLERANCE` of the full reading's, else
+    the full reading; and both plans' figures."""
+    rows = []
+    for plan in (FULL, CLOUD_LEAN):
+        recs = planned(records, FULL, plan)
+        m = fit(recs, max_cloud_rate, {}, progress=lambda _: None).metrics
+        rows.append({"plan": plan.to_json(), "passes": round(plan_passes(recs, "cloud"), 3),
+                     "cloud_f1": round(m["oof_f1"]["cloud"], 3), "cascade_f1": round(m["oof_f1"]["cascade"], 3),
+                     "cloud_auroc": round(m["cloud"]["answerable"]["auroc"], 4)})
+        progress(f"cloud read plan {plan.to_json()}: {rows[-1]['passes']:.2f} passes a question, out-of-fold cloud-only "
+                 f"F1 {rows[-1]['cloud_f1']:.2f}, cascade F1 {rows[-1]['cascade_f1']:.2f}")
+    full, lean = rows
+    keep = all(lean[k] >= full[k] - PLAN_TOLERANCE for k in ("cloud_f1", "cascade_f1"))
+    full["chosen"], lean["chosen"] = not keep, keep
+    return (CLOUD_LEAN if keep else FULL), rows
+
+
+def choose_plan(records: list[dict[str, Any]], max_cloud_rate: float, progress: Callable[[str], None] = print,
+                cloud_plan: ReadPlan = FULL) -> tuple[ReadPlan, list[dict[str, Any]]]:
+    """The cheapest edge read plan whose out-of-fold cascade F1 is within :data:`PLAN_TOLERANCE` of the full
+    reading's (the cloud reading by ``cloud_plan``); and every plan's figures (for the report)."""
+    rows = []
+    for plan in candidate_plans():
+        recs = planned(records, plan, cloud_plan)
+        m = fit(recs, max_cloud_rate, {}, progress=lambda _: None, plan=plan, cloud_plan=cloud_plan).metrics
+        rows.append({"plan": plan.to_json(), "passes": round(plan_passes(recs), 3),
+                     "cascade_f1": round(m["oof_f1"]["cascade"], 3), "edge_f1": round(m["oof_f1"]["edge"], 3),
+                     "learned_f1": round(m["oof_f1"]["learned"], 3), "edge_auroc": round(m["edge"]["answerable"]["auroc"], 4)})
+        progress(f"read plan {plan.to_json()}: {rows[-1]['passes']:.2f} passes a question, out-of-fold cascade F1 "
+                 f"{rows[-1]['cascade_f1']:.2f}")
+    full = rows[0]["cascade_f1"]
+    ok = [(row["passes"], i) for i, row in enumerate(rows) if row["cascade_f1"] >= full - PLAN_TOLERANCE]
+    best = min(ok)[1]
+    for i, row in enumerate(rows):
+        row["chosen"] = i == best
+    return candidate_plans()[best], rows
+
+
 def fit(records: list[dict[str, Any]], max_cloud_rate: float, provenance: dict[str, Any],
-        progress: Callable[[str], None] = print) -> Calibration:
-    """Fit every decision on ``records`` (the calibration split) and choose its threshold out of fold."""
+        progress: Callable[[str], None] = print, plan: ReadPlan = FULL, cloud_plan: ReadPlan = FULL) -> Calibration:
+    """Fit every decision on ``records`` (the calibration split, their edge and cloud readings already those
+    of ``plan`` and ``cloud_plan``) and choose its threshold out of fold."""
     t = table(records)
     test_folds = folds(len(records), t.has_answer)
     progress(f"{len(records)} questions ({int(t.has_answer.sum())} answerable); fitting the edge's decision")
@@ -345,7 +421,7 @@ def fit(records: list[dict[str, Any]], max_cloud_rate: float, provenance: dict[s
         escalate=to_model(x_esc, outcome, esc_feats), escalate_threshold=float(ESC_GRID[i]),
         cloud=AnswerModel(cloud.answerable, cloud.quality, t_cloud),
         cloud_edge=AnswerModel(both.answerable, both.quality, t_both),
-        metrics=metrics, provenance=provenance)
+        metrics=metrics, provenance=provenance, read_plan=plan, cloud_read_plan=cloud_plan)
 
 
 def signals_alone(t: Table, test_folds: list[np.ndarray]) -> dict[str, dict[str, float]]:
@@ -364,18 +440,26 @@ def main() -> None:
     ap.add_argument("--records", type=Path, required=True, help="JSONL written by eval.records (calibration split)")
     ap.add_argument("--out", type=Path, default=DEFAULT_CALIBRATION)
     ap.add_argument("--max-cloud-rate", type=float, default=MAX_CLOUD_RATE)
+    ap.add_argument("--full-reading", dest="choose_plan", action="store_false",
+                    help="fit for the edge's full reading (every passage answered, the answer checked) rather than "
+                         "choosing the cheapest read plan that costs no F1")
     args = ap.parse_args()
 
     records = labelled(read_records(args.records).values())
     provenance = {"records": str(args.records), "records_sha256": hashlib.sha256(args.records.read_bytes()).hexdigest(),
                   "fitted_at": time.strftime("%Y-%m-%d"), "question_ids": sorted(r["id"] for r in records)}
-    cal = fit(records, args.max_cloud_rate, provenance)
+    cloud_plan, cloud_plans = choose_cloud_plan(records, args.max_cloud_rate) if args.choose_plan else (FULL, [])
+    plan, plans = choose_plan(records, args.max_cloud_rate, cloud_plan=cloud_plan) if args.choose_plan else (FULL, [])
+    cal = fit(planned(records, plan, cloud_plan), args.max_cloud_rate, provenance, plan=plan, cloud_plan=cloud_plan)
+    cal.metrics["read_plans"] = plans
+    cal.metrics["cloud_read_plans"] = cloud_plans
     cal.save(args.out)
     Calibration.load(args.out)  # round-trip check
     m = cal.metrics
     print(json.dumps({"oof_f1": m["oof_f1"], "oof_cloud_rate": m["oof_cloud_rate"],
                       "auroc": {k: m[k]["answerable"]["auroc"] for k in ("edge", "cloud", "cloud_edge")},
-                      "thresholds": {"edge": cal.edge.threshold, "cloud": cal.cloud.threshold,
+                      "read_plan": plan.to_json(), "cloud_read_plan": cloud_plan.to_json(),
+                     "thresholds": {"edge": cal.edge.threshold, "cloud": cal.cloud.threshold,
                                      "cloud_edge": cal.cloud_edge.threshold, "escalate": cal.escalate_threshold}},
                      indent=1))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from eval.squad_metrics import Question, score_question
 from eval.stats import percentile
+from pipelines import ReadPlan, under_plan
 from pipelines.calibration import Calibration, Valued
 from pipelines.cascade import AnswerCacheLike
 from pipelines.latency import LatencyModel
@@ -31,6 +32,8 @@ from pipelines.signals import (
     scores_from_json,
 )
 from pipelines.stages import split_stages
+
+FULL = ReadPlan()  # the full reading: nothing to derive
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,30 @@ def record_both_signals(r: dict[str, Any]) -> dict[str, float]:
     """A record's signals of both tiers and their agreement (the cascade's keep / drop reads these)."""
     return cloud_signals(r["question"], record_scores(r), PassageReading.from_json(r["cloud"]["reading"]),
                          record_edge_signals(r), r["edge"]["answer"])
+
+
+def planned(records: Sequence[dict[str, Any]], plan: ReadPlan, cloud_plan: ReadPlan = FULL) -> list[dict[str, Any]]:
+    """The records as the edge (``plan``) and the cloud (``cloud_plan``) would have read them
+    (:func:`reading.passages.under_plan`: a plan's steps are a subset of the full reading's): each full
+    reading, and its answer, replaced; a reading that is not a full one (read under a leaner plan already)
+    kept as it is. Nothing else changes."""
+    if plan == FULL and cloud_plan == FULL:
+        return list(records)
+    out = []
+    for r in records:
+        scores = [s["fused"] for s in r["passage_scores"]]
+        edge = _under(r["edge"], plan, scores)
+        cloud = _under(r["cloud"], cloud_plan, scores) if "reading" in r.get("cloud", {}) else r.get("cloud")
+        out.append(r | {"edge": edge} | ({"cloud": cloud} if cloud is not None else {}))
+    return out
+
+
+def _under(tier: dict[str, Any], plan: ReadPlan, scores: list[float]) -> dict[str, Any]:
+    full = PassageReading.from_json(tier["reading"])
+    if plan == FULL or len(full.passages) != len(scores) or not all(s.asked for s in full.passages):
+        return tier
+    reading = under_plan(full, plan, scores)
+    return tier | {"reading": reading.to_json(), "answer": reading.answer}
 
 
 def raw_cloud_f1(r: dict[str, Any]) -> float:
@@ -135,7 +162,11 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
     are served from a real :class:`~edge.answer_cache.AnswerCache` as the live cascade would.
 
     :param values: the edge's values per record (default: ``cal``'s models over its signals).
+
+    Full edge readings are first cut to the calibration's read plan (:func:`planned`), as the live edge
+    would have read them.
     """
+    records = planned(records, cal.read_plan, cal.cloud_read_plan)
     values = values or calibrated_values(cal)
     latency = latency or LatencyModel()
     router = CascadeRouter(latency)  # the live cascade's routing step, on recorded answers

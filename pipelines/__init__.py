@@ -11,7 +11,8 @@ import importlib
 from typing import Any
 
 # Module -> the names the door gives from it. A few come from a lower package as they are: the document
-# store, where the placeholders are in what was sent, the link profiles, the llama.cpp check's error.
+# store, where the placeholders are in what was sent, the link profiles, the llama.cpp check's error, the read
+# plans of a reading.
 # pipelines.dispatch_policies.POLICIES (the worker pickers) stays behind its module: here POLICIES are the
 # routing policies.
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "edge.store": ("DocumentStore",),
     "netem.profiles": ("PROFILES", "get_profile"),
     "reading.llama_check": ("CheckFailed",),
+    "reading.passages": ("ReadPlan", "under_plan"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -16,6 +16,7 @@ from cloud.prompting import prompt_char_limit
 from edge.pii import Redactor, unpack_ner_archive
 from netem.link import LinkEmulator
 from netem.profiles import get_profile
+from pipelines.calibration import cloud_read_plan
 from pipelines.cloud_client import AnswererClient
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
@@ -47,6 +48,8 @@ def cloud_answerer_from(settings: Settings) -> CloudAnswerer:
         max_tokens=settings.cloud_max_tokens,
         # The backend's context (the embedded one's, ECQA_CLOUD_N_CTX): passages are cut to fit it.
         max_prompt_chars=prompt_char_limit(settings.cloud_n_ctx, settings.cloud_max_tokens),
+        # The cloud reads as its keep / drop models were fitted (the calibration's cloud read plan).
+        read_plan=cloud_read_plan(settings.calibration_path),
     )
 
 

@@ -25,6 +25,7 @@ from edge.reader import EdgeAnswer, EdgeReader
 from edge.retriever import EdgeRetriever
 from edge.slm_generator import SlmGenerator
 from edge.store import DocumentStore
+from pipelines.calibration import read_plan
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from pipelines.types import AskResult
@@ -73,7 +74,10 @@ def check_question(question: str) -> str:
 
 def edge_reader_for(settings: Settings, n_threads: int | None = None) -> EdgeReader:
     """The edge model's reader as the settings describe it (not loaded yet): the in-process edge, each
-    slot of an edge worker and the KV-state build all read through one.
+    slot of an edge worker and the KV-state build all read through one. It reads as the calibration's
+    models were fitted (its read plan).
+
+    :raises ConfigError: the calibration file is missing or malformed.
 
     :param n_threads: threads of the model (default: ``settings.slm_threads``).
     """
@@ -86,6 +90,8 @@ def edge_reader_for(settings: Settings, n_threads: int | None = None) -> EdgeRea
         kv_dir=settings.effective_kv_dir() if settings.kv_store else None,
         kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024,
         kv_type=settings.kv_type,
+        plan=read_plan(settings.calibration_path),
+        speculative=settings.speculative,
     )
     return EdgeReader(EdgePromptBuilder(passage_chars=settings.passage_chars), generator, AnswerParser())
 

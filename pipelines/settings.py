@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     kv_type: Literal["f16", "q8_0"] = Field(
         default="q8_0", description="KV cache type of the edge model, and so of stored states (q8_0: half the bytes)."
     )
+    speculative: bool = Field(
+        default=False,
+        description="Draft the edge's answer from the passage (prompt-lookup speculative decoding) and check the draft "
+        "in one forward pass; the answer is the same. Off: on 2 CPU cores a pass of k tokens costs nearly k passes, "
+        "and it measured 1.2x slower (BENCHMARKS.md 'Half a second on the edge'); on for hardware where a batch is cheap.",
+    )
 
     # --- cloud tier ------------------------------------------------------------------------
     cloud_url: str | None = Field(default=None, description="HTTPS URL of the cloud gateway (`ecqa cloud serve`).")

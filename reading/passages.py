@@ -9,6 +9,10 @@ For every retrieved passage, on that passage's cached prefix [system + passage]:
 then the answer of the passage with the highest p(yes) among those that gave one is **verified**
 on its own passage ("does the passage state that X answers the question?").
 
+A :class:`ReadPlan` says how much of that is done: the full reading (every passage answered, the answer
+verified: the cloud's), or the lean one (every passage probed, only the best one answered, no check,
+and passages far under the top retrieval score not read at all: the edge's, fitted by `make calibrate`).
+
 The edge runs the steps on llama.cpp itself, restoring each passage's stored KV state
 (:meth:`reading.reader.LlamaReader.read_each`); the cloud gateway runs them as chat-completion
 requests that share each passage's prefix (the embedded backend keeps the prefix states; vLLM's prefix
@@ -57,6 +61,8 @@ class PassageSignals:
     :param token_logprobs: the reply's token logprobs.
     :param no_answer_logit: log-odds of the no-answer reply at the answer's first step.
     :param is_span: the answer occurs in this passage.
+    :param asked: the answer task ran on this passage (a lean reading answers only the best one; the
+        others have their probe and nothing else).
     """
 
     p_yes: float
@@ -65,11 +71,18 @@ class PassageSignals:
     token_logprobs: tuple[float, ...]
     no_answer_logit: float
     is_span: bool
+    asked: bool = True
+
+    @classmethod
+    def probed(cls, p_yes: float) -> PassageSignals:
+        """A passage that was probed but not asked for an answer."""
+        return cls(p_yes, "", "", (), 0.0, False, asked=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"p_yes": round(self.p_yes, 6), "reply": self.reply, "answer": self.answer,
-                "token_logprobs": list(rounded(self.token_logprobs)),
-                "no_answer_logit": round(self.no_answer_logit, 5), "is_span": self.is_span}
+        out = {"p_yes": round(self.p_yes, 6), "reply": self.reply, "answer": self.answer,
+               "token_logprobs": list(rounded(self.token_logprobs)),
+               "no_answer_logit": round(self.no_answer_logit, 5), "is_span": self.is_span}
+        return out if self.asked else out | {"asked": False}
 
     @classmethod
     def from_json(cls, d: Any) -> PassageSignals:
@@ -80,9 +93,11 @@ class PassageSignals:
         lps = d["token_logprobs"]
         if not 0.0 <= p <= 1.0 or not isinstance(lps, list) or len(lps) > 4096:
             raise ValueError("p_yes must be in [0, 1] and token_logprobs a list")
-        if not (isinstance(d["reply"], str) and isinstance(d["answer"], str) and isinstance(d["is_span"], bool)):
-            raise ValueError("reply and answer must be strings, is_span a boolean")
-        return cls(p, d["reply"], d["answer"], tuple(_finite(x) for x in lps), na, d["is_span"])
+        asked = d.get("asked", True)  # additive: a reading written before lean readings answered every passage
+        if not (isinstance(d["reply"], str) and isinstance(d["answer"], str) and isinstance(d["is_span"], bool)
+                and isinstance(asked, bool)):
+            raise ValueError("reply and answer must be strings, is_span and asked booleans")
+        return cls(p, d["reply"], d["answer"], tuple(_finite(x) for x in lps), na, d["is_span"], asked)
 
 
 def _finite(x: Any) -> float:
@@ -92,6 +107,59 @@ def _finite(x: Any) -> float:
 
 
 NO_VERIFY = 0.5  # p(yes) of the check when there is no answer to check: no evidence either way
+ANSWER_MODES = ("all", "best")
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How much of the per-passage reading is done.
+
+    :param answer: "all" — every passage is asked for an answer; "best" — only the passage with the
+        highest p(yes) (one answer pass instead of one per passage).
+    :param verify: check the chosen answer on its passage (one more pass).
+    :param gap: read only the passages whose retrieval score is within ``gap`` of the best one's
+        (None: every passage). Passages are ranked, so the ones read are the first few.
+    """
+
+    answer: str = "all"
+    verify: bool = True
+    gap: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWER_MODES:
+            raise ValueError(f"answer must be one of {ANSWER_MODES}, not {self.answer!r}")
+        if self.gap is not None and not (math.isfinite(self.gap) and self.gap >= 0.0):
+            raise ValueError(f"gap must be a number >= 0 or None, not {self.gap!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer": self.answer, "verify": self.verify, "gap": self.gap}
+
+    @classmethod
+    def from_json(cls, d: Any) -> ReadPlan:
+        """:raises ValueError: not the shape :meth:`to_json` writes."""
+        if not isinstance(d, dict) or not isinstance(d.get("verify"), bool):
+            raise ValueError("a read plan is an object with answer, verify and gap")
+        gap = d.get("gap")
+        if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float))):
+            raise ValueError("a read plan's gap is a number or null")
+        return cls(str(d.get("answer")), d["verify"], None if gap is None else float(gap))
+
+    def kept(self, scores: Sequence[float | None]) -> int:
+        """How many of the ranked passages (their retrieval scores) are read: all but those more than
+        :attr:`gap` under the best (always at least one)."""
+        if self.gap is None or not scores:
+            return len(scores)
+        known = [s for s in scores if s is not None]
+        if not known:
+            return len(scores)
+        floor = max(known) - self.gap
+        n = 1
+        while n < len(scores) and (scores[n] is None or scores[n] >= floor):
+            n += 1
+        return n
+
+
+FULL = ReadPlan()  # every passage probed and answered, the chosen answer checked (the cloud's reading)
 
 
 @dataclass(frozen=True)
@@ -165,14 +233,19 @@ def choose(passages: Sequence[PassageSignals]) -> int:
     return max(pool, key=lambda i: (passages[i].p_yes, -i))
 
 
-def read_each(step: StepFn, question: str, passages: Sequence[Passage], max_tokens: int) -> PassageReading:
-    """Probe and answer every passage, answer from the best one and verify that answer (see the module).
+def read_each(step: StepFn, question: str, passages: Sequence[Passage], max_tokens: int,
+              plan: ReadPlan = FULL) -> PassageReading:
+    """Probe and answer every passage, answer from the best one and verify that answer (see the module),
+    or as much of that as ``plan`` says.
 
     :param step: runs one task on the passage of that index, with the tier's model.
 
     Passages are read from the last-ranked to the first, each passage's probe then its answer (they
-    share the passage's prefix and the question); the verify step goes back to the chosen passage.
+    share the passage's prefix and the question); the verify step goes back to the chosen passage. A
+    lean plan probes them all first, then answers the best one. The reading holds the passages read:
+    the first :meth:`ReadPlan.kept` of them.
     """
+    passages = passages[:plan.kept([p.score for p in passages])]
     signals: list[PassageSignals | None] = [None] * len(passages)
     timings: dict[str, float] = {}
     tokens = [0, 0, 0]  # prompt, prefilled, completion
@@ -186,19 +259,55 @@ def read_each(step: StepFn, question: str, passages: Sequence[Passage], max_toke
         tokens[2] += len(s.token_logprobs)
         return s
 
-    for i in reversed(range(len(passages))):
+    def answered(i: int, p_yes_i: float) -> PassageSignals:
         p = passages[i]
-        probe = run(i, PROBE, 1)
         ans = run(i, ANSWER, max_tokens)
         answer = parse_answer(ans.text, question, [p.text])
-        signals[i] = PassageSignals(
-            p_yes=round(p_yes(probe.first_top), 6), reply=ans.text, answer=answer, token_logprobs=rounded(ans.token_logprobs),
+        return PassageSignals(
+            p_yes=p_yes_i, reply=ans.text, answer=answer, token_logprobs=rounded(ans.token_logprobs),
             no_answer_logit=round(no_answer_logit(ans.first_top), 5),
             is_span=bool(answer) and find_span(answer, p.text) is not None)
+
+    if plan.answer == "all":
+        for i in reversed(range(len(passages))):
+            signals[i] = answered(i, round(p_yes(run(i, PROBE, 1).first_top), 6))
+    else:
+        for i in reversed(range(len(passages))):
+            signals[i] = PassageSignals.probed(round(p_yes(run(i, PROBE, 1).first_top), 6))
+        if passages:
+            best = choose([s for s in signals if s is not None])
+            signals[best] = answered(best, signals[best].p_yes)  # type: ignore[union-attr]
     done = tuple(s for s in signals if s is not None)
     chosen = choose(done)
     p_verify = NO_VERIFY
-    if chosen >= 0 and done[chosen].answer:
+    if plan.verify and chosen >= 0 and done[chosen].answer:
         check = run(chosen, verify(done[chosen].answer), 1)
         p_verify = round(p_yes(check.first_top), 6)
     return PassageReading(done, chosen, p_verify, tokens[0], tokens[1], tokens[2], timings)
+
+
+def under_plan(reading: PassageReading, plan: ReadPlan, scores: Sequence[float]) -> PassageReading:
+    """What ``plan`` would have read, from a full reading of the same passages (``scores``: their retrieval
+    scores, ranked): its steps are a subset of the full reading's, on the same prompts. So recorded full
+    readings serve to fit and to evaluate a leaner plan without reading again.
+
+    :raises ValueError: ``reading`` is not a full reading of those passages, or the plan would check an
+        answer the full reading did not check (a verify step it never ran).
+    """
+    if len(reading.passages) != len(scores) or not all(s.asked for s in reading.passages):
+        raise ValueError("under_plan needs a full reading (every passage asked) with one score per passage")
+    kept = reading.passages[:plan.kept(list(scores))]
+    if plan.answer == "all":
+        sigs = list(kept)
+    else:
+        sigs = [PassageSignals.probed(s.p_yes) for s in kept]
+        if sigs:
+            best = choose(sigs)
+            sigs[best] = kept[best]
+    chosen = choose(sigs)
+    p_verify = NO_VERIFY
+    if plan.verify and chosen >= 0 and sigs[chosen].answer:
+        if chosen != reading.chosen:
+            raise ValueError("the plan checks an answer the full reading did not check")
+        p_verify = reading.p_verify
+    return PassageReading(tuple(sigs), chosen, p_verify)

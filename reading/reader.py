@@ -28,7 +28,7 @@ from reading.errors import ReadingError
 from reading.kv_store import MemoryStateStore, PassageStateStore, state_key
 from reading.llama_runtime import load_backends
 from reading.models import model_sha256
-from reading.passages import NO_VERIFY, PassageReading, PassageSignals, Step, rounded
+from reading.passages import FULL, NO_VERIFY, PassageReading, PassageSignals, ReadPlan, Step, rounded
 from reading.prompts import (
     ANSWER,
     BASE_STOP,
@@ -133,11 +133,16 @@ class LlamaReader:
     :param n_threads: CPU threads, 0 = all cores.
     :param family: "chat" (render with the GGUF's chat template) or "base" (completion style);
         '' = chat when the GGUF has a template.
+    :param speculative: draft the reply from the prompt itself (prompt-lookup decoding, :func:`draft`)
+        and check the draft in one forward pass: answers copied from a passage take a few passes
+        instead of one per token. The reply is the greedy one either way.
     """
 
     def __init__(self, model_path: str, n_ctx: int = 2048, n_threads: int = 0, family: str = "",
-                 kv_type: str = "f16", model_sha256: str = "") -> None:
+                 kv_type: str = "f16", model_sha256: str = "", speculative: bool = False) -> None:
         self.model_path = model_path
+        self.speculative = speculative
+        self.spec_stats = SpecStats()
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.family = family
@@ -226,6 +231,23 @@ class LlamaReader:
         top = logits.max()
         return logits - (top + np.log(np.exp(logits - top).sum()))
 
+    def _eval_rows(self, tokens: list[int]) -> list[np.ndarray]:
+        """Evaluate ``tokens`` after the cache's in one forward pass and return the log-probabilities of the
+        next token after each of them (a speculative draft's check)."""
+        llm = self._llm
+        n_past = llm.n_tokens
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past: n_past + len(tokens)] = tokens
+        llm.n_tokens = n_past + len(tokens)
+        rows = []
+        for i in range(len(tokens)):
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(llm.n_vocab(),)).astype(np.float64)
+            top = logits.max()
+            rows.append(logits - (top + np.log(np.exp(logits - top).sum())))
+        return rows
+
     def _piece(self, token: int) -> str:
         return str(self._llm.detokenize([token]).decode("utf-8", errors="ignore"))
 
@@ -267,8 +289,11 @@ class LlamaReader:
         tops: list[dict[str, float]] = []
         text = ""
         finish = "length"
+        # The next positions' log-probabilities: the prefill's, then each step's (one, or several from a
+        # checked draft: while any are left, the token they chose is in the cache already).
+        ahead = [self._last_logprobs()]
         for step in range(max_tokens):
-            lp = self._last_logprobs()
+            lp = ahead.pop(0)
             tok = int(lp.argmax())
             if top_k and (top_steps is None or step < top_steps):
                 tops.append(self._top(lp, top_k))
@@ -287,8 +312,23 @@ class LlamaReader:
                     logprobs.pop()
                 finish = "stop"
                 break
-            if step + 1 < max_tokens:
+            if step + 1 >= max_tokens or ahead:
+                continue
+            guess = (draft(tokens, out, min(DRAFT_TOKENS, max_tokens - step - 1), DRAFT_NGRAM, DRAFT_MIN_NGRAM)
+                     if self.speculative else [])
+            if not guess:
                 llm.eval([tok])
+                ahead.append(self._last_logprobs())
+                continue
+            rows = self._eval_rows([tok, *guess])
+            ok = 0
+            while ok < len(guess) and int(rows[ok].argmax()) == guess[ok]:
+                ok += 1
+            # keep tok and the accepted draft tokens in the cache; what follows them is recomputed
+            llm.n_tokens -= len(guess) - ok
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            self.spec_stats.add(len(guess), ok)
+            ahead = rows[: ok + 1]
         t_end = time.perf_counter()
         return Generation(
             text=text,
@@ -502,7 +542,7 @@ class LlamaReader:
                                    + (gen.prompt_tokens - gen.cached_prompt_tokens)), source
 
     def read_each(self, question: str, passages: Sequence[Passage], max_tokens: int,
-                  store: PassageStateStore | None = None) -> Reading:
+                  store: PassageStateStore | None = None, plan: ReadPlan = FULL) -> Reading:
         """Read each passage on its own (:func:`reading.passages.read_each`): restore its [system +
         passage] state (or prefill and store it), then prefill only the question and the task.
 
@@ -510,6 +550,7 @@ class LlamaReader:
         differs from a full prefill of that passage's prompt (same answer on 94.5% of `make bench-kv`'s
         questions: the last bits of the sums differ, and greedy decoding flips on near-ties).
 
+        :param plan: how much of the reading to do (:class:`reading.passages.ReadPlan`; default: all of it).
         :raises PromptTooLongError: a passage's prompt does not fit the context window.
         """
         self.warm_up()
@@ -530,9 +571,9 @@ class LlamaReader:
 
         with self._lock:
             t0 = time.perf_counter()
-            reading = passage_reading.read_each(step, question, passages, max_tokens)
+            reading = passage_reading.read_each(step, question, passages, max_tokens, plan)
             t1 = time.perf_counter()
-        sources = tuple(kv[i] for i in range(len(passages)))
+        sources = tuple(kv[i] for i in range(len(reading.passages)))
         # Every step's prompt counts; what was not evaluated came from a stored, restored or live state.
         return Reading(reading, reading.prompt_tokens, int(t["prefilled"]), reading.prompt_tokens - int(t["prefilled"]),
                        {"restore": t["restore"], "prefill": t["prefill"], "kv_store": t["kv_store"],
@@ -545,6 +586,45 @@ class LlamaReader:
             piece = self._piece(int(tok))
             top[piece] = float(np.logaddexp(top[piece], lp[tok])) if piece in top else float(lp[tok])
         return top
+
+
+# Prompt-lookup drafts: the reply's last DRAFT_NGRAM tokens (then fewer) looked up in the prompt, and up to
+# DRAFT_TOKENS of what follows them there proposed.
+DRAFT_NGRAM = 3
+DRAFT_MIN_NGRAM = 1
+DRAFT_TOKENS = 8
+
+
+def draft(prompt: Sequence[int], reply: Sequence[int], n: int, ngram: int = DRAFT_NGRAM,
+          min_ngram: int = DRAFT_MIN_NGRAM) -> list[int]:
+    """Prompt-lookup draft: the tokens that follow the latest occurrence in ``prompt`` of the reply's last
+    ``ngram`` tokens (or fewer, down to one), at most ``n``; none when the reply's end is not in the prompt.
+
+    SQuAD answers are spans of the passage, so the draft is often the answer's continuation.
+    """
+    if n <= 0 or not reply:
+        return []
+    for size in range(min(ngram, len(reply)), min_ngram - 1, -1):
+        key = list(reply[-size:])
+        first = key[0]
+        for i in range(len(prompt) - size - 1, -1, -1):
+            if prompt[i] == first and list(prompt[i: i + size]) == key:
+                return list(prompt[i + size: i + size + n])
+    return []
+
+
+@dataclass
+class SpecStats:
+    """Draft tokens proposed and accepted (speculative decoding), and the checks run."""
+
+    checks: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    def add(self, drafted: int, accepted: int) -> None:
+        self.checks += 1
+        self.drafted += drafted
+        self.accepted += accepted
 
 
 def _stage_times() -> dict[str, float]:

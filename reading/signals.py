@@ -88,14 +88,18 @@ def agreement(a: str, b: str) -> float:
 
 
 def reading_signals(question: str, reading: PassageReading, scores: Sequence[PassageScore]) -> dict[str, float]:
-    """The :data:`READING_SIGNALS` of one tier's reading; ``scores`` are the passages' retrieval scores,
-    in the reading's order.
+    """The :data:`READING_SIGNALS` of one tier's reading; ``scores`` are the retrieved passages' retrieval
+    scores, in the reading's order (a reading may hold only the first few: a lean plan skips passages far
+    under the best one).
 
-    :raises ValueError: the reading and the scores are not of the same passages.
+    Signals of answers (the no-answer log-odds, agreement, the share answered) count the passages that
+    were asked for one: a lean reading answers only its best passage.
+
+    :raises ValueError: the reading holds more passages than were retrieved.
     """
     sigs = reading.passages
     joint = len(sigs) == 1  # the joint reading (and a reading of no passage at all) is one entry
-    if len(sigs) != len(scores) and not joint:
+    if len(sigs) > len(scores) and not joint:
         raise ValueError(f"a reading of {len(sigs)} passages with {len(scores)} retrieval scores")
     scores = scores or [PassageScore(0.0, 0.0, 0.0)]
     if not sigs:
@@ -107,14 +111,15 @@ def reading_signals(question: str, reading: PassageReading, scores: Sequence[Pas
     lps = [x for x in chosen.token_logprobs if math.isfinite(x)]
     words = normalize_answer(chosen.answer).split()
     q_words = set(normalize_answer(question).split())
-    others = [s for i, s in enumerate(sigs) if i != c]
+    asked = [s for s in sigs if s.asked] or [chosen]
+    others = [s for i, s in enumerate(sigs) if i != c and s.asked]
     score = scores[c] if c < len(scores) else scores[0]
     return {
         "p_yes_max": logit(p[0]),
         "p_yes_second": logit(p[1] if len(p) > 1 else 0.0),
         "p_yes_chosen": logit(chosen.p_yes),
         "no_answer_chosen": chosen.no_answer_logit,
-        "no_answer_min": min(s.no_answer_logit for s in sigs),
+        "no_answer_min": min(s.no_answer_logit for s in asked),
         "lp_first": lps[0] if lps else 0.0,
         "lp_mean": sum(lps) / len(lps) if lps else 0.0,
         "lp_min": min(lps) if lps else 0.0,
@@ -125,7 +130,7 @@ def reading_signals(question: str, reading: PassageReading, scores: Sequence[Pas
         "question_overlap": sum(w in q_words for w in words) / len(words) if words else 0.0,
         "agree": (sum(token_f1(chosen.answer, s.answer) >= 0.5 for s in others if s.answer) / len(others)
                   if others and chosen.answer else 0.0),
-        "answered_share": sum(bool(s.answer) for s in sigs) / len(sigs),
+        "answered_share": sum(bool(s.answer) for s in asked) / len(asked),
         "rank_chosen": float(c),
         "fused_chosen": score.fused,
         "dense_chosen": score.dense,

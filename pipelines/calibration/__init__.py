@@ -11,6 +11,10 @@ One model per decision, each over the signals it can see (:mod:`reading.signals`
   keep the cloud's answer, or drop it to "no answer".
 - ``cloud_edge`` — both tiers' readings and their agreement: the cascade's keep / drop.
 
+The edge's signals depend on how much of its reading it does (:class:`reading.passages.ReadPlan`:
+every passage answered, or only the best one; how many passages are read), so the plan the models
+were fitted for is part of the file, and the edge reads that way (:func:`read_plan`).
+
 Each threshold was chosen out of fold on the calibration split by expected F1 (the cascade's under
 its cloud-call cap), never on the questions a report shows.
 """
@@ -27,6 +31,7 @@ from typing import Any
 
 from pipelines.errors import ConfigError
 from pipelines.policies import Policy, gain_score, policy_class
+from reading.passages import FULL, ReadPlan
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("default.json")
 # 1 in 4 dev-a questions (by a hash of the id) form the calibration split; evaluation on dev-a
@@ -150,6 +155,9 @@ class Calibration:
     :param escalate_threshold: the cascade escalates when what escalating gains over the edge's best
         option, mapped to [0, 1] (:attr:`pipelines.policies.Signals.escalate_score`), is at least this
         (chosen under the cloud-call cap).
+    :param read_plan: how the edge reads (the plan its signals were fitted for).
+    :param cloud_read_plan: how the cloud reads (sent with every request: the cloud's signals were fitted
+        for it too).
     """
 
     edge: AnswerModel
@@ -159,6 +167,8 @@ class Calibration:
     cloud_edge: AnswerModel
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    read_plan: ReadPlan = FULL
+    cloud_read_plan: ReadPlan = FULL
 
     def threshold(self, policy: str) -> float:
         """The calibrated threshold of a policy: the edge's answer score, the cascade's escalation score
@@ -195,7 +205,7 @@ class Calibration:
         return {"edge": self.edge.to_json(), "escalate": {"model": self.escalate.to_json(),
                                                            "threshold": self.escalate_threshold},
                 "cloud": self.cloud.to_json(), "cloud_edge": self.cloud_edge.to_json(),
-                "metrics": self.metrics, "provenance": self.provenance}
+                "read_plan": self.read_plan.to_json(), "cloud_read_plan": self.cloud_read_plan.to_json(), "metrics": self.metrics, "provenance": self.provenance}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Calibration:
@@ -203,7 +213,10 @@ class Calibration:
         return cls(AnswerModel.from_json(d["edge"], "edge"), LogisticModel.from_json(d["escalate"]["model"]),
                    _threshold(d["escalate"]["threshold"], "escalate"), AnswerModel.from_json(d["cloud"], "cloud"),
                    AnswerModel.from_json(d["cloud_edge"], "cloud_edge"), dict(d.get("metrics") or {}),
-                   dict(d.get("provenance") or {}))
+                   dict(d.get("provenance") or {}),
+                   # A file written before read plans was fitted on the full reading.
+                   ReadPlan.from_json(d["read_plan"]) if "read_plan" in d else FULL,
+                   _cloud_plan(d["cloud_read_plan"]) if "cloud_read_plan" in d else FULL)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Calibration:
@@ -218,3 +231,26 @@ class Calibration:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+
+def _cloud_plan(d: Any) -> ReadPlan:
+    plan = ReadPlan.from_json(d)
+    if plan.gap is not None:
+        raise ValueError("the cloud reads every passage it is sent: its read plan has no gap")
+    return plan
+
+
+def read_plan(path: Path | None = None) -> ReadPlan:
+    """The edge's read plan of a calibration file (the default one when ``path`` is None).
+
+    :raises ConfigError: missing or malformed file.
+    """
+    return Calibration.load(path).read_plan
+
+
+def cloud_read_plan(path: Path | None = None) -> ReadPlan:
+    """The cloud's read plan of a calibration file (sent with every request to the gateway).
+
+    :raises ConfigError: missing or malformed file.
+    """
+    return Calibration.load(path).cloud_read_plan

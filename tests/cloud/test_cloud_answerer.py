@@ -247,8 +247,9 @@ def test_the_edge_never_sends_a_prompt_over_the_backend_context(material_dir: Pa
         passages = [Passage.from_document(d) for d in docs]
         reply = client.ask("Who was Rollo?", passages, timeout_s=10)
         prompts = [prompt_text(c) for c in fake_backend.calls]
-        # each passage cut to fit on its own, each read on its own: a probe and an answer, then one check
-        assert len(prompts) == 2 * len(docs) + 1 and all(len(p) <= limit for p in prompts)
+        # each passage cut to fit on its own, each read on its own: a probe each (the calibration's cloud read plan),
+        # the best one's answer, then its check
+        assert len(prompts) == len(docs) + 2 and all(len(p) <= limit for p in prompts)
         assert "Question: Who was Rollo?" in prompts[1]
         sent = reply.sent["passages"]
         assert len(sent) == len(docs) and all(docs[i].content.startswith(p["text"]) for i, p in enumerate(sent))

@@ -36,7 +36,7 @@ from cloud.wire import (
     AnswerRequest,
     Envelope,
 )
-from reading.passages import PassageReading, PassageSignals
+from reading.passages import FULL, PassageReading, PassageSignals, ReadPlan
 
 KEY = AesKey("k-test", bytes(range(32)))
 PAYLOAD = {"question": "What is the capital of Zorvath Island?", "passages": [{"title": "Z", "text": "Its capital is Miret. " * 20}]}
@@ -188,6 +188,14 @@ def test_request_and_reply_shapes() -> None:
                        {f"k{'a' * i}": 1 for i in range(40)}, {"name": 10**9}):
         with pytest.raises(BadPayloadError, match="'redactions'"):
             AnswerRequest.from_dict({**req.to_dict(), "redactions": bad_counts})
+    # How the cloud reads (the calibration's cloud read plan): absent = the full reading, as before.
+    lean = AnswerRequest.from_dict({**req.to_dict(), "read": {"answer": "best", "verify": True}})
+    assert lean.read == ReadPlan("best", True) and AnswerRequest.from_dict(lean.to_dict()) == lean
+    assert req.read == FULL and "read" not in req.to_dict()
+    for bad_read in ("best", {"answer": "most", "verify": True}, {"answer": "best"}, {"answer": "best", "verify": 1},
+                     {"answer": "best", "verify": True, "gap": 0.1}):
+        with pytest.raises(BadPayloadError, match="'read'"):
+            AnswerRequest.from_dict({**req.to_dict(), "read": bad_read})
     reading = PassageReading((PassageSignals(0.73, " Miret", "Miret", (-0.1,), -2.5, True),
                               PassageSignals(0.2, "Oslo", "Oslo", (-0.9,), -1.0, False)), 0, 0.8)
     reply = AnswerReply(answer="Miret", confidence=0.9, answer_spans=((3, 8), None), usage={"prompt_tokens": 3},

@@ -407,6 +407,20 @@ def test_each_passage_is_read_on_its_own(gateway: Gateway, edge_client: EdgeClie
     assert len(reply.reading.passages) == 3 and reply.answer_spans[0] == (28, 33)
 
 
+def test_the_request_says_how_much_of_the_reading_the_cloud_does(gateway: Gateway, edge_client: EdgeClient,
+                                                                   fake_backend: FakeOpenAI) -> None:
+    """The calibration's cloud read plan travels with the request: every passage probed, only the best
+    answered, that answer checked (five backend requests for three passages, not seven)."""
+    texts = ["Zorvath Island's capital is Miret.", "The Kelvane glacier feeds the Tarrow River.", "Miret has a harbour."]
+    payload = {"question": "What is the capital of Zorvath Island?", "max_tokens": 8,
+               "passages": [{"title": f"t{i}", "text": t} for i, t in enumerate(texts)],
+               "read": {"answer": "best", "verify": True}}
+    reply = open_reply(edge_client, edge_client.post(edge_client.seal(payload).to_bytes()))
+    assert (len(fake_backend.probe_calls), len(fake_backend.answer_calls), len(fake_backend.verify_calls)) == (3, 1, 1)
+    assert len(reply.reading.passages) == 3 and sum(s.asked for s in reply.reading.passages) == 1
+    assert reply.answer == "Miret" and reply.usage["requests"] == 5
+
+
 def test_redactions_are_counted_by_kind_with_bounded_labels() -> None:
     from cloud.metrics import MAX_KIND_LABELS, GatewayMetrics
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from eval.records import read_records
 from eval.replay import cloud_answer, route_records, summarize
 from eval.report import STAGES
 from pipelines.calibration import AnswerModel, Calibration, in_calibration_split
+from pipelines.errors import ConfigError
 from pipelines.policies import CascadePolicy, CloudPolicy, EdgePolicy
 
 
@@ -115,3 +117,62 @@ def test_calibration_split_is_a_stable_quarter() -> None:
 def test_packaged_calibration_loads() -> None:
     cal = Calibration.load()
     assert 0.0 <= cal.escalate_threshold <= 1.0 and cal.metrics["n"] >= 100
+
+
+def _three_passages(i: int, has: bool, far: float, rng: np.random.Generator) -> dict[str, Any]:
+    """A record with three retrieved passages: the answer ("Miret") is read from the third one, ``far``
+    under the best retrieval score, whose p(yes) tells answerable questions; the cloud always answers wrong."""
+    from reading.passages import PassageReading, PassageSignals
+
+    p3 = float(np.clip(rng.normal(0.85 if has else 0.25, 0.1), 0.02, 0.98))
+    sigs = (PassageSignals(0.3, "harbour", "harbour", (-0.5,), -2.0, False),
+            PassageSignals(0.3, "volcanic", "volcanic", (-0.5,), -2.0, False),
+            PassageSignals(p3, "Miret", "Miret", (-0.1,), -4.0, True))
+    r = record(i, has, "Miret", "harbour", cloud_p=0.9)
+    r["passages"], r["passage_ids"] = [r["passages"][0]] * 3, ["p0", "p1", "p2"]
+    r["passage_scores"] = [{"fused": 0.9, "dense": 0.6, "sparse": 0.5}, {"fused": 0.9 - far / 2, "dense": 0.6, "sparse": 0.5},
+                           {"fused": 0.9 - far, "dense": 0.6, "sparse": 0.5}]
+    r["edge"]["reading"] = PassageReading(sigs, 2, 0.8).to_json()
+    r["cloud"]["reading"] = PassageReading(sigs[:1] * 3, 0, 0.8).to_json()
+    return r
+
+
+@pytest.mark.parametrize(("far", "gaps"), [(0.01, {0.05}), (0.25, {0.3, None})])
+def test_calibrate_keeps_the_cheapest_read_plan_that_costs_no_f1(far: float, gaps: set[float | None]) -> None:
+    """Reading only the passages near the best score costs nothing where the answer sits there, and loses
+    every answer where it sits 0.25 under: then only a plan that reads that far is kept."""
+    from eval.calibrate import choose_plan
+    from eval.replay import planned
+
+    rng = np.random.default_rng(1)
+    recs = [_three_passages(i, i % 2 == 0, far, rng) for i in range(160)]
+    plan, rows = choose_plan(recs, 0.5, progress=lambda _: None)
+    assert plan.answer == "best" and not plan.verify and plan.gap in gaps
+    assert rows[0]["plan"]["answer"] == "all" and rows[0]["passes"] == 7.0 and sum(r["chosen"] for r in rows) == 1
+    lean = planned(recs, plan)
+    # the third passage was read and, on answerable questions (its p(yes) the highest), answered from
+    assert all(r["edge"]["answer"] == "Miret" for r in lean if r["has_answer"])
+    assert recs[0]["edge"]["reading"]["chosen"] == 2  # the records themselves are not changed
+
+
+def test_a_calibration_keeps_its_read_plan_and_the_edge_reads_by_it(tmp_path: Path) -> None:
+    from pipelines.calibration import read_plan
+    from pipelines.edge_pipeline import edge_reader_for
+    from pipelines.settings import Settings
+    from reading.passages import FULL, ReadPlan
+
+    lean = ReadPlan("best", verify=False, gap=0.05)
+    cal = calibration()
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    assert read_plan(path) == FULL  # a calibration of the full reading
+    d = json.loads(path.read_text())
+    del d["read_plan"]
+    path.write_text(json.dumps(d))
+    assert read_plan(path) == FULL  # a file from before read plans was fitted on the full reading
+    Calibration(cal.edge, cal.escalate, 0.5, cal.cloud, cal.cloud_edge, read_plan=lean).save(path)
+    assert Calibration.load(path).read_plan == lean
+    assert edge_reader_for(Settings(calibration_path=path)).generator.plan == lean
+    path.write_text(json.dumps(d | {"read_plan": {"answer": "most", "verify": False, "gap": None}}))
+    with pytest.raises(ConfigError, match="malformed .* `make calibrate`"):
+        read_plan(path)

@@ -162,3 +162,53 @@ def test_prepare_stores_what_reading_then_restores(reader: LlamaReader, tmp_path
     assert reader.prepare(PASSAGES, store) == ["hit", "hit", "hit"]
     _cold(reader)
     assert reader.read_each(QUESTIONS[1][0], PASSAGES, 8, store).kv == ("hit", "hit", "hit")
+
+
+LONG_QUESTIONS = [
+    ("Who were the Normans descended from?", "Norse raiders"),
+    ("When was the Brindlewick Orchestra founded and by whom?", "1887"),
+    ("Where does the Brindlewick Orchestra play?", "Copperhall"),
+]
+
+
+def test_the_lean_plan_reads_what_it_derives_from_the_full_reading(reader: LlamaReader, tmp_path: Path) -> None:
+    """`make calibrate` fits the lean plans on readings derived from recorded full ones: with the real model,
+    the lean reading (every passage probed, the best answered, no check) is that derived reading."""
+    from reading.passages import FULL, ReadPlan, under_plan
+
+    store = PassageStateStore(tmp_path / "kv")
+    lean = ReadPlan("best", verify=False)
+    for question, gold in QUESTIONS + LONG_QUESTIONS:
+        _cold(reader)
+        full = reader.read_each(question, PASSAGES, 16, store, FULL).passages
+        _cold(reader)
+        r = reader.read_each(question, PASSAGES, 16, store, lean)
+        derived = under_plan(full, lean, [p.score for p in PASSAGES])
+        assert r.passages.answer == derived.answer, (question, r.passages, derived)
+        assert gold in r.passages.answer or (question, gold) in LONG_QUESTIONS
+        assert [s.p_yes for s in r.passages.passages] == pytest.approx([s.p_yes for s in derived.passages], abs=1e-3)
+        assert sum(s.asked for s in r.passages.passages) == 1 and r.passages.p_verify == 0.5
+
+
+def test_speculative_decoding_gives_the_same_answers(reader: LlamaReader, tmp_path: Path) -> None:
+    """Prompt-lookup drafts checked in one forward pass: the drafts copied from the passage are accepted, and
+    the answers are the greedy ones. Not always to the token: a pass over several tokens rounds differently
+    from one token at a time, and greedy decoding flips on near-ties (95.7% of `make bench-edge-speed`'s
+    replies were the same; one of LONG_QUESTIONS' replies here differs from the fourth word on)."""
+    from reading.reader import SpecStats
+
+    store = PassageStateStore(tmp_path / "kv")
+    reader.spec_stats = SpecStats()
+    try:
+        for question, gold in QUESTIONS:
+            replies = []
+            for speculative in (False, True):
+                reader.speculative = speculative
+                _cold(reader)
+                r = reader.read_each(question, PASSAGES, 16, store)
+                replies.append([(s.reply, s.answer) for s in r.passages.passages])
+            assert replies[0] == replies[1], question
+            assert gold in replies[1][PASSAGES.index(next(p for p in PASSAGES if gold in p.text))][1]
+    finally:
+        reader.speculative = False
+    assert reader.spec_stats.checks > 0 and reader.spec_stats.accepted > 0
