@@ -59,6 +59,19 @@ def calibrations(calibration_records: Path) -> dict[str, Any]:
             "plans": plans, "cloud_plans": cloud_plans}
 
 
+def _done(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of a resumable run so far, by question id (a torn last line is read again next time)."""
+    done: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[row["id"]] = row
+    return done
+
+
 def read_live(records: list[dict[str, Any]], plans: dict[str, Any], out: Path, kv_dir: Path, threads: int,
               progress: Any = print) -> list[dict[str, Any]]:
     """Every record's passages read live by each variant, rotating the order; resumable."""
@@ -70,20 +83,14 @@ def read_live(records: list[dict[str, Any]], plans: dict[str, Any], out: Path, k
 
     settings = Settings()
     path = out / "reads.jsonl"
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
+    done = _done(path)
     todo = [r for r in records if r["id"] not in done]
     if todo:
         reader = load_reader(threads, None, kv_type=settings.kv_type)
         store = PassageStateStore(kv_dir, 1 << 40)
 
         def passages(r: dict[str, Any]) -> list[Passage]:
-            return [Passage(title, text, pid, float(s["fused"])).cut(settings.passage_chars)
-                    for title, text, pid, s in zip(r["titles"], r["passages"], r["passage_ids"], r["passage_scores"],
-                                                   strict=True)]
+            return _passages(r, settings.passage_chars)
 
         progress(f"storing the prefix states of {len(todo)} questions' passages (not timed)")
         for r in todo:
@@ -134,11 +141,7 @@ def read_cloud(records: list[dict[str, Any]], cloud_plan: Any, out: Path, thread
 
     settings = Settings()
     path = out / "cloud.jsonl"
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
+    done = _done(path)
     todo = [r for r in records if r["id"] not in done]
     if todo:
         gguf = resolve_gguf("", DEFAULT_CLOUD_MODEL)
