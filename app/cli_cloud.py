@@ -81,8 +81,9 @@ def cloud_serve(
     else:
         backend = EmbeddedBackend(model_path=s.cloud_model_path, n_ctx=s.cloud_n_ctx, n_threads=s.cloud_threads,
                                   timeout_s=s.cloud_backend_timeout_s)
+    # measure: one made-up answer at start-up, so /healthz tells edges what an answer costs from their first question
     gateway = Gateway(material, backend, host=s.cloud_host, port=s.cloud_port,
-                      max_envelope_bytes=s.cloud_max_envelope_bytes, clock_skew_s=s.cloud_clock_skew_s)
+                      max_envelope_bytes=s.cloud_max_envelope_bytes, clock_skew_s=s.cloud_clock_skew_s, measure=True)
 
     def _terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -94,7 +95,7 @@ def cloud_serve(
         if isinstance(backend, EmbeddedBackend):
             err.print(f"[dim]starting the embedded backend ({s.cloud_model_path or 'qwen2.5-coder-1.5b-instruct'})…[/]",
                       highlight=False)
-        backend.warm_up()
+        gateway.warm_up()  # the backend, then one answer timed: before "listening", so no edge asks before it
         where = f"embedded {backend.name} (pid {backend.pid}, {backend.url})" if isinstance(backend, EmbeddedBackend) \
             else f"{s.cloud_backend_url} ({backend.name})"
         out.print(f"cloud gateway listening on [bold]{gateway.url}[/] · backend {where}", highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from cloud.errors import (
 from cloud.prompting import fit_passages
 from cloud.wire import (
     ANSWER_PATH,
+    HEALTH_PATH,
     DIRECTION_REPLY,
     DIRECTION_REQUEST,
     MAX_TITLE_CHARS,
@@ -128,6 +129,24 @@ class CloudAnswerer:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def health(self, timeout_s: float = 3.0) -> dict[str, Any]:
+        """The gateway's /healthz over the same mutual TLS: liveness and what an answer costs there.
+
+        :raises CloudConnectionError: unreachable, a refusal, or not the JSON object a gateway sends.
+        """
+        self.warm_up()
+        assert self._client is not None
+        try:
+            resp = self._client.get(HEALTH_PATH, timeout=timeout_s)
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CloudConnectionError(f"cannot read {self.url}{HEALTH_PATH} ({type(exc).__name__}) — "
+                                       "check the gateway") from None
+        if not isinstance(body, dict):
+            raise CloudConnectionError(f"{self.url}{HEALTH_PATH} answered {resp.status_code} without its JSON — "
+                                       "is it a gateway?")
+        return body
 
     def _timeout(self, deadline: float | None) -> httpx.Timeout:
         """The configured timeouts, shortened to what is left before ``deadline`` (monotonic s).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from cloud.certs import default_cloud_dir
 from cloud.cloud_answerer import CloudAnswerer
+from cloud.errors import CloudError
 from cloud.prompting import prompt_char_limit
 from edge.pii import Redactor, unpack_ner_archive
 from netem.link import LinkEmulator
@@ -21,6 +23,8 @@ from pipelines.cloud_client import AnswererClient
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
 from reading.models import models_dir
+
+logger = logging.getLogger(__name__)
 
 
 def cloud_dir_of(settings: Settings) -> Path:
@@ -127,6 +131,23 @@ class CloudLink:
         """Close the client's connections, then the emulator."""
         self.client.answerer.close()
         self._open.close()
+
+    def answer_ms(self) -> float | None:
+        """What the gateway says an answer costs there (ms, its /healthz): the recent answers' average, else
+        the one it measured at start-up; None when it says neither or cannot be asked (the latency model then
+        keeps its prior: the call itself will tell)."""
+        try:
+            cost = self.client.answerer.health().get("answer_ms")
+        except CloudError as exc:
+            logger.info("no answer time from the gateway: %s", exc)
+            return None
+        if not isinstance(cost, dict):
+            return None
+        for key in ("recent", "measured"):
+            value = cost.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 3_600_000:
+                return float(value)
+        return None
 
 
 def open_cloud_link(settings: Settings) -> CloudLink:

@@ -75,6 +75,13 @@ class LatencyModel:
                 cloud_ms=self.cloud_base.value + self.cloud_per_token.value * self.tokens.value,
             )
 
+    def seed_cloud(self, cloud_ms: float) -> None:
+        """Start the cloud term from what the cloud says an answer costs there (its /healthz), rather than from
+        the default guess: the prediction's cloud time becomes ``cloud_ms``. Not a sample: the first measured
+        call replaces it, as it replaces any prior."""
+        with self._lock:
+            self.cloud_base.value = max(cloud_ms - self.cloud_per_token.value * self.tokens.value, 0.0)
+
     def observe_edge(self, edge_ms: float) -> None:
         with self._lock:
             self.edge.update(edge_ms)

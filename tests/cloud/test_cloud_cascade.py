@@ -55,8 +55,9 @@ def test_low_confidence_escalates_over_wifi(index_dir: Path, gateway: Gateway, e
     t = data["timings_ms"]
     assert d["measured_total_ms"] == pytest.approx(t["total"], abs=0.2)
     assert d["predicted_total_ms"] > t["generate"]  # edge time + S/B + RTT + cloud
-    # Over the wifi profile a new TLS connection costs 3 round trips of 30 ms.
-    assert t["network"] >= 85.0
+    # Over the wifi profile a round trip costs 30 ms. The TLS connection was opened with the link (the edge asked the
+    # gateway's /healthz what an answer costs there), so the answer pays one round trip, not a handshake's three.
+    assert 25.0 <= t["network"] < 85.0
     assert t["generate"] > 0 and t["cloud"] > 0  # the edge answered first, then the cloud
     sent = len(data["sent"]["passages"])  # each passage read on its own: a probe and an answer, then one check
     assert len(fake_backend.answer_calls) == len(fake_backend.probe_calls) == sent and data["bytes_up"] > 300

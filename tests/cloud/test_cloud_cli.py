@@ -181,8 +181,12 @@ def test_serve_answers_and_stops_on_ctrl_c(material_dir: Path, edge1_dir: Path, 
     proc, line = _start_serve(["--dir", str(material_dir), "--backend-url", fake_backend.url])
     try:
         assert "cloud gateway listening on https://127.0.0.1:" in line and f"backend {fake_backend.url} (fake-llm)" in line
+        # Before it listened, the gateway timed one made-up answer (three fresh passages, the default cloud plan).
+        assert (len(fake_backend.probe_calls), len(fake_backend.answer_calls)) == (3, 1)
+        fake_backend.calls.clear()
         url = line.split("listening on ")[1].split()[0]
         cloud = CloudAnswerer(url=url, cloud_dir=str(edge1_dir))
+        assert cloud.health()["answer_ms"]["measured"] > 0
         out = cloud.run(question="What is the capital?", documents=[Document(content="The capital is Miret.")])
         cloud.close()
         assert out["answer"] == "Miret" and out["p_answerable"] == pytest.approx(FAKE_P_YES)
@@ -201,6 +205,7 @@ def test_an_envelope_captured_before_a_restart_is_still_a_replay(tmp_path: Path,
     d = tmp_path / "cloud"
     init_material(d)
     proc, line = _start_serve(["--dir", str(d), "--backend-url", fake_backend.url])
+    fake_backend.calls.clear()  # the gateway's start-up measurement
     url = line.split("listening on ")[1].split()[0]
     edge = EdgeClient(d, url)
     try:
@@ -210,6 +215,7 @@ def test_an_envelope_captured_before_a_restart_is_still_a_replay(tmp_path: Path,
         edge.close()
         _stop(proc, stop)
     proc, line = _start_serve(["--dir", str(d), "--backend-url", fake_backend.url])
+    fake_backend.calls.clear()  # its start-up measurement again
     url = line.split("listening on ")[1].split()[0]
     edge = EdgeClient(d, url)
     try:
@@ -220,7 +226,7 @@ def test_an_envelope_captured_before_a_restart_is_still_a_replay(tmp_path: Path,
         _stop(proc, signal.SIGTERM)
     assert replayed.status_code == 409 and replayed.json()["error"]["reason"] == "replay"
     assert fresh.status_code == 200
-    assert len(fake_backend.answer_calls) == 2  # the replay never reached the backend
+    assert len(fake_backend.answer_calls) == 1  # the fresh one: the replay never reached the backend
     assert stat.S_IMODE((d / "replay-window.log").stat().st_mode) == 0o600
 
 

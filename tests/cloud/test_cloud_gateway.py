@@ -332,9 +332,13 @@ def test_health_and_metrics(gateway: Gateway, edge_client: EdgeClient) -> None:
     health = edge_client.http.get("/healthz")
     assert health.status_code == 200
     data = health.json()
-    assert set(data) == {"status", "backend", "uptime_s"} and (data["status"], data["backend"]) == ("ok", FAKE_MODEL)
+    assert set(data) == {"status", "backend", "uptime_s", "answer_ms"}
+    assert (data["status"], data["backend"]) == ("ok", FAKE_MODEL)
+    assert data["answer_ms"] == {"measured": None, "recent": None, "answers": 0}  # not measured, nothing served yet
     edge_client.post(b"nope")
     edge_client.post(edge_client.seal(question_payload()).to_bytes())
+    cost = edge_client.http.get("/healthz").json()["answer_ms"]
+    assert cost["answers"] == 1 and cost["recent"] > 0 and cost["measured"] is None  # a refusal is no answer
     resp = edge_client.http.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = resp.text
@@ -435,3 +439,36 @@ def test_redactions_are_counted_by_kind_with_bounded_labels() -> None:
     assert 'ecqa_gateway_redacted_requests_total{kind="name"} 1' in text and 'kind="email"' not in text
     assert 'ecqa_gateway_redacted_requests_total{kind="other"}' in text
     assert text.count("ecqa_gateway_redacted_requests_total{") <= MAX_KIND_LABELS + 2
+
+
+def test_a_gateway_measures_an_answer_at_start_and_the_edge_starts_its_latency_model_from_it(
+        material_dir: Path, edge1_dir: Path, fake_backend: FakeOpenAI) -> None:
+    """/healthz says what an answer costs here before anyone asked (one made-up answer over fresh passages at
+    start-up), and the edge's latency model starts its cloud term from it instead of a guess."""
+    from pipelines.answer import latency_model_for
+    from pipelines.cloud_path import open_cloud_link
+    from pipelines.settings import Settings
+
+    fake_backend.delay_s = 0.3
+    with Gateway(load_server_material(material_dir), OpenAIBackend(fake_backend.url), port=0, measure=True) as gw:
+        assert len(fake_backend.probe_calls) == 3 and len(fake_backend.answer_calls) == 1  # the default cloud plan
+        measured = gw.service.health()["answer_ms"]["measured"]
+        assert measured >= 5 * 300  # five backend requests of 0.3 s
+        url = gw.url
+        link = open_cloud_link(Settings(cloud_url=url, cloud_dir=edge1_dir))
+        try:
+            assert link.answer_ms() == measured
+            latency = latency_model_for(None)
+            assert latency.predict(0.0, 0).cloud_ms != pytest.approx(measured, rel=0.01)  # the default guess
+            latency.seed_cloud(measured)
+            assert latency.predict(0.0, 0).cloud_ms == pytest.approx(measured)
+            latency.observe_cloud(10.0, 1000, 400, 700.0, 3)  # the first real call replaces the seed
+            assert latency.predict(0.0, 0).cloud_ms == pytest.approx(700.0, abs=1.0)
+        finally:
+            link.close()
+    # a gateway that cannot be asked leaves the prior alone
+    dead = open_cloud_link(Settings(cloud_url=url, cloud_dir=edge1_dir))
+    try:
+        assert dead.answer_ms() is None
+    finally:
+        dead.close()
