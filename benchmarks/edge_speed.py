@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.markdown import replace_block
+from benchmarks.markdown import publish
 from eval.stats import bootstrap_ci, paired_bootstrap_ci, percentile
 
 START, END = "<!-- bench-edge-speed:start -->", "<!-- bench-edge-speed:end -->"
@@ -59,23 +59,11 @@ def calibrations(calibration_records: Path) -> dict[str, Any]:
             "plans": plans, "cloud_plans": cloud_plans}
 
 
-def _done(path: Path) -> dict[str, dict[str, Any]]:
-    """The rows of a resumable run so far, by question id (a torn last line is read again next time)."""
-    done: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["id"]] = row
-    return done
-
-
 def read_live(records: list[dict[str, Any]], plans: dict[str, Any], out: Path, kv_dir: Path, threads: int,
               progress: Any = print) -> list[dict[str, Any]]:
     """Every record's passages read live by each variant, rotating the order; resumable."""
     from benchmarks.layer_probe import load_reader
+    from eval.records import read_records
     from pipelines.settings import Settings
     from reading.kv_store import PassageStateStore
     from reading.prompts import Passage
@@ -83,7 +71,7 @@ def read_live(records: list[dict[str, Any]], plans: dict[str, Any], out: Path, k
 
     settings = Settings()
     path = out / "reads.jsonl"
-    done = _done(path)
+    done = read_records(path)
     todo = [r for r in records if r["id"] not in done]
     if todo:
         reader = load_reader(threads, None, kv_type=settings.kv_type)
@@ -109,8 +97,7 @@ def read_live(records: list[dict[str, Any]], plans: dict[str, Any], out: Path, k
                                                plans[v.removesuffix("+spec")])
                     ms = (time.perf_counter() - t0) * 1000.0
                     row[v] = {"ms": ms, "reading": reading.passages.to_json(), "prefilled": reading.prefilled_tokens,
-                              "passes": len(reading.passages.passages) + sum(s.asked for s in reading.passages.passages)
-                              + (reading.passages.p_verify != 0.5), "kv": list(reading.kv),
+                              "passes": reading.passages.passes, "kv": list(reading.kv),
                               "decode_ms": reading.timings.get("decode", 0.0)}
                 row["spec"] = vars(reader.spec_stats).copy()
                 f.write(json.dumps(row) + "\n")
@@ -132,6 +119,7 @@ def read_cloud(records: list[dict[str, Any]], cloud_plan: Any, out: Path, thread
                progress: Any = print) -> list[dict[str, Any]]:
     """The cloud model's reading of each record's passages as the embedded backend reads them (each request's
     passage prefix state kept in memory): cold (nothing kept), then full and ``cloud_plan`` warm, rotating."""
+    from eval.records import read_records
     from pipelines.settings import Settings
     from reading.kv_store import MemoryStateStore
     from reading.model_manifest import DEFAULT_CLOUD_MODEL
@@ -141,7 +129,7 @@ def read_cloud(records: list[dict[str, Any]], cloud_plan: Any, out: Path, thread
 
     settings = Settings()
     path = out / "cloud.jsonl"
-    done = _done(path)
+    done = read_records(path)
     todo = [r for r in records if r["id"] not in done]
     if todo:
         gguf = resolve_gguf("", DEFAULT_CLOUD_MODEL)
@@ -384,11 +372,8 @@ def main() -> None:
                       if args.cloud_n else [])
         res = analyse(records, rows, cloud_rows, held, cals)
         res["meta"] = f"{time.strftime('%Y-%m-%d')}, {args.threads} threads"
-        (args.out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
-    md = markdown(res, res["meta"])
-    replace_block(args.benchmarks_md, START, END, f"{START}\n\n{md}\n{END}\n",
-                  "## Half a second on the edge — `make bench-edge-speed`")
-    print(md)
+    publish(res, None if args.from_json else args.out / "results.json", f"{START}\n\n{markdown(res, res['meta'])}\n{END}\n",
+            args.benchmarks_md, START, END, "## Half a second on the edge — `make bench-edge-speed`")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from eval.replay import (
     record_cloud_signals,
     record_edge_signals,
 )
-from pipelines import ReadPlan
+from pipelines import FULL, ReadPlan
 from pipelines.calibration import (
     DEFAULT_CALIBRATION,
     AnswerModel,
@@ -82,7 +82,6 @@ PLAN_TOLERANCE = 0.5
 # The cloud's lean plan: every passage probed (it has no retrieval scores), only the best answered, that answer
 # checked (its check is among the cloud's strongest answer-quality signals).
 CLOUD_LEAN = ReadPlan("best", verify=True)
-FULL = ReadPlan()  # every passage probed and answered, the chosen answer checked
 C = 1.0  # inverse L2 strength of every logistic regression (standardized signals; as scikit-learn's default)
 
 
@@ -315,10 +314,7 @@ def cascade_curve(esc_score: np.ndarray, edge: Fitted, t_edge: float, t: Table,
 def plan_passes(records: Sequence[dict[str, Any]], tier: str = "edge") -> float:
     """Model passes per question of a tier's readings in ``records`` (probes, answers, checks): the cost
     a read plan is chosen by."""
-    total = 0
-    for r in records:
-        reading = PassageReading.from_json(r[tier]["reading"])
-        total += len(reading.passages) + sum(s.asked for s in reading.passages) + (reading.p_verify != 0.5)
+    total = sum(PassageReading.from_json(r[tier]["reading"]).passes for r in records)
     return total / max(len(records), 1)
 
 

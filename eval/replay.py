@@ -16,7 +16,7 @@ from typing import Any
 
 from eval.squad_metrics import Question, score_question
 from eval.stats import percentile
-from pipelines import ReadPlan, under_plan
+from pipelines import FULL, ReadPlan, under_plan
 from pipelines.calibration import Calibration, Valued
 from pipelines.cascade import AnswerCacheLike
 from pipelines.latency import LatencyModel
@@ -32,8 +32,6 @@ from pipelines.signals import (
     scores_from_json,
 )
 from pipelines.stages import split_stages
-
-FULL = ReadPlan()  # the full reading: nothing to derive
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "edge.store": ("DocumentStore",),
     "netem.profiles": ("PROFILES", "get_profile"),
     "reading.llama_check": ("CheckFailed",),
-    "reading.passages": ("ReadPlan", "under_plan"),
+    "reading.passages": ("FULL", "ReadPlan", "under_plan"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -192,6 +192,11 @@ class PassageReading:
         return self.passages[self.chosen].token_logprobs if self.chosen >= 0 else ()
 
     @property
+    def passes(self) -> int:
+        """Model passes the reading took: a probe per passage, an answer per passage asked, and the check."""
+        return len(self.passages) + sum(s.asked for s in self.passages) + (self.p_verify != NO_VERIFY)
+
+    @property
     def p_answerable(self) -> float:
         """The highest p(yes) of any passage."""
         return max((s.p_yes for s in self.passages), default=0.0)

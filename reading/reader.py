@@ -314,8 +314,7 @@ class LlamaReader:
                 break
             if step + 1 >= max_tokens or ahead:
                 continue
-            guess = (draft(tokens, out, min(DRAFT_TOKENS, max_tokens - step - 1), DRAFT_NGRAM, DRAFT_MIN_NGRAM)
-                     if self.speculative else [])
+            guess = draft(tokens, out, min(DRAFT_TOKENS, max_tokens - step - 1)) if self.speculative else []
             if not guess:
                 llm.eval([tok])
                 ahead.append(self._last_logprobs())

@@ -7,16 +7,16 @@ from __future__ import annotations
 import math
 
 import pytest
+from reading_helpers import Scripted
 
 from reading.passages import (
     NO_VERIFY,
     PassageReading,
     PassageSignals,
-    Step,
     choose,
     read_each,
 )
-from reading.prompts import Passage, Task, logit
+from reading.prompts import Passage, logit
 from reading.signals import (
     READING_SIGNALS,
     RETRIEVAL_SIGNALS,
@@ -29,29 +29,6 @@ from reading.signals import (
 PASSAGES = [Passage("A", "Rollo was a Viking leader."), Passage("B", "Normandy is in France."),
             Passage("C", "The Seine flows through Paris.")]
 Q = "Who was Rollo?"
-
-
-def yes(p: float) -> dict[str, float]:
-    return {"Yes": math.log(p), "No": math.log(1 - p)}
-
-
-class Scripted:
-    """A model whose p(yes) and answer per passage are given; records every step it is asked."""
-
-    def __init__(self, p_yes: list[float], answers: list[str], verify_p: float = 0.7) -> None:
-        self.p_yes, self.answers, self.verify_p = p_yes, answers, verify_p
-        self.asked: list[tuple[int, str]] = []
-
-    def __call__(self, i: int, task: Task, max_tokens: int) -> Step:
-        self.asked.append((i, task.kind))
-        if task.kind == "probe":
-            return Step("Yes", (-0.1,), yes(self.p_yes[i]), 30, 12, {"prefill": 1.0})
-        if task.kind == "verify":
-            assert task.answer == self.answers[i]
-            return Step("Yes", (-0.1,), yes(self.verify_p), 40, 15, {"prefill": 1.0})
-        assert max_tokens == 8
-        return Step(self.answers[i], (-0.2, -0.4), {self.answers[i][:3]: -0.2, "un": math.log(0.1)}, 31, 3,
-                    {"prefill": 0.5, "decode": 2.0})
 
 
 def test_every_passage_is_probed_and_answered_then_the_best_answer_checked() -> None:
