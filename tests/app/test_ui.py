@@ -45,13 +45,17 @@ def test_ask_shows_answer_badge_passages_and_latency_chart(page: Any, ui_server:
     assert int(why.group(3)) == ui_server.service.settings.budget_ms  # the configured Tmax, the slider's start
     assert why.group(2) == ("within" if int(why.group(1)) <= int(why.group(3)) else "over")
     assert page.locator("#latency-chart .ecqa-seg").first.is_visible()
-    # Per-passage reading: where each passage's KV state came from (the store, or prefilled and stored), for the
-    # passages the edge read: those near the top retrieval score (the calibration's read plan), one to three.
+    # Per-passage reading: where each passage's KV state came from (the store, or prefilled and stored), for each
+    # passage the edge read: those the calibration's read plan keeps of the retrieved ones, by their scores.
+    from pipelines.calibration import read_plan
+
+    scores = [float(li.get_attribute("data-score")) for li in page.locator("#passages li.ecqa-passage").all()]
+    read = read_plan(ui_server.service.settings.calibration_path).kept(scores)
     kv = page.locator("#latency-chart .ecqa-kv")
     sources = kv.get_attribute("data-kv").split(",")
-    assert 1 <= len(sources) <= 3 and set(sources) <= {"hit", "miss", "live"}
-    assert re.search(r"edge KV states: \[1\] (hit|miss|live)( · \[\d\] (hit|miss|live))* — restore \d+ ms, "
-                     r"prefill \d+ ms \(\d+ tokens\)", kv.inner_text())
+    assert len(sources) == read and set(sources) <= {"hit", "miss", "live"}, (sources, scores)
+    marks = " · ".join(rf"\[{i}\] (hit|miss|live)" for i in range(1, read + 1))
+    assert re.search(rf"edge KV states: {marks} — restore \d+ ms, prefill \d+ ms \(\d+ tokens\)", kv.inner_text())
     assert "nothing left the device" in page.locator("#sent").inner_text()
     assert history(page, 1)[0][:3] == ["What is the capital of Zorvath Island?", card["answer"], "edge"]
 
