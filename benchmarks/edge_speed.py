@@ -275,15 +275,16 @@ def markdown(res: dict[str, Any], meta: str) -> str:
         "no check. The cloud's: probe every passage, answer the best one, check that answer.",
         "",
         "| edge reading | passes / question | prefilled tokens | read p50 ms | read p95 ms | read mean ms "
-        "| ratio (p50 per question) "
+        "| of which decode | ratio (p50 per question) "
         "| edge p50 ms (with retrieval) | edge F1 | cascade F1 | 95% CI | cloud calls | cascade mean ms | vs cloud-only |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, key in (("full (before)", "full"), ("lean (read plan)", "lean"), ("lean + speculative decoding", "lean+spec")):
         x = v[key]
         ms = x["read_ms"]
         lines.append(f"| {name} | {x['passes']:.2f} | {x['prefilled']:.0f} | {ms['p50']:.0f} | {ms['p95']:.0f} "
-                     f"| {ms['mean']:.0f} | {x.get('ratio_p50', 1.0):.2f} | {x['edge_ms']['p50']:.0f} | {x['edge_f1']:.1f} "
+                     f"| {ms['mean']:.0f} | {x['decode_ms']:.0f} | {x.get('ratio_p50', 1.0):.2f} | {x['edge_ms']['p50']:.0f} "
+                     f"| {x['edge_f1']:.1f} "
                      f"| {x['cascade_f1']:.1f} | {x['cascade_ci'][0]:.1f} – {x['cascade_ci'][1]:.1f} "
                      f"| {100 * x['cloud_rate']:.0f}% "
                      f"| {x['cascade_ms']:.0f} | {x['cascade_ms'] / x['cloud_only_ms']:.2f}× |")
