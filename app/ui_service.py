@@ -304,7 +304,8 @@ def predicted_stages(data: dict[str, Any], snapshot: dict[str, float]) -> dict[s
     decision = data.get("decision") or {}
     total = float(decision.get("predicted_total_ms", 0.0))
     up, down = _link_terms(snapshot, decision.get("predicted_bytes_up", 0), _PREDICTED_BYTES_DOWN)
-    cloud = snapshot["cloud_base_ms"] + snapshot["cloud_ms_per_token"] * snapshot["expected_tokens"]
+    cloud = (snapshot["cloud_base_ms"] + snapshot["cloud_ms_per_char"] * decision.get("predicted_fresh_chars", 0)
+             + snapshot["cloud_ms_per_token"] * snapshot["expected_tokens"])
     edge = max(0.0, total - up - down - cloud)
     t = data["timings_ms"]
     embed = min(t.get("embed", 0.0), edge)

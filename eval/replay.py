@@ -176,7 +176,8 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
             continue
         edge, cloud = r["edge"], r["cloud"]
         bytes_up = cloud.get("bytes_up", 0)
-        routed_to = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True)
+        routed_to = router.route(policy, values(r), edge["total_ms"], bytes_up, budget_ms, True,
+                                 fresh_chars=latency.fresh_chars(r["passages"]))
         d = routed_to.decision
         failed = d.route == "cloud" and "error" in cloud
         # The live cascade's edge reading at the outcome: none under the cloud policy, unless it read after a failed call.
@@ -194,7 +195,7 @@ def route_records(records: Sequence[dict[str, Any]], policy: Policy, cal: Calibr
             if failed:  # as live: a degraded answer teaches the latency model nothing and is not cached
                 out.append(routed)
                 continue
-            latency.observe_reply(cloud["timings"], bytes_up, cloud["bytes_down"], cloud["usage"])
+            latency.observe_reply(cloud["timings"], bytes_up, cloud["bytes_down"], cloud["usage"], r["passages"])
         else:
             routed = Routed(r["id"], outcome.tier, outcome.answer, f1, edge["total_ms"], False, record_stages(r, outcome.tier))
         latency.observe_edge(edge["total_ms"])

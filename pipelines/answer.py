@@ -80,9 +80,9 @@ def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None 
             return open_cloud_link(settings.model_copy(update={"network": network}))
 
         link = linker(settings.network)
-        cloud_ms = link.answer_ms()  # the gateway's own answer time: the first question's prediction is not a guess
-        if cloud_ms is not None:
-            latency.seed_cloud(cloud_ms)
+        cost = link.answer_cost()  # the gateway's own answer times: the first question's prediction is not a guess
+        if cost is not None:
+            latency.seed_cloud(cost)
     breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
     return Cascade(edge, calibration, cloud=cloud, cache=answer_cache_from(settings), latency=latency, breaker=breaker,
                    budget_ms=settings.budget_ms, dispatcher=dispatcher,

@@ -247,6 +247,7 @@ class Cascade:
                 elapsed = (time.perf_counter() - t0) * 1000.0
                 assert self.cloud is not None
                 routed = self.router.route(pol, None, elapsed, self.cloud.estimate_bytes_up(q, up), budget, True,
+                                           fresh_chars=self.latency.fresh_chars([p.text for p in up]),
                                            redirected=dispatch["reason"])
                 return self._finish(q, pol, routed, retrieved, None, up, budget, t0, dispatch)
                 # a redirection is not cached: the next time an edge may be free
@@ -258,7 +259,7 @@ class Cascade:
         values = self.calibration.edge_values(edge_ans.features) if edge_ans is not None else None
         breaker_open = self.cloud is not None and pol.uses_cloud and not cloud_ok and self.breaker.state != "closed"
         routed = self.router.route(pol, values, elapsed, bytes_up, budget, cloud_ok if edge_ans is not None else True,
-                                   breaker_open=breaker_open)
+                                   fresh_chars=self.latency.fresh_chars([p.text for p in up]), breaker_open=breaker_open)
         result = self._finish(q, pol, routed, retrieved, edge_ans, up, budget, t0, dispatch)
         if use_cache and self.cache is not None and result.decision and not result.decision.get("degraded"):
             self.cache.put(q, result.to_json(), retrieved.embedding, retrieved.ids, scope)
@@ -337,7 +338,8 @@ class Cascade:
                 replied = reply
                 timings.update(reply.timings)
                 models["cloud"] = reply.model
-                self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage)
+                self.latency.observe_reply(reply.timings, reply.bytes_up, reply.bytes_down, reply.usage,
+                                           [p.text for p in up])
                 if dispatch is not None and dispatch.get("redirected"):
                     dispatch["cloud_cost_usd"] = round(redirect_cost_usd(reply.usage, *self.prices), 8)
         edge = None
@@ -355,6 +357,7 @@ class Cascade:
             "threshold": round(decision.threshold, 4),
             "predicted_total_ms": round(signals.predicted_total_ms, 1),
             "predicted_bytes_up": routed.bytes_up,  # the sealed request's size the prediction assumed
+            "predicted_fresh_chars": routed.fresh_chars,  # and the passage characters new to the cloud
             "measured_total_ms": round(timings["total"], 1),
             "degraded": out.degraded,
             "over_budget": decision.over_budget,

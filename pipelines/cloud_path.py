@@ -21,6 +21,7 @@ from netem.profiles import get_profile
 from pipelines.calibration import cloud_read_plan
 from pipelines.cloud_client import AnswererClient
 from pipelines.errors import PipelineError
+from pipelines.latency import CloudCost
 from pipelines.settings import Settings
 from reading.models import models_dir
 
@@ -132,10 +133,11 @@ class CloudLink:
         self.client.answerer.close()
         self._open.close()
 
-    def answer_ms(self) -> float | None:
-        """What the gateway says an answer costs there (ms, its /healthz): the recent answers' average, else
-        the one it measured at start-up; None when it says neither or cannot be asked (the latency model then
-        keeps its prior: the call itself will tell)."""
+    def answer_cost(self) -> CloudCost | None:
+        """What the gateway says an answer costs there (its /healthz): the answer it measured at start-up over
+        passages it had not read, the same answer once it had, and those passages' size; else (a gateway that
+        did not measure) the recent answers' average. None when it says neither or cannot be asked (the latency
+        model then keeps its prior: the call itself will tell)."""
         try:
             cost = self.client.answerer.health().get("answer_ms")
         except CloudError as exc:
@@ -143,11 +145,18 @@ class CloudLink:
             return None
         if not isinstance(cost, dict):
             return None
-        for key in ("recent", "measured"):
-            value = cost.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 3_600_000:
-                return float(value)
-        return None
+        cold, warm, recent = (_ms(cost.get(k)) for k in ("measured", "measured_warm", "recent"))
+        chars = cost.get("measured_chars")
+        if cold is not None:
+            return CloudCost(cold, warm, chars if isinstance(chars, int) and not isinstance(chars, bool) and chars > 0 else 0)
+        return None if recent is None else CloudCost(recent)
+
+
+def _ms(value: object) -> float | None:
+    """A time the gateway reported, or None when it is not a plausible one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 3_600_000:
+        return float(value)
+    return None
 
 
 def open_cloud_link(settings: Settings) -> CloudLink:

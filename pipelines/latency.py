@@ -7,9 +7,11 @@ configured network profile (or a Wi-Fi-like guess) until the first measurements 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -45,54 +47,135 @@ class Prediction:
                 "total": self.total_ms}
 
 
+# How many passages the edge remembers having sent (the cloud keeps the states of passages it has read: a
+# passage sent before costs the cloud no prefill, as long as it is still in the cloud's cache).
+SENT_PASSAGES = 4096
+
+
+class SentPassages:
+    """The passages this edge has sent to the cloud, the most recent :data:`SENT_PASSAGES` (by text digest)."""
+
+    def __init__(self, capacity: int = SENT_PASSAGES) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+    def fresh_chars(self, texts: Sequence[str]) -> int:
+        """Characters of ``texts`` not sent before (each distinct text once)."""
+        seen: set[bytes] = set()
+        n = 0
+        for text in texts:
+            key = self._key(text)
+            if key not in self._seen and key not in seen:
+                n += len(text)
+            seen.add(key)
+        return n
+
+    def add(self, texts: Sequence[str]) -> None:
+        for text in texts:
+            key = self._key(text)
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class CloudCost:
+    """What the gateway measured of its own answers at start-up (its /healthz ``answer_ms``), ms.
+
+    :param cold_ms: one answer over passages it had not read (their prefill included).
+    :param warm_ms: the same answer again, the passages' states kept (None: not measured).
+    :param chars: the characters of those passages (0: unknown).
+    """
+
+    cold_ms: float
+    warm_ms: float | None = None
+    chars: int = 0
+
+    @property
+    def ms_per_char(self) -> float | None:
+        """The cloud's prefill cost of a passage character it has not read, or None when not measured."""
+        if self.warm_ms is None or self.chars <= 0 or self.cold_ms < self.warm_ms:
+            return None
+        return (self.cold_ms - self.warm_ms) / self.chars
+
+
 class LatencyModel:
     """EWMA estimates of edge compute, RTT, bandwidth and cloud time per generated token.
 
+    The cloud term is a fixed cost per request, plus the prefill of the passage characters the cloud has not
+    read before (``cloud_ms_per_char``, from the gateway's own measurement: :meth:`seed_cloud`), plus decode.
+
     :param rtt_ms: initial round-trip time.
     :param bandwidth_mbit: initial bandwidth (both directions).
-    :param cloud_base_ms: initial fixed cloud cost per request (prefill, sealing, queueing).
+    :param cloud_base_ms: initial fixed cloud cost per request (the question's prefill, sealing, queueing).
     :param cloud_ms_per_token: initial cloud decode time per generated token.
     :param edge_ms: initial edge compute per question.
+    :param cloud_ms_per_char: the cloud's prefill time per passage character it has not read (0: not known).
     """
 
     def __init__(self, rtt_ms: float = 30.0, bandwidth_mbit: float = 50.0, cloud_base_ms: float = 600.0,
-                 cloud_ms_per_token: float = 25.0, edge_ms: float = 2000.0, expected_tokens: float = 8.0) -> None:
+                 cloud_ms_per_token: float = 25.0, edge_ms: float = 2000.0, expected_tokens: float = 8.0,
+                 cloud_ms_per_char: float = 0.0, sent: SentPassages | None = None) -> None:
         self.rtt = Ewma(rtt_ms)
         self.bytes_per_ms = Ewma(bandwidth_mbit * 1e6 / 8 / 1000)
         self.cloud_base = Ewma(cloud_base_ms)
         self.cloud_per_token = Ewma(cloud_ms_per_token)
+        self.cloud_per_char = cloud_ms_per_char
         self.edge = Ewma(edge_ms)
         self.tokens = Ewma(expected_tokens)
+        self.sent = sent if sent is not None else SentPassages()
         self._lock = threading.Lock()
 
-    def predict(self, edge_ms: float | None, bytes_up: int, bytes_down: int = 400) -> Prediction:
-        """Predicted time if escalated; ``edge_ms`` None = use the running edge estimate."""
+    def predict(self, edge_ms: float | None, bytes_up: int, bytes_down: int = 400, fresh_chars: int = 0) -> Prediction:
+        """Predicted time if escalated; ``edge_ms`` None = use the running edge estimate; ``fresh_chars``: the
+        characters of the request's passages the cloud has not read (:meth:`fresh_chars`)."""
         with self._lock:
             return Prediction(
                 edge_ms=self.edge.value if edge_ms is None else edge_ms,
                 transfer_ms=(bytes_up + bytes_down) / max(self.bytes_per_ms.value, 1e-6),
                 rtt_ms=self.rtt.value,
-                cloud_ms=self.cloud_base.value + self.cloud_per_token.value * self.tokens.value,
+                cloud_ms=self.cloud_base.value + self.cloud_per_char * fresh_chars
+                + self.cloud_per_token.value * self.tokens.value,
             )
 
-    def seed_cloud(self, cloud_ms: float) -> None:
-        """Start the cloud term from what the cloud says an answer costs there (its /healthz), rather than from
-        the default guess: the prediction's cloud time becomes ``cloud_ms``. Not a sample: the first measured
-        call replaces it, as it replaces any prior."""
+    def fresh_chars(self, passages: Sequence[str]) -> int:
+        """Characters of these passages this edge has not sent to the cloud yet."""
         with self._lock:
-            self.cloud_base.value = max(cloud_ms - self.cloud_per_token.value * self.tokens.value, 0.0)
+            return self.sent.fresh_chars(passages)
+
+    def seed_cloud(self, cost: CloudCost) -> None:
+        """Start the cloud term from what the cloud says an answer costs there (its /healthz), rather than from
+        the default guess. With its warm answer and its passages' size measured too, the fixed cost is the warm
+        answer's and each new passage character adds the difference's share: a request whose passages are
+        as long, and as new, as the measured ones is predicted at ``cost.cold_ms``. Otherwise the fixed cost
+        is the cold answer's. Not a sample: the first measured call replaces the fixed cost, as it replaces
+        any prior; the cost per character stays."""
+        with self._lock:
+            per_char = cost.ms_per_char
+            if per_char is None:
+                fixed = cost.cold_ms
+            else:
+                self.cloud_per_char = per_char
+                fixed = cost.warm_ms if cost.warm_ms is not None else cost.cold_ms
+            self.cloud_base.value = max(fixed - self.cloud_per_token.value * self.tokens.value, 0.0)
 
     def observe_edge(self, edge_ms: float) -> None:
         with self._lock:
             self.edge.update(edge_ms)
 
     def observe_cloud(self, network_ms: float, bytes_up: int, bytes_down: int, server_ms: float,
-                      completion_tokens: int, decode_ms: float | None = None) -> None:
+                      completion_tokens: int, decode_ms: float | None = None, fresh_chars: int = 0) -> None:
         """Fold in one measured cloud call.
 
         ``network_ms`` is the client-side time minus the server's own time: one RTT plus the
         transfer of both payloads. The RTT estimate follows the fastest calls (payload-free
-        limit), and the bandwidth follows what is left once the RTT is taken out.
+        limit), and the bandwidth follows what is left once the RTT is taken out. ``fresh_chars``: the
+        passage characters the cloud had not read (their prefill is not part of the fixed cost).
         """
         with self._lock:
             transfer = network_ms - self.rtt.value
@@ -104,21 +187,28 @@ class LatencyModel:
             tokens = max(completion_tokens, 1)
             self.tokens.update(tokens)
             per_token = (decode_ms / tokens) if decode_ms else None
+            fixed = server_ms - self.cloud_per_char * fresh_chars
             if per_token is not None:
                 self.cloud_per_token.update(per_token)
-                self.cloud_base.update(max(server_ms - per_token * tokens, 0.0))
+                self.cloud_base.update(max(fixed - per_token * tokens, 0.0))
             else:
-                self.cloud_base.update(max(server_ms - self.cloud_per_token.value * tokens, 0.0))
+                self.cloud_base.update(max(fixed - self.cloud_per_token.value * tokens, 0.0))
 
-    def observe_reply(self, timings: Mapping[str, float], bytes_up: int, bytes_down: int, usage: Mapping[str, int]) -> None:
+    def observe_reply(self, timings: Mapping[str, float], bytes_up: int, bytes_down: int, usage: Mapping[str, int],
+                      passages: Sequence[str] = ()) -> None:
         """Fold in one cloud reply as the edge measured it (the live cascade's and a record's alike).
 
         :param timings: ms: ``network``, ``cloud`` (the gateway's total; ``server`` in records of older runs) and
             ``cloud_decode`` when the backend reports it (``decode`` in older records).
         :param usage: the reply's token counts (``completion_tokens``).
+        :param passages: the passages the request carried: those not sent before count as new to the cloud,
+            and from now on as read.
         """
+        with self._lock:
+            fresh = self.sent.fresh_chars(passages)
+            self.sent.add(passages)
         self.observe_cloud(timings.get("network", 0.0), bytes_up, bytes_down, timings.get("cloud", timings.get("server", 0.0)),
-                           usage.get("completion_tokens", 0), timings.get("cloud_decode", timings.get("decode")))
+                           usage.get("completion_tokens", 0), timings.get("cloud_decode", timings.get("decode")), fresh)
 
     def for_link(self, rtt_ms: float | None = None, bandwidth_mbit: float | None = None) -> LatencyModel:
         """A model for another link: its RTT and bandwidth as priors (the defaults when not given), what this
@@ -126,14 +216,15 @@ class LatencyModel:
         snap = self.snapshot()
         link = {k: v for k, v in (("rtt_ms", rtt_ms), ("bandwidth_mbit", bandwidth_mbit)) if v is not None}
         return LatencyModel(**link, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
-                            edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"])
+                            edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"],
+                            cloud_ms_per_char=snap["cloud_ms_per_char"], sent=self.sent)
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return {"edge_ms": self.edge.value, "rtt_ms": self.rtt.value,
                     "bandwidth_mbit": self.bytes_per_ms.value * 8 * 1000 / 1e6,
                     "cloud_base_ms": self.cloud_base.value, "cloud_ms_per_token": self.cloud_per_token.value,
-                    "expected_tokens": self.tokens.value}
+                    "cloud_ms_per_char": self.cloud_per_char, "expected_tokens": self.tokens.value}
 
 
 class CircuitBreaker:

@@ -27,6 +27,7 @@ class Routed:
     decision: Decision
     signals: Signals
     bytes_up: int = 0
+    fresh_chars: int = 0  # the passage characters the cloud had not read, as the prediction assumed
 
 
 class CascadeRouter:
@@ -39,7 +40,7 @@ class CascadeRouter:
         self.latency = latency
 
     def route(self, policy: Policy, values: tuple[Valued, float] | None, edge_ms: float, bytes_up: int,
-              budget_ms: float, cloud_available: bool, *, breaker_open: bool = False,
+              budget_ms: float, cloud_available: bool, *, fresh_chars: int = 0, breaker_open: bool = False,
               redirected: str | None = None) -> Routed:
         """Decide for one question.
 
@@ -48,18 +49,20 @@ class CascadeRouter:
             model did not read the question.
         :param edge_ms: what the edge has spent so far (the T_edge of the prediction).
         :param bytes_up: the size of the cloud request if escalated (the S of S/B).
+        :param fresh_chars: the characters of its passages the cloud has not read (their prefill is part of
+            T_cloud: :meth:`LatencyModel.fresh_chars`).
         :param breaker_open: the cloud is configured but its circuit breaker lets no call through (the
             decision's reason says so).
         :param redirected: why no edge could read the question (the dispatcher's overflow): it goes to the
             cloud, whatever the policy would say of a reading it does not have.
         """
-        predicted = self.latency.predict(edge_ms, bytes_up).total_ms
+        predicted = self.latency.predict(edge_ms, bytes_up, fresh_chars=fresh_chars).total_ms
         edge = NO_EDGE_VALUES if values is None else (values[0].answer, values[0].abstain, values[1])
         signals = Signals(*edge, predicted, budget_ms, cloud_available)
         if redirected is not None:
             return Routed(Decision("cloud", f"{redirected} → redirected to the cloud", 0.0, 0.0, predicted > budget_ms),
-                          signals, bytes_up)
+                          signals, bytes_up, fresh_chars)
         decision = policy.decide(signals)
         if breaker_open and policy.uses_cloud:
             decision = replace(decision, reason=decision.reason + " (circuit breaker open)")
-        return Routed(decision, signals, bytes_up)
+        return Routed(decision, signals, bytes_up, fresh_chars)

@@ -22,7 +22,7 @@ from pipelines.policies import CascadePolicy, LatencyPolicy, Signals
 
 # The latency model's state (LatencyModel.snapshot()): wifi-like link, 50 Mbit/s = 6250 bytes/ms.
 SNAPSHOT = {"edge_ms": 900.0, "rtt_ms": 30.0, "bandwidth_mbit": 50.0, "cloud_base_ms": 600.0,
-            "cloud_ms_per_token": 25.0, "expected_tokens": 8.0}
+            "cloud_ms_per_token": 25.0, "expected_tokens": 8.0, "cloud_ms_per_char": 0.25}
 
 
 def escalated(**over: Any) -> dict[str, Any]:
@@ -36,7 +36,8 @@ def escalated(**over: Any) -> dict[str, Any]:
         "bytes_up": 1500, "bytes_down": 500,
         "sent": {"question": "Who founded the Brindlewick Orchestra?", "passages": [{"title": "t", "text": "x"}]},
         "decision": {"route": "cloud", "reason": "confidence 0.20 < 0.50 → escalated", "confidence": 0.2,
-                     "threshold": 0.5, "predicted_total_ms": 980.0, "predicted_bytes_up": 1500, "measured_total_ms": 485.0,
+                     "threshold": 0.5, "predicted_total_ms": 980.0, "predicted_bytes_up": 1500, "predicted_fresh_chars": 160,
+                     "measured_total_ms": 485.0,
                      "degraded": False, "policy": "cascade"},
     }
     data.update(over)
@@ -64,7 +65,7 @@ def test_measured_stages_sum_to_the_total_and_split_the_network_time_as_the_mode
 def test_predicted_stages_add_up_to_the_policys_prediction() -> None:
     p = predicted_stages(escalated(), SNAPSHOT)  # the request size the prediction assumed
     assert sum(p.values()) == pytest.approx(980.0)
-    assert p["cloud"] == 600.0 + 25.0 * 8.0
+    assert p["cloud"] == 600.0 + 0.25 * 160 + 25.0 * 8.0  # fixed + the passages new to the cloud + decode
     assert p["network up"] == pytest.approx(15 + 1500 / 6250) and p["network down"] == pytest.approx(15 + 400 / 6250)
     assert (p["embed"], p["retrieve"]) == (10.0, 5.0) and p["edge generate"] > 0 and p["other"] == 0.0
 

@@ -65,9 +65,12 @@ def test_the_first_questions_are_answered_right_in_the_cli(default_index: Path, 
         assert not d["degraded"], d
         if d["route"] == "cloud":
             # Each `ecqa ask` is a first question: its prediction's cloud term is what the gateway measured at start-up
-            # (one answer over fresh passages), not the default guess (800 ms, which predicted 0.46x of the total).
-            # Here it predicted 1.3x: this question's passages are shorter than the measured ones.
-            assert 0.6 < d["predicted_total_ms"] / d["measured_total_ms"] < 1.6, d
+            # (an answer over fresh passages and the same once read: a fixed cost and a cost per new passage
+            # character), for this question's passages, all new to the cloud — not the default guess (800 ms, which
+            # predicted 0.46x of the total) nor the cold answer alone (1.3x). Here: 1.15x and 1.22x in two runs; the
+            # gateway's own warm answer varies by 1.4-2.0 s between runs on this shared 2-core machine.
+            assert d["predicted_fresh_chars"] == sum(len(p["text"]) for p in data["passages"]), d
+            assert 0.75 < d["predicted_total_ms"] / d["measured_total_ms"] < 1.35, d
 
 
 def test_the_first_questions_are_answered_right_in_the_ui(default_index: Path, cloud: Gateway,

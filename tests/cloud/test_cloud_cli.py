@@ -181,8 +181,9 @@ def test_serve_answers_and_stops_on_ctrl_c(material_dir: Path, edge1_dir: Path, 
     proc, line = _start_serve(["--dir", str(material_dir), "--backend-url", fake_backend.url])
     try:
         assert "cloud gateway listening on https://127.0.0.1:" in line and f"backend {fake_backend.url} (fake-llm)" in line
-        # Before it listened, the gateway timed one made-up answer (three fresh passages, the default cloud plan).
-        assert (len(fake_backend.probe_calls), len(fake_backend.answer_calls)) == (3, 1)
+        # Before it listened, the gateway timed one made-up answer (three fresh passages, the default cloud plan),
+        # twice: with the passages new to it, and once read.
+        assert (len(fake_backend.probe_calls), len(fake_backend.answer_calls)) == (6, 2)
         fake_backend.calls.clear()
         url = line.split("listening on ")[1].split()[0]
         cloud = CloudAnswerer(url=url, cloud_dir=str(edge1_dir))

@@ -29,7 +29,7 @@ from cloud.backend import OpenAIBackend
 from cloud.backend_server import CONTEXT_ERROR_TYPE
 from cloud.certs import load_edge_material, load_server_material
 from cloud.envelope import AesKey, now_ms, unseal
-from cloud.gateway import Gateway, GatewayService
+from cloud.gateway import SAMPLE_PASSAGES, Gateway, GatewayService
 from cloud.wire import (
     ANSWER_PATH,
     DIRECTION_REPLY,
@@ -334,7 +334,8 @@ def test_health_and_metrics(gateway: Gateway, edge_client: EdgeClient) -> None:
     data = health.json()
     assert set(data) == {"status", "backend", "uptime_s", "answer_ms"}
     assert (data["status"], data["backend"]) == ("ok", FAKE_MODEL)
-    assert data["answer_ms"] == {"measured": None, "recent": None, "answers": 0}  # not measured, nothing served yet
+    assert data["answer_ms"] == {"measured": None, "measured_warm": None, "measured_chars": 0, "recent": None,
+                                 "answers": 0}  # not measured, nothing served yet
     edge_client.post(b"nope")
     edge_client.post(edge_client.seal(question_payload()).to_bytes())
     cost = edge_client.http.get("/healthz").json()["answer_ms"]
@@ -444,31 +445,42 @@ def test_redactions_are_counted_by_kind_with_bounded_labels() -> None:
 def test_a_gateway_measures_an_answer_at_start_and_the_edge_starts_its_latency_model_from_it(
         material_dir: Path, edge1_dir: Path, fake_backend: FakeOpenAI) -> None:
     """/healthz says what an answer costs here before anyone asked (one made-up answer over fresh passages at
-    start-up), and the edge's latency model starts its cloud term from it instead of a guess."""
+    start-up, then the same once they were read), and the edge's latency model starts its cloud term from it
+    instead of a guess: the fixed part from the warm answer, each new passage character at the difference's rate."""
     from pipelines.answer import latency_model_for
     from pipelines.cloud_path import open_cloud_link
+    from pipelines.latency import CloudCost
     from pipelines.settings import Settings
 
     fake_backend.delay_s = 0.3
     with Gateway(load_server_material(material_dir), OpenAIBackend(fake_backend.url), port=0, measure=True) as gw:
-        assert len(fake_backend.probe_calls) == 3 and len(fake_backend.answer_calls) == 1  # the default cloud plan
-        measured = gw.service.health()["answer_ms"]["measured"]
-        assert measured >= 5 * 300  # five backend requests of 0.3 s
+        assert len(fake_backend.probe_calls) == 6 and len(fake_backend.answer_calls) == 2  # the default cloud plan, twice
+        health = gw.service.health()["answer_ms"]
+        measured, warm, chars = health["measured"], health["measured_warm"], health["measured_chars"]
+        assert measured >= 5 * 300 and warm >= 5 * 300  # five backend requests of 0.3 s each time
+        assert chars == sum(len(p.text) for p in SAMPLE_PASSAGES) and health["answers"] == 0  # not an answer served
         url = gw.url
         link = open_cloud_link(Settings(cloud_url=url, cloud_dir=edge1_dir))
         try:
-            assert link.answer_ms() == measured
-            latency = latency_model_for(None)
-            assert latency.predict(0.0, 0).cloud_ms != pytest.approx(measured, rel=0.01)  # the default guess
-            latency.seed_cloud(measured)
-            assert latency.predict(0.0, 0).cloud_ms == pytest.approx(measured)
-            latency.observe_cloud(10.0, 1000, 400, 700.0, 3)  # the first real call replaces the seed
-            assert latency.predict(0.0, 0).cloud_ms == pytest.approx(700.0, abs=1.0)
+            assert link.answer_cost() == CloudCost(measured, warm, chars)
         finally:
             link.close()
+    latency = latency_model_for(None)
+    assert latency.predict(0.0, 0).cloud_ms != pytest.approx(3000.0, rel=0.01)  # the default guess
+    latency.seed_cloud(CloudCost(3000.0, 1200.0, 2000))
+    assert latency.predict(0.0, 0, fresh_chars=2000).cloud_ms == pytest.approx(3000.0)  # as new and long as measured
+    assert latency.predict(0.0, 0, fresh_chars=1000).cloud_ms == pytest.approx(2100.0)  # half as long
+    assert latency.predict(0.0, 0).cloud_ms == pytest.approx(1200.0)  # passages the cloud has read
+    latency.observe_cloud(10.0, 1000, 400, 700.0, 3, fresh_chars=0)  # the first real call replaces the fixed part
+    assert latency.predict(0.0, 0).cloud_ms == pytest.approx(700.0, abs=1.0)
+    assert latency.predict(0.0, 0, fresh_chars=1000).cloud_ms == pytest.approx(1600.0, abs=1.0)  # the rate stays
+    # A gateway that measured only the cold answer (an older one): that is the fixed cost, nothing per character.
+    flat = latency_model_for(None)
+    flat.seed_cloud(CloudCost(3000.0))
+    assert flat.predict(0.0, 0, fresh_chars=2000).cloud_ms == pytest.approx(3000.0) == flat.predict(0.0, 0).cloud_ms
     # a gateway that cannot be asked leaves the prior alone
     dead = open_cloud_link(Settings(cloud_url=url, cloud_dir=edge1_dir))
     try:
-        assert dead.answer_ms() is None
+        assert dead.answer_cost() is None
     finally:
         dead.close()

@@ -253,6 +253,7 @@ def test_replay_and_live_cascade_take_the_same_route(edge: EdgeQA) -> None:
                             "bytes_up": 1500, "bytes_down": 400, "usage": {"completion_tokens": 3}, "total_ms": 800.0}
                         records.append({"id": q, "question": q, "answers": answers, "has_answer": answers != [""],
                                         "retrieval_ms": 30.0, "passage_scores": [dataclasses.asdict(s) for s in ea.scores],
+                                        "passages": [p["text"] for p in ea.passages],
                                         "edge": {"answer": ea.answer, "reading": ea.reading.to_json(), "total_ms": 2000.0},
                                         "cloud": cloud_part})
                     replayed = [(x.route, x.answer, x.degraded) for x in route_records(records, cal.policy(policy), cal, 1e6)]

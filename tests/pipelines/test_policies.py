@@ -122,6 +122,31 @@ def test_latency_model_learns_from_measurements() -> None:
     assert m.predict(None, 0).edge_ms == 1500.0
 
 
+def test_latency_model_counts_only_passages_the_cloud_has_not_read() -> None:
+    """A passage sent before costs the cloud no prefill (it kept its state): the prediction's per-character term
+    counts the new ones only, and what a call measured is split the same way."""
+    m = LatencyModel(cloud_base_ms=1000.0, cloud_ms_per_token=0.0, cloud_ms_per_char=2.0)
+    a, b = "A passage the cloud has not read.", "Another one, longer than the first passage."
+    assert m.fresh_chars([a, b, a]) == len(a) + len(b)  # a text once, however often it comes
+    assert m.predict(0.0, 0, fresh_chars=m.fresh_chars([a, b])).cloud_ms == pytest.approx(1000.0 + 2.0 * (len(a) + len(b)))
+    m.observe_reply({"network": 5.0, "cloud": 1000.0 + 2.0 * len(a)}, 100, 100, {"completion_tokens": 4}, [a])
+    assert m.snapshot()["cloud_base_ms"] == pytest.approx(1000.0)  # the new passage's prefill taken out
+    assert m.fresh_chars([a, b]) == len(b)
+    m.observe_reply({"network": 5.0, "cloud": 500.0}, 100, 100, {"completion_tokens": 4}, [a])  # a read passage: no prefill
+    assert m.snapshot()["cloud_base_ms"] == pytest.approx(0.2 * 500.0 + 0.8 * 1000.0)
+    other = m.for_link(rtt_ms=80.0)  # another link, the same cloud: it has read the same passages
+    assert other.fresh_chars([a, b]) == len(b) and other.snapshot()["cloud_ms_per_char"] == 2.0
+
+
+def test_the_edge_forgets_the_oldest_passages_it_sent() -> None:
+    from pipelines.latency import SentPassages
+
+    sent = SentPassages(capacity=2)
+    sent.add(["one", "two"])
+    sent.add(["one", "three"])  # "one" is recent again; "two" is the oldest
+    assert sent.fresh_chars(["one", "two", "three"]) == len("two")
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 0.0
