@@ -146,10 +146,11 @@ class CloudLink:
         if not isinstance(cost, dict):
             return None
         cold, warm, recent = (_ms(cost.get(k)) for k in ("measured", "measured_warm", "recent"))
-        chars = cost.get("measured_chars")
-        if cold is not None:
-            return CloudCost(cold, warm, chars if isinstance(chars, int) and not isinstance(chars, bool) and chars > 0 else 0)
-        return None if recent is None else CloudCost(recent)
+        if cold is None:
+            return None if recent is None else CloudCost(recent)
+        decode = cost.get("measured_decode")
+        decode_ms, tokens = (_ms(decode.get("ms")), _count(decode.get("tokens"))) if isinstance(decode, dict) else (None, 0)
+        return CloudCost(cold, warm, _count(cost.get("measured_chars")), decode_ms if tokens else None, tokens)
 
 
 def _ms(value: object) -> float | None:
@@ -157,6 +158,11 @@ def _ms(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 3_600_000:
         return float(value)
     return None
+
+
+def _count(value: object) -> int:
+    """A count the gateway reported, or 0 when it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def open_cloud_link(settings: Settings) -> CloudLink:

@@ -47,6 +47,53 @@ class Prediction:
                 "total": self.total_ms}
 
 
+class EwLine:
+    """y = intercept + slope * x by exponentially weighted least squares: a new point weighs ``alpha`` (the first
+    one, with no point before it, replaces the prior). The slope moves only while the points' x differ; until
+    then it keeps its prior (or what it last was). Both stay ≥ 0.
+
+    The latency model's cloud term: the cloud's time (its decoding taken out) over the passage characters it had
+    not read, so that new passages' prefill and the fixed cost per request are told apart.
+    """
+
+    def __init__(self, intercept: float, slope: float, alpha: float = 0.2) -> None:
+        self.intercept, self.slope, self.alpha = intercept, slope, alpha
+        self._stats = [0.0] * 5  # weight, Σx, Σy, Σxx, Σxy
+
+    def copy(self) -> EwLine:
+        line = EwLine(self.intercept, self.slope, self.alpha)
+        line._stats = list(self._stats)
+        return line
+
+    def seed(self, points: Sequence[tuple[float, float]]) -> None:
+        """Start from these points (equal weights), forgetting every point before."""
+        self._stats = [0.0] * 5
+        for x, y in points:
+            self._add(x, y, 1.0 / len(points))
+        self._fit()
+
+    def update(self, x: float, y: float) -> None:
+        w = 1.0 if self._stats[0] == 0 else self.alpha
+        self._stats = [v * (1 - w) for v in self._stats]
+        self._add(x, y, w)
+        self._fit()
+
+    def __call__(self, x: float) -> float:
+        return self.intercept + self.slope * x
+
+    def _add(self, x: float, y: float, w: float) -> None:
+        for i, v in enumerate((1.0, x, y, x * x, x * y)):
+            self._stats[i] += w * v
+
+    def _fit(self) -> None:
+        w, sx, sy, sxx, sxy = self._stats
+        mx, my = sx / w, sy / w
+        var = sxx / w - mx * mx
+        if var > 1.0:  # the points' x differ by more than a character
+            self.slope = max((sxy / w - mx * my) / var, 0.0)
+        self.intercept = max(my - self.slope * mx, 0.0)
+
+
 # How many passages the edge remembers having sent (the cloud keeps the states of passages it has read: a
 # passage sent before costs the cloud no prefill, as long as it is still in the cloud's cache).
 SENT_PASSAGES = 4096
@@ -90,11 +137,15 @@ class CloudCost:
     :param cold_ms: one answer over passages it had not read (their prefill included).
     :param warm_ms: the same answer again, the passages' states kept (None: not measured).
     :param chars: the characters of those passages (0: unknown).
+    :param decode_ms: the warm answer's decoding time (None: not reported).
+    :param tokens: the tokens it decoded.
     """
 
     cold_ms: float
     warm_ms: float | None = None
     chars: int = 0
+    decode_ms: float | None = None
+    tokens: int = 0
 
     @property
     def ms_per_char(self) -> float | None:
@@ -108,7 +159,8 @@ class LatencyModel:
     """EWMA estimates of edge compute, RTT, bandwidth and cloud time per generated token.
 
     The cloud term is a fixed cost per request, plus the prefill of the passage characters the cloud has not
-    read before (``cloud_ms_per_char``, from the gateway's own measurement: :meth:`seed_cloud`), plus decode.
+    read before (``cloud_ms_per_char``), plus decode. The first two are one line fitted to the calls measured
+    (:class:`EwLine`), started from the gateway's own measurement (:meth:`seed_cloud`).
 
     :param rtt_ms: initial round-trip time.
     :param bandwidth_mbit: initial bandwidth (both directions).
@@ -123,9 +175,8 @@ class LatencyModel:
                  cloud_ms_per_char: float = 0.0, sent: SentPassages | None = None) -> None:
         self.rtt = Ewma(rtt_ms)
         self.bytes_per_ms = Ewma(bandwidth_mbit * 1e6 / 8 / 1000)
-        self.cloud_base = Ewma(cloud_base_ms)
+        self.cloud = EwLine(cloud_base_ms, cloud_ms_per_char)  # ms (decoding taken out) over new passage characters
         self.cloud_per_token = Ewma(cloud_ms_per_token)
-        self.cloud_per_char = cloud_ms_per_char
         self.edge = Ewma(edge_ms)
         self.tokens = Ewma(expected_tokens)
         self.sent = sent if sent is not None else SentPassages()
@@ -139,8 +190,7 @@ class LatencyModel:
                 edge_ms=self.edge.value if edge_ms is None else edge_ms,
                 transfer_ms=(bytes_up + bytes_down) / max(self.bytes_per_ms.value, 1e-6),
                 rtt_ms=self.rtt.value,
-                cloud_ms=self.cloud_base.value + self.cloud_per_char * fresh_chars
-                + self.cloud_per_token.value * self.tokens.value,
+                cloud_ms=self.cloud(fresh_chars) + self.cloud_per_token.value * self.tokens.value,
             )
 
     def fresh_chars(self, passages: Sequence[str]) -> int:
@@ -150,19 +200,23 @@ class LatencyModel:
 
     def seed_cloud(self, cost: CloudCost) -> None:
         """Start the cloud term from what the cloud says an answer costs there (its /healthz), rather than from
-        the default guess. With its warm answer and its passages' size measured too, the fixed cost is the warm
-        answer's and each new passage character adds the difference's share: a request whose passages are
-        as long, and as new, as the measured ones is predicted at ``cost.cold_ms``. Otherwise the fixed cost
-        is the cold answer's. Not a sample: the first measured call replaces the fixed cost, as it replaces
-        any prior; the cost per character stays."""
+        the default guess. With its warm answer and its passages' size measured too, the line starts through
+        both answers: a request whose passages are as long, and as new, as the measured ones is predicted at
+        ``cost.cold_ms``, one whose passages the cloud has read at ``cost.warm_ms``. Otherwise the fixed cost is
+        the cold answer's. With its decoding reported, that is taken out and sets the time per generated token
+        (the measured reply is longer than most; the expected reply length stays). Not samples: the calls
+        measured then move the line away from them."""
         with self._lock:
-            per_char = cost.ms_per_char
-            if per_char is None:
-                fixed = cost.cold_ms
+            shortest = min(cost.cold_ms, cost.warm_ms or cost.cold_ms)  # decoding is never more than a whole answer
+            if cost.decode_ms is not None and cost.tokens > 0 and cost.decode_ms <= shortest:
+                self.cloud_per_token.value = cost.decode_ms / cost.tokens
+                decode = cost.decode_ms
             else:
-                self.cloud_per_char = per_char
-                fixed = cost.warm_ms if cost.warm_ms is not None else cost.cold_ms
-            self.cloud_base.value = max(fixed - self.cloud_per_token.value * self.tokens.value, 0.0)
+                decode = min(self.cloud_per_token.value * self.tokens.value, shortest)
+            if cost.ms_per_char is not None and cost.warm_ms is not None:
+                self.cloud.seed([(float(cost.chars), cost.cold_ms - decode), (0.0, cost.warm_ms - decode)])
+            else:
+                self.cloud.seed([(0.0, cost.cold_ms - decode)])
 
     def observe_edge(self, edge_ms: float) -> None:
         with self._lock:
@@ -187,12 +241,11 @@ class LatencyModel:
             tokens = max(completion_tokens, 1)
             self.tokens.update(tokens)
             per_token = (decode_ms / tokens) if decode_ms else None
-            fixed = server_ms - self.cloud_per_char * fresh_chars
             if per_token is not None:
                 self.cloud_per_token.update(per_token)
-                self.cloud_base.update(max(fixed - per_token * tokens, 0.0))
             else:
-                self.cloud_base.update(max(fixed - self.cloud_per_token.value * tokens, 0.0))
+                per_token = self.cloud_per_token.value
+            self.cloud.update(float(fresh_chars), max(server_ms - per_token * tokens, 0.0))
 
     def observe_reply(self, timings: Mapping[str, float], bytes_up: int, bytes_down: int, usage: Mapping[str, int],
                       passages: Sequence[str] = ()) -> None:
@@ -215,16 +268,18 @@ class LatencyModel:
         one learned of the edge's and the cloud's compute carried over."""
         snap = self.snapshot()
         link = {k: v for k, v in (("rtt_ms", rtt_ms), ("bandwidth_mbit", bandwidth_mbit)) if v is not None}
-        return LatencyModel(**link, cloud_base_ms=snap["cloud_base_ms"], cloud_ms_per_token=snap["cloud_ms_per_token"],
-                            edge_ms=snap["edge_ms"], expected_tokens=snap["expected_tokens"],
-                            cloud_ms_per_char=snap["cloud_ms_per_char"], sent=self.sent)
+        model = LatencyModel(**link, cloud_ms_per_token=snap["cloud_ms_per_token"], edge_ms=snap["edge_ms"],
+                             expected_tokens=snap["expected_tokens"], sent=self.sent)
+        with self._lock:
+            model.cloud = self.cloud.copy()
+        return model
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return {"edge_ms": self.edge.value, "rtt_ms": self.rtt.value,
                     "bandwidth_mbit": self.bytes_per_ms.value * 8 * 1000 / 1e6,
-                    "cloud_base_ms": self.cloud_base.value, "cloud_ms_per_token": self.cloud_per_token.value,
-                    "cloud_ms_per_char": self.cloud_per_char, "expected_tokens": self.tokens.value}
+                    "cloud_base_ms": self.cloud.intercept, "cloud_ms_per_token": self.cloud_per_token.value,
+                    "cloud_ms_per_char": self.cloud.slope, "expected_tokens": self.tokens.value}
 
 
 class CircuitBreaker:

@@ -5,11 +5,15 @@ Qwen2.5-Coder-1.5B — in the CLI (`ecqa ask`) and in the UI's service (what the
 
 When did the Normans conquer England? 1066. What is the capital of Mars? The documents do not say: no
 answer. (Who was the first ruler of Normandy? Rollo — but both models answer "King Charles III of West
-Francia" from the treaty sentence that names both: not reached, see issue 21's note.)"""
+Francia" from the treaty sentence that names both: not reached, see issue 21's note.)
+
+And the latency model predicts what an escalated question costs from the first question on: the first one from
+what the gateway measured of itself at start-up, the next ones from the calls measured too."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +30,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = [("When did the Normans conquer England?", "1066"), ("What is the capital of Mars?", "")]
+FOLLOW_UPS = ["Who was the Norse leader?", "In what country is Normandy located?", "Who was the duke in the battle of Hastings?",
+              "When were the Normans in Normandy?", "What is the original meaning of the word Norman?",
+              "Who did Rollo sign the treaty of Saint-Clair-sur-Epte with?"]
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +72,14 @@ def test_the_first_questions_are_answered_right_in_the_cli(default_index: Path, 
         assert not d["degraded"], d
         if d["route"] == "cloud":
             # Each `ecqa ask` is a first question: its prediction's cloud term is what the gateway measured at start-up
-            # (an answer over fresh passages and the same once read: a fixed cost and a cost per new passage
-            # character), for this question's passages, all new to the cloud — not the default guess (800 ms, which
-            # predicted 0.46x of the total) nor the cold answer alone (1.3x). Here: 1.15x and 1.22x in two runs; the
-            # gateway's own warm answer varies by 1.4-2.0 s between runs on this shared 2-core machine.
+            # (an answer over fresh passages and the same once read, its reply's decoding taken out: a fixed cost, a
+            # cost per new passage character and per generated token), for this question's passages, all new to the
+            # cloud — not the default guess (800 ms, which predicted 0.46x of the total) nor the cold answer alone
+            # (1.3x). Here: 1.01x, 1.04x and 1.15x in three runs. One answer is one sample: the gateway's own warm
+            # answer varies by 1.4-2.1 s between runs on this shared 2-core machine, hence the wider bounds than the
+            # session's median below.
             assert d["predicted_fresh_chars"] == sum(len(p["text"]) for p in data["passages"]), d
-            assert 0.75 < d["predicted_total_ms"] / d["measured_total_ms"] < 1.35, d
+            assert 0.75 < d["predicted_total_ms"] / d["measured_total_ms"] < 1.3, d
 
 
 def test_the_first_questions_are_answered_right_in_the_ui(default_index: Path, cloud: Gateway,
@@ -83,3 +92,12 @@ def test_the_first_questions_are_answered_right_in_the_ui(default_index: Path, c
         for question, gold in QUESTIONS:
             data = service.ask(question, "cascade", use_cache=False).result
             assert _right(data["answer"], gold), (question, data["answer"], data["decision"])
+        # Then a session's worth of questions sent to the cloud, some of whose passages it has read already: the
+        # latency model's predicted T_total against the measured one, within 20% at the median (0.95: 0.79-0.96
+        # in one run; seeded but not fitted to the calls, the read passages' questions came out at 0.69-0.77).
+        ratios = []
+        for question in FOLLOW_UPS:
+            d = service.ask(question, "cloud", use_cache=False).result["decision"]
+            assert d["route"] == "cloud" and not d["degraded"], d
+            ratios.append(d["predicted_total_ms"] / d["measured_total_ms"])
+        assert 0.8 <= statistics.median(ratios) <= 1.2, ratios

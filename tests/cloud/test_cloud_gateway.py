@@ -334,8 +334,8 @@ def test_health_and_metrics(gateway: Gateway, edge_client: EdgeClient) -> None:
     data = health.json()
     assert set(data) == {"status", "backend", "uptime_s", "answer_ms"}
     assert (data["status"], data["backend"]) == ("ok", FAKE_MODEL)
-    assert data["answer_ms"] == {"measured": None, "measured_warm": None, "measured_chars": 0, "recent": None,
-                                 "answers": 0}  # not measured, nothing served yet
+    assert data["answer_ms"] == {"measured": None, "measured_warm": None, "measured_chars": 0, "measured_decode": None,
+                                 "recent": None, "answers": 0}  # not measured, nothing served yet
     edge_client.post(b"nope")
     edge_client.post(edge_client.seal(question_payload()).to_bytes())
     cost = edge_client.http.get("/healthz").json()["answer_ms"]
@@ -461,8 +461,10 @@ def test_a_gateway_measures_an_answer_at_start_and_the_edge_starts_its_latency_m
         assert chars == sum(len(p.text) for p in SAMPLE_PASSAGES) and health["answers"] == 0  # not an answer served
         url = gw.url
         link = open_cloud_link(Settings(cloud_url=url, cloud_dir=edge1_dir))
+        decode = health["measured_decode"]  # the fake server reports no llama.cpp timings: None
         try:
-            assert link.answer_cost() == CloudCost(measured, warm, chars)
+            assert link.answer_cost() == CloudCost(measured, warm, chars, None if decode is None else decode["ms"],
+                                                   0 if decode is None else decode["tokens"])
         finally:
             link.close()
     latency = latency_model_for(None)
@@ -471,9 +473,14 @@ def test_a_gateway_measures_an_answer_at_start_and_the_edge_starts_its_latency_m
     assert latency.predict(0.0, 0, fresh_chars=2000).cloud_ms == pytest.approx(3000.0)  # as new and long as measured
     assert latency.predict(0.0, 0, fresh_chars=1000).cloud_ms == pytest.approx(2100.0)  # half as long
     assert latency.predict(0.0, 0).cloud_ms == pytest.approx(1200.0)  # passages the cloud has read
-    latency.observe_cloud(10.0, 1000, 400, 700.0, 3, fresh_chars=0)  # the first real call replaces the fixed part
-    assert latency.predict(0.0, 0).cloud_ms == pytest.approx(700.0, abs=1.0)
-    assert latency.predict(0.0, 0, fresh_chars=1000).cloud_ms == pytest.approx(1600.0, abs=1.0)  # the rate stays
+    latency.observe_cloud(10.0, 1000, 400, 700.0, 3, fresh_chars=0)  # a measured call moves the line towards it
+    assert 700.0 < latency.predict(0.0, 0).cloud_ms < 1200.0
+    # The warm answer's decoding reported (a long reply: 28 tokens in 700 ms): out of the fixed cost, and the rate per
+    # token it sets counts this edge's expected reply instead.
+    decoded = latency_model_for(None)
+    decoded.seed_cloud(CloudCost(3000.0, 1200.0, 2000, 700.0, 28))
+    expected = decoded.snapshot()["expected_tokens"]
+    assert decoded.predict(0.0, 0, fresh_chars=1000).cloud_ms == pytest.approx(500.0 + 900.0 + 25.0 * expected)
     # A gateway that measured only the cold answer (an older one): that is the fixed cost, nothing per character.
     flat = latency_model_for(None)
     flat.seed_cloud(CloudCost(3000.0))

@@ -132,10 +132,41 @@ def test_latency_model_counts_only_passages_the_cloud_has_not_read() -> None:
     m.observe_reply({"network": 5.0, "cloud": 1000.0 + 2.0 * len(a)}, 100, 100, {"completion_tokens": 4}, [a])
     assert m.snapshot()["cloud_base_ms"] == pytest.approx(1000.0)  # the new passage's prefill taken out
     assert m.fresh_chars([a, b]) == len(b)
-    m.observe_reply({"network": 5.0, "cloud": 500.0}, 100, 100, {"completion_tokens": 4}, [a])  # a read passage: no prefill
-    assert m.snapshot()["cloud_base_ms"] == pytest.approx(0.2 * 500.0 + 0.8 * 1000.0)
     other = m.for_link(rtt_ms=80.0)  # another link, the same cloud: it has read the same passages
     assert other.fresh_chars([a, b]) == len(b) and other.snapshot()["cloud_ms_per_char"] == 2.0
+    assert other.predict(0.0, 0, fresh_chars=100).cloud_ms == m.predict(0.0, 0, fresh_chars=100).cloud_ms
+
+
+def test_the_cloud_term_learns_its_fixed_cost_and_its_cost_per_new_character_from_the_calls() -> None:
+    """Seeded from a gateway whose start-up answer overstates both (its question and reply are longer than these),
+    the line through the calls measured — new passages and read ones — comes to the cloud's own costs."""
+    from pipelines.latency import CloudCost
+
+    def truth(fresh: int) -> float:
+        return 1300.0 + 1.1 * fresh
+
+    m = LatencyModel(cloud_ms_per_token=0.0)
+    m.seed_cloud(CloudCost(4600.0, 2000.0, 2070))
+    assert m.predict(0.0, 0, fresh_chars=2070).cloud_ms == pytest.approx(4600.0)
+    assert m.predict(0.0, 0).cloud_ms == pytest.approx(2000.0)
+    for fresh in (1953, 1596, 2325, 0, 774, 0, 1200, 0, 640, 0, 1800, 0):  # the new characters of a session's questions
+        m.observe_cloud(5.0, 1000, 400, truth(fresh), 4, fresh_chars=fresh)
+    for fresh in (0, 1000, 2000):
+        assert m.predict(0.0, 0, fresh_chars=fresh).cloud_ms == pytest.approx(truth(fresh), rel=0.05)
+
+
+def test_a_line_keeps_its_slope_until_its_points_differ_in_x() -> None:
+    from pipelines.latency import EwLine
+
+    line = EwLine(600.0, 2.0)
+    line.update(1000.0, 3000.0)  # the first point replaces the prior's level, not its slope
+    assert (line.slope, line.intercept) == (2.0, 1000.0)
+    line.update(1000.0, 2000.0)
+    assert line.slope == 2.0 and line(1000.0) == pytest.approx(0.2 * 2000.0 + 0.8 * 3000.0)
+    line.update(0.0, 100.0)
+    assert line.slope > 0 and line(0.0) >= 0.0
+    line.seed([(0.0, 500.0), (100.0, 400.0)])  # never a negative slope
+    assert line.slope == 0.0 and line.intercept == pytest.approx(450.0)
 
 
 def test_the_edge_forgets_the_oldest_passages_it_sent() -> None:
