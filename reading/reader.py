@@ -271,7 +271,10 @@ class LlamaReader:
             return self._generate(self.tokenize(prompt), max_tokens, tuple(stop), top_logprobs)
 
     def _generate(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...], top_k: int,
-                  top_steps: int | None = None) -> Generation:
+                  top_steps: int | None = None, split: int = 0) -> Generation:
+        """:param split: where the part shared by every task on a passage (its prefix and the question) ends: the
+        tokens before it are evaluated apart from those after, so their state is the same, to the bit, whether
+        they are prefilled now or are still live from the passage's previous task."""
         llm = self._llm
         if len(tokens) + max_tokens > self.n_ctx:
             raise PromptTooLongError(len(tokens), max_tokens, self.n_ctx)
@@ -282,7 +285,11 @@ class LlamaReader:
         while cached < limit and previous[cached] == tokens[cached]:
             cached += 1
         llm.n_tokens = cached
-        llm.eval(tokens[cached:])
+        start = cached
+        if cached < split < len(tokens):
+            llm.eval(tokens[cached:split])
+            start = split
+        llm.eval(tokens[start:])
         t_prefill = time.perf_counter()
         out: list[int] = []
         logprobs: list[float] = []
@@ -431,6 +438,17 @@ class LlamaReader:
     def _suffix_tokens(self, suffix: str) -> list[int]:
         return list(self._llm.tokenize(suffix.encode("utf-8", errors="replace"), add_bos=False, special=True))
 
+    def _question_tokens(self, suffix: str, suffix_toks: list[int]) -> int:
+        """How many of a suffix's tokens are its question line (``Question: …`` and the line breaks after it),
+        the part every task on that passage shares; 0 when it does not tokenize apart from the task."""
+        end = suffix.find("\n")
+        if end < 0:
+            return 0
+        while end < len(suffix) and suffix[end] == "\n":
+            end += 1
+        part = self._suffix_tokens(suffix[:end])
+        return len(part) if suffix_toks[:len(part)] == part and len(part) < len(suffix_toks) else 0
+
     def _state_bytes(self) -> bytes:
         import llama_cpp
 
@@ -475,7 +493,8 @@ class LlamaReader:
         store), or "miss" (prefilled, then stored)."""
         llm = self._llm
         if self._live_prefix(tokens) == len(tokens):
-            llm.n_tokens = len(tokens)
+            # What follows the prefix stays live too: the next prompt keeps the part of it that it shares (the
+            # question, after the same passage's probe), :meth:`_generate` prefills only the rest.
             return "live"
         t0 = time.perf_counter()
         source = "memo" if key in memo else ""
@@ -529,7 +548,8 @@ class LlamaReader:
             raise PromptTooLongError(len(toks) + len(suffix_toks), max_tokens, self.n_ctx)
         loaded = dict(t)
         source = self._load_prefix(toks, self.state_key(prefix), store, memo, t)
-        gen = self._generate(toks + suffix_toks, max_tokens, stop, top_k, top_steps)
+        gen = self._generate(toks + suffix_toks, max_tokens, stop, top_k, top_steps,
+                             split=len(toks) + self._question_tokens(suffix, suffix_toks))
         t["prefill"] += gen.prefill_ms
         t["prefilled"] += gen.prompt_tokens - gen.cached_prompt_tokens
         t["decode"] += gen.decode_ms

@@ -193,7 +193,7 @@ def test_the_lean_plan_reads_what_it_derives_from_the_full_reading(reader: Llama
 def test_speculative_decoding_gives_the_same_answers(reader: LlamaReader, tmp_path: Path) -> None:
     """Prompt-lookup drafts checked in one forward pass: the drafts copied from the passage are accepted, and
     the answers are the greedy ones. Not always to the token: a pass over several tokens rounds differently
-    from one token at a time, and greedy decoding flips on near-ties (95.7% of `make bench-edge-speed`'s
+    from one token at a time, and greedy decoding flips on near-ties (96.3% of `make bench-edge-speed`'s
     replies were the same; one of LONG_QUESTIONS' replies here differs from the fourth word on)."""
     from reading.reader import SpecStats
 
@@ -212,3 +212,35 @@ def test_speculative_decoding_gives_the_same_answers(reader: LlamaReader, tmp_pa
     finally:
         reader.speculative = False
     assert reader.spec_stats.checks > 0 and reader.spec_stats.accepted > 0
+
+
+def test_a_passages_next_task_keeps_its_question_and_reads_as_after_a_restore(reader: LlamaReader,
+                                                                              tmp_path: Path) -> None:
+    """The answer after the probe on the same passage prefills only its own instruction (the question is still in
+    the cache), and gives, to the bit, what it gives after the passage's state is restored and the question
+    prefilled again: the question line is evaluated apart from the task either way."""
+    from reading.prompts import ANSWER, PROBE, Task
+    from reading.reader import Generation, _stage_times
+
+    store = PassageStateStore(tmp_path / "kv")
+    question, passage = "When was the Brindlewick Orchestra founded and by whom?", PASSAGES[1]
+
+    def run(task: Task, memo: dict[str, bytes]) -> tuple[Generation, str, int]:
+        pp = reader.passage_prompt(question, passage, task)
+        t = _stage_times()
+        gen, source = reader._prefixed(pp.prefix, pp.suffix, 16, reader.stop if task is ANSWER else (), 5, 1, store,
+                                       memo, t)
+        return gen, source, int(t["prefilled"])
+
+    with reader._lock:
+        _cold(reader)
+        run(PROBE, {})
+        after_probe, source, prefilled = run(ANSWER, {})
+        pp = reader.passage_prompt(question, passage, ANSWER)
+        question_line = reader._question_tokens(pp.suffix, reader._suffix_tokens(pp.suffix))
+        assert source == "live" and question_line >= 5
+        assert prefilled == len(reader._suffix_tokens(pp.suffix)) - question_line  # the instruction and the turn's end
+        _cold(reader)
+        restored, source, prefilled = run(ANSWER, {})
+        assert source == "hit" and prefilled == len(reader._suffix_tokens(pp.suffix))
+    assert (after_probe.text, after_probe.top_logprobs) == (restored.text, restored.top_logprobs)
