@@ -274,7 +274,8 @@ class LlamaReader:
                   top_steps: int | None = None, split: int = 0) -> Generation:
         """:param split: where the part shared by every task on a passage (its prefix and the question) ends: the
         tokens before it are evaluated apart from those after, so their state is the same, to the bit, whether
-        they are prefilled now or are still live from the passage's previous task."""
+        they are prefilled now or are still live from the passage's previous task; the tokens after it are
+        evaluated again even when live (the same prompt twice gives the same log-probabilities)."""
         llm = self._llm
         if len(tokens) + max_tokens > self.n_ctx:
             raise PromptTooLongError(len(tokens), max_tokens, self.n_ctx)
@@ -284,6 +285,8 @@ class LlamaReader:
         limit = min(len(previous), len(tokens) - 1)  # evaluate at least one token for fresh logits
         while cached < limit and previous[cached] == tokens[cached]:
             cached += 1
+        if split:
+            cached = min(cached, split)  # the task's part is always evaluated as one batch, as the first time
         llm.n_tokens = cached
         start = cached
         if cached < split < len(tokens):
