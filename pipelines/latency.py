@@ -147,13 +147,6 @@ class CloudCost:
     decode_ms: float | None = None
     tokens: int = 0
 
-    @property
-    def ms_per_char(self) -> float | None:
-        """The cloud's prefill cost of a passage character it has not read, or None when not measured."""
-        if self.warm_ms is None or self.chars <= 0 or self.cold_ms < self.warm_ms:
-            return None
-        return (self.cold_ms - self.warm_ms) / self.chars
-
 
 class LatencyModel:
     """EWMA estimates of edge compute, RTT, bandwidth and cloud time per generated token.
@@ -213,8 +206,9 @@ class LatencyModel:
                 decode = cost.decode_ms
             else:
                 decode = min(self.cloud_per_token.value * self.tokens.value, shortest)
-            if cost.ms_per_char is not None and cost.warm_ms is not None:
-                self.cloud.seed([(float(cost.chars), cost.cold_ms - decode), (0.0, cost.warm_ms - decode)])
+            warm = cost.warm_ms
+            if warm is not None and cost.chars > 0 and cost.cold_ms >= warm:  # through both: the cost per new character
+                self.cloud.seed([(float(cost.chars), cost.cold_ms - decode), (0.0, warm - decode)])
             else:
                 self.cloud.seed([(0.0, cost.cold_ms - decode)])
 
