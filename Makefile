@@ -303,6 +303,11 @@ bench-live: bench  ## the first 100 questions through the cascade itself (--live
 define from_records
 	@if [ -e $(1) ]; then echo "$(2): from $(1)"; $(3) >/dev/null; else echo "$(2): no $(1) on this machine — left as it is"; fi
 endef
+.PHONY: bench-retrieval
+BENCH_RETRIEVAL_SIZES ?= 1000,10000,100000
+bench-retrieval: $(STAMP)  ## the two embedded stores (local mode, Qdrant Edge) at 1k/10k/100k passages: build, p50/p95, recall@3 (~25 min) -> BENCHMARKS.md
+	$(BIN)/python -m benchmarks.retrieval_scale --sizes $(BENCH_RETRIEVAL_SIZES) --out bench/retrieval
+
 .PHONY: bench-tables
 bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under bench/ (no measuring; seconds)
 	$(call from_records,bench/eval-wifi/report.json,bench-eval,$(BIN)/python -m benchmarks.evaluation bench/eval-wifi --command "make bench")
@@ -319,6 +324,7 @@ bench-tables: $(STAMP)  ## rewrite BENCHMARKS.md's blocks from the records under
 	$(call from_records,bench/dispatch/profiles.json,bench-dispatch-real,$(BIN)/python -m benchmarks.dispatch_real --out bench/dispatch --phases none)
 	$(call from_records,bench/server.json,bench-server,$(BIN)/python -m benchmarks.server_overhead --from-json bench/server.json)
 	$(call from_records,bench/gateway.json,bench-gateway,$(BIN)/python -m benchmarks.gateway_overhead --from-json bench/gateway.json)
+	$(call from_records,bench/retrieval/results.json,bench-retrieval,$(BIN)/python -m benchmarks.retrieval_scale --from-json --out bench/retrieval)
 	@echo "bench-llama-build: keeps no records (it times two wheels) — left as it is"
 
 # --- fuzzing ----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from app.options import (
     Policy,
     QdrantPath,
     QdrantUrl,
+    StoreKind,
     settings_flags,
 )
 from pipelines.errors import USER_ERRORS, ConfigError
@@ -85,6 +86,9 @@ def index_build(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Passages per encode() call.")] = None,
     qdrant_path: QdrantPath = None,
     qdrant_url: QdrantUrl = None,
+    store_kind: StoreKind = None,
+    snapshot: Annotated[Path | None, typer.Option("--snapshot", help="Also write the collection as a Qdrant Edge shard "
+                                                  "snapshot to this file, for `ecqa index pull` on other devices.")] = None,
     kv: Annotated[bool, typer.Option("--kv", help="Also store the edge model's KV state of each passage (the edge then "
                                      "prefills only the question) [ECQA_KV_DIR, ECQA_KV_TYPE].")] = False,
     as_json: AsJson = False,
@@ -92,10 +96,13 @@ def index_build(
     """Index documents into a collection (atomic: the old version serves until the new one is complete)."""
 
     from pipelines import open_store
-    from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states
+    from pipelines.index import embedder_for, index_files, load_files, prepare_kv_states, snapshot_index
 
     s = settings_from(collection=collection, embedder_model=embedder_model, embed_batch_size=batch_size,
-                      qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+                      qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
+    if snapshot is not None and (snapshot.is_dir() or not snapshot.parent.is_dir()):
+        raise ConfigError(f"--snapshot {snapshot} is a folder or lies in a folder that does not exist — give a file path "
+                          "in an existing folder, e.g. --snapshot squad.snapshot")
     if kv:
         if s.slm_reading != "each" or not s.kv_store:
             raise ConfigError("--kv needs the per-passage reading and the passage KV store — unset ECQA_SLM_READING "
@@ -114,6 +121,7 @@ def index_build(
             bar.update(task, completed=done, total=total, rate=rate)
 
         indexed = index_files(s, store, loaded, embedder=embedder, recreate=recreate, progress=progress)
+        snapped = snapshot_index(store, s.collection, snapshot) if snapshot is not None else None
     report = indexed.report
     kv_report = None
     if kv:
@@ -124,8 +132,12 @@ def index_build(
             err.print(f"warning: {kv_report['errors']} KV states could not be written to {kv_report['dir']} — the edge "
                       "will prefill those passages")
     if as_json:
-        emit_json(report.as_dict() | ({"kv": kv_report} if kv_report else {}))
+        emit_json(report.as_dict() | ({"kv": kv_report} if kv_report else {})
+                  | ({"snapshot": {"path": snapped["snapshot"], "bytes": snapped["bytes"]}} if snapped else {}))
         return
+    if snapped:
+        out.print(f"snapshot written to {escape(snapped['snapshot'])} ({snapped['bytes'] / 1e6:.1f} MB) — "
+                  f"`ecqa index pull {escape(snapped['snapshot'])}` on an edge")
     if kv_report:
         out.print(f"KV states: {kv_report['computed']} computed, {kv_report['already_stored']} already stored, "
                   f"{kv_report['bytes'] / 1e6:.0f} MB in {kv_report['dir']} ({kv_report['seconds']:.1f} s)")
@@ -139,13 +151,47 @@ def index_build(
     )
 
 
+@index_app.command("pull")
+@user_errors
+def index_pull(
+    snapshot: Annotated[Path, typer.Argument(help="A snapshot made by `ecqa index build … --snapshot FILE`.")],
+    collection: Collection = None,
+    qdrant_path: QdrantPath = None,
+    qdrant_url: QdrantUrl = None,
+    store_kind: StoreKind = None,
+    kv: Annotated[bool, typer.Option("--kv", help="Also store the edge model's KV state of each passage.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Make a snapshot the collection (atomic: the old version serves until the new one is loaded)."""
+    from pipelines import open_store
+    from pipelines.index import prepare_kv_states, pull_index, stored_passages
+
+    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
+    if not snapshot.is_file():
+        raise ConfigError(f"snapshot {snapshot} does not exist or is not a file — give the file that "
+                          "`ecqa index build … --snapshot FILE` wrote")
+    with open_store(s) as store:
+        pulled = pull_index(store, snapshot, s.collection)
+        passages = stored_passages(store, s.collection) if kv else []
+    if kv:
+        with progress_bar("[bold]KV states", as_json=as_json) as bar:
+            kv_task = bar.add_task("kv", total=len(passages))
+            pulled["kv"] = prepare_kv_states(s, passages, lambda done, total: bar.update(kv_task, completed=done))
+    if as_json:
+        emit_json(pulled)
+        return
+    out.print(f"collection [bold]{escape(pulled['collection'])}[/] now serves {pulled['documents']} passages from "
+              f"{escape(str(snapshot))} (built {escape(str(pulled['built_at']))} with {escape(str(pulled['model']))})")
+
+
 @index_app.command("list")
 @user_errors
-def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_json: AsJson = False) -> None:
+def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, store_kind: StoreKind = None,
+               as_json: AsJson = False) -> None:
     """List collections with their size and model."""
     from pipelines import open_store
 
-    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
     with open_store(s) as store:
         infos = store.list_collections()
     if as_json:
@@ -163,11 +209,11 @@ def index_list(qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, as_
 @index_app.command("stats")
 @user_errors
 def index_stats(collection: Collection = None, qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None,
-                as_json: AsJson = False) -> None:
+                store_kind: StoreKind = None, as_json: AsJson = False) -> None:
     """Show one collection's size, model, build time and sources."""
     from pipelines import open_store
 
-    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
     with open_store(s) as store:
         info = store.info(s.collection)
     data = info.as_dict()
@@ -185,11 +231,11 @@ def index_stats(collection: Collection = None, qdrant_path: QdrantPath = None, q
 @index_app.command("drop")
 @user_errors
 def index_drop(name: Annotated[str, typer.Argument(help="Collection to delete.")],
-               qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None) -> None:
+               qdrant_path: QdrantPath = None, qdrant_url: QdrantUrl = None, store_kind: StoreKind = None) -> None:
     """Delete a collection and all its versions."""
     from pipelines import open_store
 
-    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url)
+    s = settings_from(qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
     with open_store(s) as store:
         store.drop(name)
     out.print(f"dropped collection [bold]{escape(name)}[/]")

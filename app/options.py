@@ -19,6 +19,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object for 
 Collection = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name [env ECQA_COLLECTION].")]
 QdrantPath = Annotated[Path | None, typer.Option("--qdrant-path", help="Embedded Qdrant folder [env ECQA_QDRANT_PATH].")]
 QdrantUrl = Annotated[str | None, typer.Option("--qdrant-url", help="Qdrant server/cluster URL [env ECQA_QDRANT_URL].")]
+StoreKind = Annotated[str | None, typer.Option("--store", help="The embedded index: edge (Qdrant Edge) or local "
+                                               "(qdrant-client's local mode) [env ECQA_STORE].")]
 
 # How a question is answered (`ecqa ask`, `ecqa shell`).
 Policy = Annotated[str | None, typer.Option("--policy", help="edge, cloud, cascade, latency or learned [env ECQA_POLICY; "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
-from pipelines import DocumentStore, get_profile, open_store
+from pipelines import IndexStore, get_profile, open_store
 from pipelines.answer import (
     POLICIES,
     build_cascade,
@@ -87,7 +87,7 @@ class UiService:
     :param cascade: a cascade over ``store``, built for ``settings`` (closed by :meth:`close`).
     """
 
-    def __init__(self, settings: Settings, store: DocumentStore, cascade: Cascade) -> None:
+    def __init__(self, settings: Settings, store: IndexStore, cascade: Cascade) -> None:
         self.settings = settings
         self.store = store
         self.cascade = cascade

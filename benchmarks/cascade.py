@@ -88,12 +88,11 @@ def reliability(records: list[dict[str, Any]], cal: Calibration) -> list[dict[st
 def cache_latency(qdrant: Path, collection: str, questions: list[str]) -> dict[str, float]:
     """Hit latency through the real Cascade (policy edge) over the evaluation's collection: each question
     once, then repeated."""
-    from edge.store import DocumentStore
     from pipelines.answer import build_cascade
-    from pipelines.settings import load_settings
+    from pipelines.settings import load_settings, open_store
 
     s = load_settings(qdrant_path=qdrant, collection=collection)
-    with DocumentStore(path=qdrant) as store:
+    with open_store(s) as store:
         cascade = build_cascade(s, store)
         for q in questions:
             cascade.answer(q, policy="edge")

@@ -189,13 +189,13 @@ def edge_child(args: argparse.Namespace) -> None:
 
 def bench_edge(data: Path, extra: Path, n: int) -> dict[str, Any]:
     from edge.embedder import SentenceEmbedder
-    from edge.store import DocumentStore
     from indexing.build import build_index
     from indexing.loaders import load_passages
+    from pipelines.settings import load_settings, open_store
 
     with tempfile.TemporaryDirectory() as tmp:
         passages, sources = load_passages([data, extra])
-        with DocumentStore(path=Path(tmp) / "q") as store:
+        with open_store(load_settings(qdrant_path=Path(tmp) / "q")) as store:
             build_index(store, SentenceEmbedder().load(), passages, sources, "bench")
         child_out = Path(tmp) / "edge.json"
         subprocess.run(

@@ -11,7 +11,7 @@ from haystack import Document, component
 
 from edge import sparse
 from edge.errors import EmbedderError
-from edge.store import CollectionInfo, DocumentStore
+from edge.store import CollectionInfo, IndexStore
 
 
 @component
@@ -27,7 +27,7 @@ class EdgeRetriever:
     :param dense_weight: alpha of the convex fusion / dense weight of RRF.
     """
 
-    store: DocumentStore
+    store: IndexStore
     collection: str
     top_k: int = 3
     hybrid: bool = True

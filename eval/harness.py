@@ -39,7 +39,7 @@ from eval.report import (
 )
 from eval.resources import ResourceSampler, read_samples, summarize_samples
 from eval.squad_metrics import Question, score_question
-from pipelines import DocumentStore, get_profile, open_store, prompts_fingerprint
+from pipelines import DocumentStore, IndexStore, get_profile, open_store, prompts_fingerprint
 from pipelines.answer import (
     POLICIES,
     answer_cache_from,
@@ -199,7 +199,7 @@ def collection_name(fp: dict[str, Any], settings: Settings) -> str:
     return f"eval-{h.hexdigest()[:12]}"
 
 
-def ensure_index(cfg: EvalConfig, settings: Settings, store: DocumentStore, fp: dict[str, Any],
+def ensure_index(cfg: EvalConfig, settings: Settings, store: IndexStore, fp: dict[str, Any],
                  progress: Progress | None) -> str:
     """Index the data's paragraphs (and the extra corpus) unless that collection already exists."""
     name = collection_name(fp, settings)
@@ -262,7 +262,7 @@ def sweep(records: Sequence[dict[str, Any]], questions: Sequence[Question], sett
     return rows
 
 
-def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = None, store: DocumentStore | None = None,
+def run_eval(cfg: EvalConfig, settings: Settings, progress: Progress | None = None, store: IndexStore | None = None,
              cloud: CloudClient | None = None, edge: EdgeQA | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation and write its report; return report.json's content.
 

@@ -19,7 +19,7 @@ from haystack import Document
 
 from eval.data import load_questions
 from eval.squad_metrics import Question, score_question
-from pipelines import DocumentStore
+from pipelines import open_store
 from pipelines.calibration import in_calibration_split
 from pipelines.cascade import CloudClient
 from pipelines.cloud_path import cloud_client_from
@@ -164,11 +164,11 @@ def main() -> None:
     held_out = [q for q in questions if not in_calibration_split(q.id)][: args.eval_n]
     args.out.mkdir(parents=True, exist_ok=True)
     qdrant = args.qdrant or args.out / "qdrant"
-    with DocumentStore(path=qdrant) as store:
+    with open_store(load_settings(qdrant_path=qdrant)) as store:
         index_files(load_settings(), store, [args.data, args.extra], collection="eval")
     with tempfile.TemporaryDirectory() as tmp, embedded_stack(Path(tmp), network=args.network) as stack:
         s = load_settings(qdrant_path=qdrant, collection="eval", cloud_url=stack.cloud_url, cloud_dir=stack.cloud_dir)
-        with DocumentStore(path=qdrant) as store:
+        with open_store(s) as store:
             edge = EdgeQA(s, store).warm_up()
             cloud = cloud_client_from(s)
 

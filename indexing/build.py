@@ -16,7 +16,7 @@ from typing import Any
 
 from edge import sparse
 from edge.embedder import SentenceEmbedder
-from edge.store import DocumentStore, document_id, utc_now
+from edge.store import IndexStore, document_id, utc_now
 from indexing.errors import EmptyCorpusError, IndexingError
 from indexing.loaders import SourceSummary, SourceText
 
@@ -63,7 +63,7 @@ def embedded_text(title: str, text: str, with_title: bool) -> str:
 
 
 def build_index(
-    store: DocumentStore,
+    store: IndexStore,
     embedder: SentenceEmbedder,
     passages: Sequence[SourceText],
     sources: Sequence[SourceSummary],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.answer_cache import AnswerCache
-from edge.store import DocumentStore
+from edge.store import IndexStore
 from pipelines.ask import Ask, require_cloud
 from pipelines.calibration import Calibration
 from pipelines.cascade import Cascade
@@ -57,7 +57,7 @@ def answer_cache_from(settings: Settings) -> AnswerCache | None:
     return AnswerCache(settings.cache_max_entries, settings.cache_threshold) if settings.cache_enabled else None
 
 
-def build_cascade(settings: Settings, store: DocumentStore, edge: EdgeQA | None = None,
+def build_cascade(settings: Settings, store: IndexStore, edge: EdgeQA | None = None,
                   cloud: Any = None) -> Cascade:
     """A cascade configured from the settings: edge, cloud client, cache, latency model, breaker.
 

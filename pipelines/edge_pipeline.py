@@ -24,7 +24,7 @@ from edge.question_embedder import QuestionEmbedder
 from edge.reader import EdgeAnswer, EdgeReader
 from edge.retriever import EdgeRetriever
 from edge.slm_generator import SlmGenerator
-from edge.store import DocumentStore
+from edge.store import IndexStore
 from pipelines.calibration import read_plan
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings
@@ -103,7 +103,7 @@ class EdgeQA:
     :param store: an open document store (the caller owns it).
     """
 
-    def __init__(self, settings: Settings, store: DocumentStore) -> None:
+    def __init__(self, settings: Settings, store: IndexStore) -> None:
         self.settings = settings
         self.store = store
         self.embedder = QuestionEmbedder(model=settings.embedder_model)

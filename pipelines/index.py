@@ -16,7 +16,8 @@ from typing import Any
 from haystack import Document
 
 from edge.embedder import SentenceEmbedder
-from edge.store import DocumentStore, document_id
+from edge.store import IndexStore, document_id
+from edge.store_edge import pull_snapshot, write_snapshot
 from indexing.build import BuildReport, build_index
 from indexing.errors import InputFormatError
 from indexing.loaders import SourceSummary, SourceText, load_passages, read_squad
@@ -24,7 +25,7 @@ from pipelines.edge_pipeline import edge_reader_for
 from pipelines.settings import Settings
 
 __all__ = ["Indexed", "InputFormatError", "Loaded", "document_id", "embedder_for", "index_files", "load_files",
-           "prepare_kv_states", "read_squad"]
+           "prepare_kv_states", "pull_index", "read_squad", "snapshot_index", "stored_passages"]
 
 KV_BATCH = 16  # passages per progress step when storing KV states
 
@@ -64,7 +65,7 @@ def embedder_for(settings: Settings) -> SentenceEmbedder:
     return SentenceEmbedder(settings.embedder_model)
 
 
-def index_files(settings: Settings, store: DocumentStore, paths: Sequence[Path] | Loaded, collection: str | None = None,
+def index_files(settings: Settings, store: IndexStore, paths: Sequence[Path] | Loaded, collection: str | None = None,
                 embedder: SentenceEmbedder | None = None, recreate: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> Indexed:
     """Load ``paths`` (or take what :func:`load_files` read), embed them and build ``collection`` (default:
@@ -108,3 +109,31 @@ def prepare_kv_states(settings: Settings, passages: Sequence[SourceText],
     return {"computed": counts["miss"], "already_stored": counts["hit"], "bytes": store.size_bytes(),
             "dir": str(store.folder), "kv_type": settings.kv_type, "errors": store.stats.errors,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def snapshot_index(store: IndexStore, collection: str, out: Path) -> dict[str, Any]:
+    """Write ``collection`` as a Qdrant Edge shard snapshot to ``out`` (from any store): a central build, many edges.
+
+    :returns: the snapshot's manifest, with its size in bytes.
+    :raises StoreError: no such collection, or ``out`` is not writable.
+    """
+    manifest = write_snapshot(store, collection, out)
+    return manifest | {"snapshot": str(out), "bytes": out.stat().st_size}
+
+
+def pull_index(store: IndexStore, snapshot: Path, collection: str) -> dict[str, Any]:
+    """Make ``snapshot`` the collection ``collection``: the old version serves until the new one is loaded.
+
+    :returns: the collection's new version, its document count and where the snapshot was built.
+    :raises StoreError: not an ecqa snapshot, or one the engine cannot restore (nothing stored is changed).
+    """
+    backing, manifest = pull_snapshot(store, snapshot, collection)
+    return {"collection": collection, "backing_collection": backing, "documents": store.info(collection).documents,
+            "model": manifest.get("model", ""), "built_at": manifest.get("built_at", ""), "snapshot": str(snapshot)}
+
+
+def stored_passages(store: IndexStore, collection: str) -> list[SourceText]:
+    """Every passage ``collection`` holds, as it was indexed (for the KV states of a pulled index)."""
+    backing = store.resolve(collection)
+    return [SourceText(text=str(r[3].get("text", "")), title=str(r[3].get("title", "")), source=str(r[3].get("source", "")))
+            for batch in store.points(backing) for r in batch]

@@ -23,7 +23,8 @@ from pydantic_settings import (
 )
 
 import reading.prompts
-from edge.store import DocumentStore, collection_name_problem
+from edge.store import DocumentStore, IndexStore, collection_name_problem
+from edge.store_edge import EdgeShardStore
 from pipelines.errors import ConfigError
 from reading.prompts import PASSAGE_CHARS
 
@@ -44,10 +45,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ECQA_", extra="forbid", validate_default=True, allow_inf_nan=False)
 
     # --- index / Qdrant -------------------------------------------------------------------
+    store: Literal["edge", "local"] = Field(
+        default="edge",
+        description="The embedded index in qdrant_path: 'edge' (Qdrant Edge, the engine in-process: HNSW, BM25, "
+        "snapshots; one process per index) or 'local' (qdrant-client's local mode: brute force, one process per "
+        "folder; for development). qdrant_url overrides both.",
+    )
     qdrant_path: Path | None = Field(
         default=None,
-        description="Folder of the embedded (local-mode) Qdrant index; default: <user data dir>/ecqa/qdrant. "
-        "Local mode allows one process per folder.",
+        description="Folder of the embedded Qdrant index; default: <user data dir>/ecqa/qdrant-edge "
+        "(store 'edge') or <user data dir>/ecqa/qdrant (store 'local').",
     )
     qdrant_url: str | None = Field(
         default=None,
@@ -260,7 +267,7 @@ class Settings(BaseSettings):
 
     # --- derived ---------------------------------------------------------------------------
     def effective_qdrant_path(self) -> Path:
-        return self.qdrant_path or default_data_dir() / "qdrant"
+        return self.qdrant_path or default_data_dir() / ("qdrant-edge" if self.store == "edge" else "qdrant")
 
     def effective_registry(self) -> str:
         """The registry spec with 'file' resolved to the default folder ('' = no workers)."""
@@ -316,14 +323,16 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def open_store(settings: Settings) -> DocumentStore:
-    """Open Qdrant at ``qdrant_url`` when set, else the embedded index folder.
+def open_store(settings: Settings) -> IndexStore:
+    """Open Qdrant at ``qdrant_url`` when set, else the embedded index folder with the settings' store.
 
     :raises StoreError: folder locked by another process, or server unreachable.
     """
     key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     if settings.qdrant_url:
         return DocumentStore(url=settings.qdrant_url, api_key=key).open()
+    if settings.store == "edge":
+        return EdgeShardStore(path=settings.effective_qdrant_path()).open()
     return DocumentStore(path=settings.effective_qdrant_path()).open()
 
 

@@ -114,11 +114,13 @@ def embedder():
     return SentenceEmbedder().load()
 
 
-@pytest.fixture
-def memory_store():
+@pytest.fixture(params=["edge", "local"])
+def memory_store(request: pytest.FixtureRequest):
+    """A fresh empty store of each kind: Qdrant Edge in a temporary folder, qdrant-client in memory."""
     from edge.store import DocumentStore
+    from edge.store_edge import EdgeShardStore
 
-    store = DocumentStore().open()
+    store = (EdgeShardStore() if request.param == "edge" else DocumentStore()).open()
     yield store
     store.close()
 

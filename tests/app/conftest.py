@@ -89,14 +89,14 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
               ui_cloud: UiCloud, answering_calibration: Path) -> Iterator[UiServer]:
     from app.ui import launch
     from app.ui_service import UiService
-    from edge.store import DocumentStore
+    from edge.store_edge import EdgeShardStore
     from indexing.build import build_index
     from indexing.loaders import load_passages
     from pipelines.settings import Settings
 
     folder = tmp_path_factory.mktemp("ui-index") / "qdrant"
     passages, sources = load_passages([tiny_squad, unseen_squad])
-    with DocumentStore(path=folder) as store:
+    with EdgeShardStore(path=folder) as store:
         build_index(store, embedder, passages, sources, COLLECTION)
     # Every value given: the session outlives the env of the test that first asked for it.
     settings = Settings(qdrant_path=folder, collection=COLLECTION, cloud_url=ui_cloud.stack.gateway_url,

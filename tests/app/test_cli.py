@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from edge.store import DocumentStore
+from edge.store_edge import EdgeShardStore
 
 runner = CliRunner()
 ECQA = str(Path(sys.executable).parent / "ecqa")
@@ -175,9 +176,14 @@ def test_paths_in_messages_are_text_not_markup_or_line_breaks(tmp_path: Path, na
     assert f"{tmp_path}/{shown}: no such file or directory — check the path" in line
 
 
-def test_locked_index_folder(served: Path) -> None:
-    with DocumentStore(path=served):
+def test_locked_index_folder(served: Path, tmp_path: Path) -> None:
+    with EdgeShardStore(path=served) as store:  # the default store: a version is open in one place at a time
+        assert store.info("docs").documents == 6
         line = one_error_line(ecqa("index", "list", "--qdrant-path", str(served)))
+    assert "open in another ecqa process" in line
+    local = tmp_path / "local"
+    with DocumentStore(path=local):  # local mode locks the whole folder
+        line = one_error_line(ecqa("index", "list", "--qdrant-path", str(local), "--store", "local"))
     assert "open in another ecqa process" in line
 
 

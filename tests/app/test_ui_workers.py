@@ -20,7 +20,7 @@ def worker_ui(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
               embedder: Any, answering_calibration: Path) -> Iterator[tuple[str, Any, Worker]]:
     from app.ui import launch
     from app.ui_service import UiService
-    from edge.store import DocumentStore
+    from edge.store_edge import EdgeShardStore
     from indexing.build import build_index
     from indexing.loaders import load_passages
     from pipelines.settings import Settings
@@ -31,7 +31,7 @@ def worker_ui(tmp_path_factory: pytest.TempPathFactory, tiny_squad: Path, unseen
     worker = Worker("edge-ui-1", root / "registry", "0", ttl_s=2.0, model="qwen2.5-coder-0.5b-instruct",
                     fleet=fleet).wait_listening()
     passages, sources = load_passages([tiny_squad, unseen_squad])
-    with DocumentStore(path=root / "qdrant") as store:
+    with EdgeShardStore(path=root / "qdrant") as store:
         build_index(store, embedder, passages, sources, "ui")
     settings = Settings(qdrant_path=root / "qdrant", collection="ui", policy="edge", network=None,
                         calibration_path=answering_calibration, edge_registry=str(root / "registry"),

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from edge.errors import CollectionNotFoundError, StoreLockedError, StoreUnreachableError
-from edge.store import DocumentStore, document_id
+from edge.store import DocumentStore, IndexStore, document_id
 
 
-def _put(store: DocumentStore, name: str, texts: list[str], dim: int = 3) -> str:
+def _put(store: IndexStore, name: str, texts: list[str], dim: int = 3) -> str:
     backing = store.create_version(name, dim, hybrid=False)
     ids = [document_id("t", t) for t in texts]
     vecs = [[1.0, float(i), 0.0] for i in range(len(texts))]
@@ -23,7 +23,7 @@ def test_document_id_is_content_hash() -> None:
     assert len(document_id("a", "x")) == 36
 
 
-def test_publish_switches_alias_and_drops_old_version(memory_store: DocumentStore) -> None:
+def test_publish_switches_alias_and_drops_old_version(memory_store: IndexStore) -> None:
     first = _put(memory_store, "docs", ["one", "two"])
     memory_store.publish("docs", first, {"model": "m", "dimension": 3, "sources": [{"path": "a"}]})
     assert memory_store.info("docs").documents == 2
@@ -37,7 +37,7 @@ def test_publish_switches_alias_and_drops_old_version(memory_store: DocumentStor
     assert (info.documents, info.dimension, info.model) == (1, 3, "m")
 
 
-def test_discard_leaves_serving_version(memory_store: DocumentStore) -> None:
+def test_discard_leaves_serving_version(memory_store: IndexStore) -> None:
     first = _put(memory_store, "docs", ["one"])
     memory_store.publish("docs", first, {})
     broken = _put(memory_store, "docs", ["two", "three"])
@@ -46,15 +46,15 @@ def test_discard_leaves_serving_version(memory_store: DocumentStore) -> None:
     assert broken not in memory_store._collections()
 
 
-def test_existing_ids_and_copy(memory_store: DocumentStore) -> None:
+def test_existing_ids_and_copy(memory_store: IndexStore) -> None:
     src = _put(memory_store, "a", ["one", "two"])
     assert memory_store.existing_ids(src, [document_id("t", "one"), document_id("t", "zzz")]) == {document_id("t", "one")}
     dst = memory_store.create_version("a", 3, hybrid=False)
     assert memory_store.copy_points(src, dst, batch=1) == 2
-    assert memory_store.client.count(dst).count == 2
+    assert memory_store.count(dst) == 2
 
 
-def test_drop_and_missing_collection(memory_store: DocumentStore) -> None:
+def test_drop_and_missing_collection(memory_store: IndexStore) -> None:
     memory_store.publish("docs", _put(memory_store, "docs", ["one"]), {})
     memory_store.drop("docs")
     assert memory_store.list_collections() == []
@@ -64,7 +64,7 @@ def test_drop_and_missing_collection(memory_store: DocumentStore) -> None:
         memory_store.drop("docs")
 
 
-def test_dense_search_ranks_by_cosine(memory_store: DocumentStore) -> None:
+def test_dense_search_ranks_by_cosine(memory_store: IndexStore) -> None:
     memory_store.publish("docs", _put(memory_store, "docs", ["zero", "one", "two"]), {})
     hits = memory_store.search("docs", [1.0, 2.0, 0.0], None, top_k=2)
     assert [h.payload["text"] for h in hits] == ["two", "one"]
@@ -84,7 +84,7 @@ def test_unreachable_server_is_one_clear_error() -> None:
         DocumentStore(url=f"http://127.0.0.1:{port}").open()
 
 
-def test_drop_refuses_the_backing_collection_of_an_alias(memory_store: DocumentStore) -> None:
+def test_drop_refuses_the_backing_collection_of_an_alias(memory_store: IndexStore) -> None:
     """Defect #12.10: `index drop good__v…` silently removed the live data behind the alias `good`."""
     from edge.errors import StoreError
 
@@ -99,7 +99,7 @@ def test_drop_refuses_the_backing_collection_of_an_alias(memory_store: DocumentS
 
 
 @pytest.mark.parametrize("name", ["a" * 233, "é" * 120, "bad name", "", "x/y"])
-def test_create_version_refuses_names_qdrant_cannot_hold(memory_store: DocumentStore, name: str) -> None:
+def test_create_version_refuses_names_qdrant_cannot_hold(memory_store: IndexStore, name: str) -> None:
     """Defect #12.6: a 233-character name (ValueError in Qdrant) or 120 × 'é' (OSError: file name too long)."""
     from edge.errors import StoreError
 
@@ -118,7 +118,7 @@ def test_longest_allowed_name_builds_in_a_local_folder(tmp_path: Path) -> None:
         assert store.info(name).documents == 1
 
 
-def test_a_name_no_build_can_make_is_not_suggested_to_build(memory_store: DocumentStore) -> None:
+def test_a_name_no_build_can_make_is_not_suggested_to_build(memory_store: IndexStore) -> None:
     """Found by the fuzz harness: `index drop $'\\r'` printed the name raw in "--collection \\r" (two lines)."""
     with pytest.raises(CollectionNotFoundError) as exc:
         memory_store.drop("bad\r\nname")

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from edge.errors import CollectionNotFoundError, StoreError
 from edge.store import MAX_COLLECTION_NAME_BYTES, DocumentStore, collection_name_problem, document_id
+from edge.store_edge import EdgeShardStore
 from pipelines.errors import USER_ERRORS, ConfigError
 from pipelines.settings import Settings, load_settings
 
@@ -169,9 +170,9 @@ def test_index_drop(local_store: DocumentStore, name: str, use_backing: bool) ->
 
 @pytest.fixture(scope="module")
 def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An embedded Qdrant folder, closed (the CLI opens it), holding collection 'good'."""
+    """An index folder of the default store (Qdrant Edge), closed (the CLI opens it), holding collection 'good'."""
     folder = tmp_path_factory.mktemp("fuzz-cli") / "qdrant"
-    with DocumentStore(path=folder) as store:
+    with EdgeShardStore(path=folder) as store:
         backing = store.create_version("good", 3, hybrid=False)
         store.upsert(backing, [document_id("t", "x")], [[1.0, 0.0, 0.0]], None, [{"text": "x", "title": "t"}])
         store.publish("good", backing, {"model": "m", "dimension": 3})

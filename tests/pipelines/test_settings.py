@@ -12,7 +12,8 @@ def test_defaults_use_per_user_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.delenv("ECQA_QDRANT_PATH")
     s = load_settings()
     assert s.collection == "squad" and s.top_k == 3 and s.hybrid and s.fusion == "convex"
-    assert s.effective_qdrant_path() == tmp_path / "xdg" / "ecqa" / "qdrant"
+    assert s.store == "edge" and s.effective_qdrant_path() == tmp_path / "xdg" / "ecqa" / "qdrant-edge"
+    assert load_settings(store="local").effective_qdrant_path() == tmp_path / "xdg" / "ecqa" / "qdrant"
 
 
 def test_env_overrides_defaults_and_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
