@@ -96,3 +96,12 @@ def test_fake_cloud_answer_that_is_not_grounded_or_not_answerable_is_dropped(
     data = ask(index_dir, gateway, edge1_dir)
     assert (data["tier"], data["answer"]) == ("cloud", "")
     assert len(fake_backend.answer_calls) == len(fake_backend.probe_calls) == len(data["sent"]["passages"])
+
+
+def test_the_edge_keeps_its_gateway_connection_longer_than_a_slow_reading_but_less_than_the_gateway() -> None:
+    """Found on a slower 2-core machine: httpx's 5 s keep-alive closed the link's connection while the edge read, and
+    the escalation above paid a new handshake (100 ms over wifi, not one 30 ms round trip)."""
+    from cloud.cloud_answerer import KEEPALIVE_S
+    from cloud.gateway import IDLE_TIMEOUT_S
+
+    assert 20.0 <= KEEPALIVE_S < IDLE_TIMEOUT_S
