@@ -87,7 +87,7 @@ rebuild-llama:  ## rebuild llama-cpp-python from source for this machine (drops 
 # The old defaults stay selectable by name, and tests read with them: pulled (verified, cached) here.
 TEST_MODELS := smollm2-135m-instruct gemma-3-270m
 
-test: $(STAMP) chromium redis-server  ## run every test (slow, network and browser ones included)
+test: $(STAMP) chromium redis-server deploy-tools  ## run every test (slow, network and browser ones included)
 	$(BIN)/ecqa models pull $(TEST_MODELS)
 	$(BIN)/python -m pytest -q
 
@@ -336,3 +336,48 @@ FUZZ_PROFILE ?= fuzz
 
 fuzz: $(STAMP)  ## every fuzz target with 10,000 examples (HYPOTHESIS_PROFILE=fuzz, ~1 h on 2 cores) -> RELIABILITY.md
 	HYPOTHESIS_PROFILE=$(FUZZ_PROFILE) $(BIN)/python -m pytest -q -m fuzz tests/fuzz --hypothesis-show-statistics --durations=0
+
+# --- deploy: the image, compose, Kubernetes (deploy/; deploy/README.md) ------------------------------------------
+# The deploy checks' tools (tests/deploy, `make deploy-check`) live apart from .venv: checkov's dependency tree is
+# large and pins its own versions. .venv-deploy holds checkov, kubernetes-validate and compose-spec at the versions
+# of deploy/requirements-tools.txt; docker-compose (Debian's) and kubectl (with kustomize v5: the `kubectl` package
+# of this machine's apt sources; Debian's own kubernetes-client 1.20 is too old) are installed when missing.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.ecqa-deploy-tools
+IMAGE ?= ecqa:0.1.0
+BASE_IMAGE ?= ecqa-base:bookworm
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+.PHONY: deploy-tools deploy-check base-image image-wheel image
+
+deploy-tools: $(DEPLOY_STAMP)  ## the deploy checks' tools: .venv-deploy (pinned) + docker-compose, kubectl (idempotent)
+	@missing=$$(for t in docker-compose kubectl; do command -v $$t >/dev/null 2>&1 || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing $$missing (apt) for the deploy checks"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(DEPLOY_STAMP): deploy/requirements-tools.txt
+	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install -q -r deploy/requirements-tools.txt
+	@touch $@
+
+deploy-check: deploy-tools  ## validate deploy/ offline: compose (every profile), kustomize overlays (strict schemas), checkov
+	@$(DEPLOY_VENV)/bin/python tests/deploy/deploy_helpers.py
+
+base-image:  ## debootstrap Debian bookworm and import it as BASE_IMAGE (root; no container registry needed)
+	deploy/base-image.sh --engine $(ENGINE) --tag $(BASE_IMAGE)
+
+# The image builds llama-cpp-python with the same flags as .venv; the wheel the Makefile built and cached for them is
+# copied into the build context so that the image does not compile it again (~7-25 min on 2 cores).
+image-wheel:  ## copy the cached portable llama-cpp-python wheel (make env) into deploy/wheels/ for the image build
+	@mkdir -p deploy/wheels
+	@if ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  cp $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl deploy/wheels/ && echo "deploy/wheels/: the cached llama-cpp-python wheel"; \
+	else echo "no cached llama-cpp-python wheel for these flags (make env builds one): the image build compiles it (~7-25 min)"; fi
+
+# podman: --format docker keeps the Dockerfile's HEALTHCHECK (the OCI image format has no place for it).
+image: image-wheel  ## the project image IMAGE (deploy/Dockerfile) on BASE_IMAGE; models pulled and verified in it
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) -f deploy/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
