@@ -167,9 +167,6 @@ def index_pull(
     from pipelines.index import prepare_kv_states, pull_index, stored_passages
 
     s = settings_from(collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url, store=store_kind)
-    if not snapshot.is_file():
-        raise ConfigError(f"snapshot {snapshot} does not exist or is not a file — give the file that "
-                          "`ecqa index build … --snapshot FILE` wrote")
     with open_store(s) as store:
         pulled = pull_index(store, snapshot, s.collection)
         passages = stored_passages(store, s.collection) if kv else []

@@ -117,8 +117,7 @@ class EdgeShardStore(IndexStore):
         if not (folder / "edge_config.json").is_file():
             raise StoreError(f"index version {backing!r} in {self.where} is missing or incomplete — rebuild it with "
                              "`ecqa index build … --recreate`")
-        lock = open(self.root / f"{backing}.inuse", "ab")  # noqa: SIM115 - held while the shard is open
-        fcntl.flock(lock, fcntl.LOCK_SH)
+        lock = self._hold(backing)
         try:
             shard = EdgeShard.load(str(folder))
         except Exception as exc:
@@ -133,20 +132,23 @@ class EdgeShardStore(IndexStore):
         self._shards[backing], self._inuse[backing] = shard, lock
         return shard
 
+    def _hold(self, backing: str) -> IO[bytes]:
+        """A shared lock on ``backing``'s ``.inuse`` file, held while this process has the version open."""
+        lock = open(self.root / f"{backing}.inuse", "ab")  # noqa: SIM115 - closed by _release
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        return lock
+
     def _release(self, backing: str) -> None:
         with self._lock:
-            self._close(backing)
-
-    def _close(self, backing: str) -> None:
-        shard = self._shards.pop(backing, None)
-        if shard is not None:
-            with contextlib.suppress(Exception):
-                shard.flush()
-            with contextlib.suppress(Exception):
-                shard.close()
-        lock = self._inuse.pop(backing, None)
-        if lock is not None:
-            lock.close()
+            shard = self._shards.pop(backing, None)
+            if shard is not None:
+                with contextlib.suppress(Exception):
+                    shard.flush()
+                with contextlib.suppress(Exception):
+                    shard.close()
+            lock = self._inuse.pop(backing, None)
+            if lock is not None:
+                lock.close()
 
     # --- aliases ----------------------------------------------------------------------------
     def _aliases(self) -> dict[str, str]:
@@ -249,8 +251,7 @@ class EdgeShardStore(IndexStore):
             vectors={DENSE: EdgeVectorParams(size=dimension, distance=Distance.Cosine)},
             sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)} if hybrid else None,
         )
-        lock = open(self.root / f"{backing}.inuse", "ab")  # noqa: SIM115 - held while the shard is open
-        fcntl.flock(lock, fcntl.LOCK_SH)
+        lock = self._hold(backing)
         try:
             self._shards[backing] = EdgeShard.create(str(self._dir(backing)), config)
         except Exception as exc:
